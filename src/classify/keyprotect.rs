@@ -1,0 +1,180 @@
+//! The `key-protect` profile: the Key Protect (and HPCS) v2 API table.
+//!
+//! Reads are a short allow-list; everything else is a write, so routes the
+//! table does not know stay safe:
+//! - GET, HEAD and OPTIONS on any path, except `GET /api/v2/import_token`:
+//!   every retrieval consumes one of the token's `maxAllowedRetrievals`.
+//!   HEAD there is a write too: common server frameworks answer HEAD by
+//!   running the GET handler, so it may consume a retrieval as well, and a
+//!   token is only useful before an import, itself a write. That path is
+//!   recognised the way a permissive upstream would route it (percent-decoded,
+//!   `%2F` as a separator, empty and `.` segments and `;params` ignored, ASCII
+//!   case ignored); a `..` segment in a GET or HEAD path is a write, as it
+//!   could resolve to that path.
+//! - `POST /api/v2/keys/{id}/actions/{wrap|unwrap|rewrap}` and the legacy
+//!   `POST /api/v2/keys/{id}?action={wrap|unwrap|rewrap}`: they compute on an
+//!   existing key version and store nothing. Names are case-sensitive. Every
+//!   action indicator (the path segment and each `action` parameter) must
+//!   name the same read action; a missing, empty, unknown, repeated-and-
+//!   different or encoded (`%61ction`, `Action`) one makes the request a
+//!   write. `{id}` (a UUID or an alias) must be plain unreserved characters:
+//!   aliases cannot hold anything else, and an encoded `/` must not move the
+//!   action.
+//!
+//! Matching starts at the beginning of the path: no prefix is skipped.
+
+use http::Method;
+
+use super::raw::{self, Dots};
+use super::Class;
+
+pub(super) const SAFE: &str = "key-protect: safe method";
+pub(super) const IMPORT_TOKEN: &str = "key-protect: GET/HEAD import_token consumes a retrieval";
+pub(super) const DOT_DOT_SAFE: &str =
+    "key-protect: dot-dot segment in a GET/HEAD path (fail closed)";
+pub(super) const DOT_SEGMENT: &str = "key-protect: dot segment in path (fail closed)";
+pub(super) const ACTION_READ: &str = "key-protect: key action wrap/unwrap/rewrap";
+pub(super) const ACTION_WRITE: &str =
+    "key-protect: key action other than wrap/unwrap/rewrap, or conflicting";
+pub(super) const LEGACY_READ: &str = "key-protect: legacy ?action=wrap/unwrap/rewrap";
+pub(super) const LEGACY_WRITE: &str = "key-protect: legacy ?action missing, other or conflicting";
+pub(super) const OTHER: &str = "key-protect: no read route matched (fail closed)";
+
+pub(super) fn classify(method: &Method, path: &str, query: Option<&str>) -> (Class, &'static str) {
+    if *method == Method::GET || *method == Method::HEAD {
+        return match import_token(path) {
+            Lenient::ImportToken => (Class::Write, IMPORT_TOKEN),
+            Lenient::DotDot => (Class::Write, DOT_DOT_SAFE),
+            Lenient::Other => (Class::Read, SAFE),
+        };
+    }
+    if *method == Method::OPTIONS {
+        return (Class::Read, SAFE);
+    }
+    if *method != Method::POST {
+        return (Class::Write, OTHER);
+    }
+    match route(path) {
+        Route::Actions(name) => match (read_action(name), query_action(query)) {
+            (Some(_), QueryAction::Absent) => (Class::Read, ACTION_READ),
+            (Some(name), QueryAction::Read(q)) if q == name => (Class::Read, ACTION_READ),
+            _ => (Class::Write, ACTION_WRITE),
+        },
+        Route::Legacy => match query_action(query) {
+            QueryAction::Read(_) => (Class::Read, LEGACY_READ),
+            QueryAction::Absent | QueryAction::Bad => (Class::Write, LEGACY_WRITE),
+        },
+        Route::Other => (Class::Write, OTHER),
+    }
+}
+
+enum Route<'a> {
+    /// `/api/v2/keys/{id}/actions/{name}`
+    Actions(&'a str),
+    /// `/api/v2/keys/{id}`
+    Legacy,
+    Other,
+}
+
+fn route(path: &str) -> Route<'_> {
+    let Some(segments) = raw::segments(path) else {
+        return Route::Other;
+    };
+    // The longest route has six segments; a seventh means no match.
+    let mut segs = [""; 7];
+    let mut n = 0;
+    for seg in segments {
+        if n == segs.len() {
+            return Route::Other;
+        }
+        segs[n] = seg;
+        n += 1;
+    }
+    match segs[..n] {
+        ["api", "v2", "keys", id, "actions", name] if is_key_id(id) => Route::Actions(name),
+        ["api", "v2", "keys", id] if is_key_id(id) => Route::Legacy,
+        _ => Route::Other,
+    }
+}
+
+/// A key UUID or alias: unreserved characters only (aliases allow letters,
+/// digits, `-` and `_`), not a dot segment, and not the literal
+/// `registrations` of `/api/v2/keys/registrations`.
+fn is_key_id(id: &str) -> bool {
+    !id.is_empty()
+        && id != "."
+        && id != ".."
+        && id != "registrations"
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~'))
+}
+
+fn read_action(name: &str) -> Option<&'static str> {
+    match name {
+        "wrap" => Some("wrap"),
+        "unwrap" => Some("unwrap"),
+        "rewrap" => Some("rewrap"),
+        _ => None,
+    }
+}
+
+enum QueryAction {
+    /// No parameter that could mean `action`.
+    Absent,
+    /// Every such parameter is literally `action=NAME` with the same read NAME.
+    Read(&'static str),
+    Bad,
+}
+
+fn query_action(query: Option<&str>) -> QueryAction {
+    let mut found = None;
+    for p in raw::params(query).filter(|p| raw::is_action_key(p.key)) {
+        if p.key != "action" {
+            return QueryAction::Bad;
+        }
+        let Some(name) = p.value.and_then(read_action) else {
+            return QueryAction::Bad;
+        };
+        match found {
+            None => found = Some(name),
+            Some(first) if first == name => {}
+            Some(_) => return QueryAction::Bad,
+        }
+    }
+    found.map_or(QueryAction::Absent, QueryAction::Read)
+}
+
+enum Lenient {
+    ImportToken,
+    DotDot,
+    Other,
+}
+
+/// Whether an upstream that decodes, collapses and ignores case could route
+/// `path` to `/api/v2/import_token`.
+fn import_token(path: &str) -> Lenient {
+    const TARGET: [&str; 3] = ["api", "v2", "import_token"];
+    let mut matched = 0;
+    let mut mismatch = false;
+    for seg in raw::lenient_segments(path) {
+        let seg = raw::without_params(seg);
+        if seg.is_empty() {
+            continue;
+        }
+        match raw::is_dot_segment(seg) {
+            Dots::One => continue,
+            Dots::Two => return Lenient::DotDot,
+            Dots::None => {}
+        }
+        match TARGET.get(matched) {
+            Some(want) if !mismatch && raw::decoded_eq(seg, want, false, true) => matched += 1,
+            _ => mismatch = true,
+        }
+    }
+    if !mismatch && matched == TARGET.len() {
+        Lenient::ImportToken
+    } else {
+        Lenient::Other
+    }
+}

@@ -1,0 +1,289 @@
+//! Prints a validated [`Config`] back as TOML: every key with its resolved
+//! value (defaults filled in, relative paths resolved, the profile's
+//! `blocked_write_status` chosen), in the order of DESIGN.md §5, so
+//! `failway check` shows what will actually run. The output parses back to the
+//! same configuration, except that probe header values are printed as
+//! `"<redacted>"`: they often carry credentials. Files are never read here.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{
+    Config, FailbackMode, FailoverMode, FleetBackend, HostHeader, RewriteKind, UpstreamConfig,
+};
+
+pub(super) const REDACTED: &str = "<redacted>";
+
+pub(super) fn effective_toml(c: &Config) -> String {
+    let mut w = Writer::default();
+
+    let p = &c.proxy;
+    w.section("proxy");
+    w.kv("listen", s(&p.listen.to_string()));
+    match &p.tls {
+        Some(t) => w.kv(
+            "tls",
+            format!("{{ cert = {}, key = {} }}", path(&t.cert), path(&t.key)),
+        ),
+        None => w.comment("tls is not set: plain HTTP"),
+    }
+    w.kv("request_timeout", dur(p.request_timeout));
+    w.kv("max_request_body", s(&p.max_request_body.to_string()));
+    w.kv("max_header_bytes", s(&p.max_header_bytes.to_string()));
+    w.kv("max_headers", p.max_headers.to_string());
+    w.kv("header_read_timeout", dur(p.header_read_timeout));
+    w.kv("body_idle_timeout", dur(p.body_idle_timeout));
+    w.kv("idle_timeout", dur(p.idle_timeout));
+    let host_header = match p.host_header {
+        HostHeader::Upstream => "upstream",
+        HostHeader::Preserve => "preserve",
+    };
+    w.kv("host_header", s(host_header));
+    w.kv("shutdown_grace", dur(p.shutdown_grace));
+    w.kv("max_connections", p.max_connections.to_string());
+    w.kv(
+        "trusted_proxies",
+        list(p.trusted_proxies.iter().map(|c| s(&c.to_string()))),
+    );
+    match p.worker_threads {
+        Some(n) => w.kv("worker_threads", n.to_string()),
+        None => w.comment("worker_threads is not set: the CPUs available to the process"),
+    }
+
+    let a = &c.admin;
+    w.section("admin");
+    w.kv("listen", s(&a.listen.to_string()));
+    match &a.token_file {
+        Some(f) => w.kv("token_file", path(f)),
+        None => w.comment("token_file is not set: the admin API takes no token"),
+    }
+    match a.probe_listen {
+        Some(addr) => w.kv("probe_listen", s(&addr.to_string())),
+        None => w.comment("probe_listen is not set"),
+    }
+
+    upstream(&mut w, "upstreams.primary", &c.upstreams.primary);
+    upstream(&mut w, "upstreams.replica", &c.upstreams.replica);
+
+    let h = &c.health;
+    w.section("health");
+    w.kv("method", s(h.method.as_str()));
+    w.kv("path", s(&h.path));
+    w.kv("healthy_statuses", s(&h.healthy_statuses.to_string()));
+    w.kv("interval", dur(h.interval));
+    w.kv("timeout", dur(h.timeout));
+    w.kv("unhealthy_threshold", h.unhealthy_threshold.to_string());
+    w.kv("healthy_threshold", h.healthy_threshold.to_string());
+    let headers = h
+        .headers
+        .iter()
+        .map(|(name, _)| format!("{} = {}", key(name.as_str()), s(REDACTED)));
+    w.kv("headers", inline_table(headers));
+    match &h.authorization_file {
+        Some(f) => w.kv("authorization_file", path(f)),
+        None => w.comment("authorization_file is not set"),
+    }
+    w.section("health.passive");
+    w.kv("window", dur(h.passive.window));
+    w.kv("min_requests", h.passive.min_requests.to_string());
+    w.kv(
+        "error_ratio",
+        toml::Value::Float(h.passive.error_ratio).to_string(),
+    );
+
+    let f = &c.failover;
+    w.section("failover");
+    let mode = match f.mode {
+        FailoverMode::Auto => "auto",
+        FailoverMode::Manual => "manual",
+    };
+    w.kv("mode", s(mode));
+    w.kv(
+        "read_only_window",
+        f.read_only_window.map_or_else(|| s("never"), dur),
+    );
+    let failback = match f.failback {
+        FailbackMode::Safe => "safe",
+        FailbackMode::Manual => "manual",
+    };
+    w.kv("failback", s(failback));
+    w.kv("failback_after", dur(f.failback_after));
+    w.kv(
+        "blocked_write_status",
+        f.blocked_write_status.as_u16().to_string(),
+    );
+    w.kv("blocked_retry_after", dur(f.blocked_retry_after));
+
+    w.section("state");
+    match &c.state.path {
+        Some(f) => w.kv("path", path(f)),
+        None => w.comment("path is not set: the failover state is not persisted"),
+    }
+
+    w.section("classify");
+    w.kv("profile", s(c.classify.profile.as_str()));
+    for rule in &c.classify.rules {
+        w.array_section("classify.rules");
+        w.kv("methods", list(rule.methods.iter().map(|m| s(m.as_str()))));
+        w.kv("path", s(&rule.path));
+        if let Some(action) = &rule.action {
+            w.kv("action", s(action));
+        }
+        w.kv("class", s(rule.class.as_str()));
+    }
+
+    let r = &c.retry;
+    w.section("retry");
+    w.kv("max_attempts", r.max_attempts.to_string());
+    w.kv("backoff_base", dur(r.backoff_base));
+    w.kv("backoff_max", dur(r.backoff_max));
+    w.kv("max_retry_after", dur(r.max_retry_after));
+    w.kv("per_try_timeout", dur(r.per_try_timeout));
+    w.kv("buffer_body", s(&r.buffer_body.to_string()));
+    w.kv(
+        "budget_ratio",
+        toml::Value::Float(r.budget_ratio).to_string(),
+    );
+    w.kv("budget_min_per_sec", r.budget_min_per_sec.to_string());
+
+    match &c.fleet {
+        Some(fl) => {
+            w.section("fleet");
+            let backend = match fl.backend {
+                FleetBackend::Etcd => "etcd",
+            };
+            w.kv("backend", s(backend));
+            w.kv(
+                "endpoints",
+                list(fl.endpoints.iter().map(|e| s(&origin(e)))),
+            );
+            w.kv("key", s(&fl.key));
+            w.kv("lease_ttl", dur(fl.lease_ttl));
+            w.kv("failover_quorum", fl.failover_quorum.to_string());
+            match &fl.instance_id {
+                Some(id) => w.kv("instance_id", s(id)),
+                None => w.comment("instance_id is not set: $POD_NAME, else hostname:admin port"),
+            }
+        }
+        None => {
+            w.out.push('\n');
+            w.comment("[fleet] is not set: this instance decides alone");
+        }
+    }
+
+    for rule in &c.rewrite {
+        w.array_section("rewrite");
+        match &rule.kind {
+            RewriteKind::Header(name) => w.kv("header", s(name.as_str())),
+            RewriteKind::PathSegment => w.kv("path_segment", "true".to_owned()),
+        }
+        w.kv("primary", s(&rule.primary));
+        w.kv("replica", s(&rule.replica));
+    }
+    w.out
+}
+
+fn upstream(w: &mut Writer, name: &str, u: &UpstreamConfig) {
+    w.section(name);
+    w.kv("url", s(&origin(&u.url)));
+    match &u.tls {
+        Some(t) => {
+            let mut fields = Vec::new();
+            if let Some(ca) = &t.ca {
+                fields.push(format!("ca = {}", path(ca)));
+            }
+            if let Some(cert) = &t.client_cert {
+                fields.push(format!("client_cert = {}", path(cert)));
+            }
+            if let Some(k) = &t.client_key {
+                fields.push(format!("client_key = {}", path(k)));
+            }
+            if let Some(n) = &t.server_name {
+                fields.push(format!("server_name = {}", s(n)));
+            }
+            w.kv("tls", inline_table(fields.into_iter()));
+        }
+        None => w.comment("tls is not set: system roots, no client certificate"),
+    }
+    w.kv("resolve_every", dur(u.resolve_every));
+    w.kv("http2", u.http2.to_string());
+    w.kv("pool_idle_timeout", dur(u.pool_idle_timeout));
+    w.kv("pool_max_lifetime", dur(u.pool_max_lifetime));
+}
+
+#[derive(Default)]
+struct Writer {
+    out: String,
+}
+
+impl Writer {
+    fn section(&mut self, name: &str) {
+        self.blank_line();
+        let _ = writeln!(self.out, "[{name}]");
+    }
+
+    fn array_section(&mut self, name: &str) {
+        self.blank_line();
+        let _ = writeln!(self.out, "[[{name}]]");
+    }
+
+    fn blank_line(&mut self) {
+        if !self.out.is_empty() && !self.out.ends_with("\n\n") {
+            self.out.push('\n');
+        }
+    }
+
+    fn kv(&mut self, k: &str, value: String) {
+        let _ = writeln!(self.out, "{} = {value}", key(k));
+    }
+
+    fn comment(&mut self, text: &str) {
+        let _ = writeln!(self.out, "# {text}");
+    }
+}
+
+/// A TOML string literal.
+fn s(v: &str) -> String {
+    toml::Value::String(v.to_owned()).to_string()
+}
+
+fn dur(d: Duration) -> String {
+    s(&humantime::format_duration(d).to_string())
+}
+
+fn path(p: &Path) -> String {
+    s(&p.to_string_lossy())
+}
+
+/// `scheme://authority`, as the config file takes it (no trailing `/`).
+fn origin(u: &http::Uri) -> String {
+    match (u.scheme_str(), u.authority()) {
+        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+        _ => u.to_string(),
+    }
+}
+
+fn key(k: &str) -> String {
+    if !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        k.to_owned()
+    } else {
+        s(k)
+    }
+}
+
+fn list(items: impl Iterator<Item = String>) -> String {
+    format!("[{}]", items.collect::<Vec<_>>().join(", "))
+}
+
+fn inline_table(fields: impl Iterator<Item = String>) -> String {
+    let fields: Vec<String> = fields.collect();
+    if fields.is_empty() {
+        "{}".to_owned()
+    } else {
+        format!("{{ {} }}", fields.join(", "))
+    }
+}

@@ -1,0 +1,286 @@
+//! Configuration: a raw serde mirror of the TOML file (`raw.rs`, every struct
+//! `deny_unknown_fields`) validated into the typed [`Config`] below, whose
+//! fields cannot hold invalid values (durations, sizes, socket addresses,
+//! URIs, enums). Every error names its key path and what would be valid.
+//!
+//! The whole schema of DESIGN.md §5 is validated here, including sections whose
+//! features land later, so no key ever needs renaming.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+
+use crate::classify::Class;
+
+mod effective;
+mod error;
+mod keypath;
+mod raw;
+#[cfg(test)]
+mod tests;
+mod types;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use types::{
+    ByteSize, Cidr, ParseByteSizeError, ParseCidrError, ParseStatusRangesError, StatusRanges,
+};
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub proxy: ProxyConfig,
+    pub admin: AdminConfig,
+    pub upstreams: Upstreams,
+    pub health: HealthConfig,
+    pub failover: FailoverConfig,
+    pub state: StateConfig,
+    pub classify: ClassifyConfig,
+    pub retry: RetryConfig,
+    pub fleet: Option<FleetConfig>,
+    pub rewrite: Vec<RewriteRule>,
+    /// Folder the config file lives in; relative paths were resolved against it.
+    pub base_dir: PathBuf,
+    /// Non-fatal findings (`failway check` prints them), e.g. no `state.path`.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTls>,
+    pub request_timeout: Duration,
+    pub max_request_body: ByteSize,
+    pub max_header_bytes: ByteSize,
+    pub max_headers: usize,
+    pub header_read_timeout: Duration,
+    pub body_idle_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub host_header: HostHeader,
+    pub shutdown_grace: Duration,
+    pub max_connections: usize,
+    pub trusted_proxies: Vec<Cidr>,
+    /// `None`: the CPUs available to the process.
+    pub worker_threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostHeader {
+    /// `Host` is set to the upstream's authority (the default).
+    Upstream,
+    /// The client's `Host` is forwarded unchanged.
+    Preserve,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token_file: Option<PathBuf>,
+    pub probe_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstreams {
+    pub primary: UpstreamConfig,
+    pub replica: UpstreamConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamConfig {
+    /// Scheme and authority only (`http://host:port` or `https://host`); no path.
+    pub url: http::Uri,
+    pub tls: Option<UpstreamTls>,
+    pub resolve_every: Duration,
+    pub http2: bool,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_lifetime: Duration,
+}
+
+impl UpstreamConfig {
+    pub fn is_https(&self) -> bool {
+        self.url.scheme() == Some(&http::uri::Scheme::HTTPS)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamTls {
+    pub ca: Option<PathBuf>,
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub method: Method,
+    /// Path and optional query, starting with `/`.
+    pub path: String,
+    pub healthy_statuses: StatusRanges,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+    /// Extra probe headers, in file order. Values are secret-ish: never printed.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub authorization_file: Option<PathBuf>,
+    pub passive: PassiveHealthConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PassiveHealthConfig {
+    pub window: Duration,
+    pub min_requests: u32,
+    /// In (0, 1].
+    pub error_ratio: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailoverMode {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailbackMode {
+    Safe,
+    Manual,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailoverConfig {
+    pub mode: FailoverMode,
+    /// `None` = `"never"`: writes are enabled by an operator only.
+    pub read_only_window: Option<Duration>,
+    pub failback: FailbackMode,
+    pub failback_after: Duration,
+    /// Resolved default: 409 for `key-protect`, 503 for `http-methods`.
+    pub blocked_write_status: StatusCode,
+    pub blocked_retry_after: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct StateConfig {
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    KeyProtect,
+    HttpMethods,
+}
+
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::KeyProtect => "key-protect",
+            Profile::HttpMethods => "http-methods",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyConfig {
+    pub profile: Profile,
+    pub rules: Vec<ClassifyRule>,
+}
+
+/// One `[[classify.rules]]` entry. `path` was checked: it starts with `/`,
+/// has no empty segment, and `**` appears only as the last segment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClassifyRule {
+    /// Empty: any method.
+    pub methods: Vec<Method>,
+    pub path: String,
+    pub action: Option<String>,
+    pub class: Class,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Total tries, the first included (>= 1).
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub max_retry_after: Duration,
+    pub per_try_timeout: Duration,
+    pub buffer_body: ByteSize,
+    pub budget_ratio: f64,
+    pub budget_min_per_sec: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetConfig {
+    pub backend: FleetBackend,
+    pub endpoints: Vec<http::Uri>,
+    pub key: String,
+    pub lease_ttl: Duration,
+    pub failover_quorum: u32,
+    pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FleetBackend {
+    Etcd,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RewriteKind {
+    /// Rewrites the value of this header (lower-cased name).
+    Header(http::HeaderName),
+    /// Rewrites any path segment equal to `primary`.
+    PathSegment,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RewriteRule {
+    pub kind: RewriteKind,
+    pub primary: String,
+    pub replica: String,
+}
+
+impl Config {
+    /// Parses and validates a config held in memory; relative paths resolve
+    /// against `base_dir`. Returns every error found, not just the first.
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+        validate::from_toml_str(text, base_dir)
+    }
+
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors::single(ConfigError::new(
+                "",
+                format!("cannot read config file {}: {e}", path.display()),
+            ))
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        Self::from_toml_str(&text, &base)
+    }
+
+    /// The effective configuration as TOML, every key with its value, secrets
+    /// (probe header values) replaced by `"<redacted>"`. `failway check` prints it.
+    pub fn to_effective_toml(&self) -> String {
+        effective::effective_toml(self)
+    }
+
+    /// Whether `ip` may set `X-Forwarded-For` (it is in `proxy.trusted_proxies`).
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.proxy.trusted_proxies.iter().any(|c| c.contains(ip))
+    }
+}

@@ -1,0 +1,164 @@
+//! Turns the raw file ([`super::raw`]) into the typed [`Config`]: applies the
+//! defaults of DESIGN.md §5, checks every value and the rules between values,
+//! and resolves relative file paths against the config file's folder.
+//!
+//! Syntax errors, unknown keys and values of the wrong TOML type stop at the
+//! first one (the deserializer cannot go on); every other problem is collected
+//! so one run reports them all. Files named here (certificates, tokens, the
+//! state file) are neither read nor checked for existence: the code that uses
+//! them does, and reports it.
+//!
+//! The sections are checked in `sections`, `upstreams` and `rules`; single
+//! values are parsed in `values`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use super::keypath::key_path_at;
+use super::raw::RawConfig;
+use super::{Config, ConfigError, ConfigErrors, StateConfig};
+
+mod rules;
+mod sections;
+mod upstreams;
+mod values;
+
+pub(super) const STATE_PATH_WARNING: &str = "state.path is not set: a restart forgets the failover mode, the read-only deadline and the replica-writes latch";
+
+pub(super) fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
+    let raw = parse_raw(text)?;
+    let mut v = Validator {
+        errors: Vec::new(),
+        base_dir,
+    };
+    let config = v.config(raw);
+    if v.errors.is_empty() {
+        Ok(config)
+    } else {
+        Err(ConfigErrors(v.errors))
+    }
+}
+
+/// Parses the text into the raw mirror. The syntax is checked first on its
+/// own so that a broken file is reported as such, not as a schema problem.
+fn parse_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
+    if let Err(e) = text.parse::<toml::Table>() {
+        let at = e
+            .span()
+            .map(|s| format!(" at {}", line_col(text, s.start)))
+            .unwrap_or_default();
+        return Err(ConfigErrors::single(ConfigError::new(
+            "",
+            format!("TOML syntax error{at}: {}", e.message().trim()),
+        )));
+    }
+    toml::from_str::<RawConfig>(text).map_err(|e| {
+        let span = e.span();
+        let path = span
+            .clone()
+            .and_then(|s| key_path_at(text, s.start))
+            .unwrap_or_default();
+        let at = span
+            .map(|s: Range<usize>| format!(" (at {})", line_col(text, s.start)))
+            .unwrap_or_default();
+        ConfigErrors::single(ConfigError::new(
+            path,
+            format!("{}{at}", friendly_serde_message(e.message())),
+        ))
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!("line {line}, column {col}")
+}
+
+/// Rewords serde's messages for people editing a TOML file: "unknown field
+/// `x`" becomes "unknown key" (the path already names it), Rust type names
+/// become TOML ones.
+fn friendly_serde_message(message: &str) -> String {
+    let mut m = message.trim().to_owned();
+    if let Some(rest) = m.strip_prefix("unknown field `") {
+        m = match rest.split_once("`, ") {
+            Some((_, expected)) => format!("unknown key, {expected}"),
+            None => "unknown key".to_owned(),
+        };
+    }
+    for (from, to) in [
+        ("expected i64", "expected an integer"),
+        ("expected f64", "expected a number"),
+        ("expected a sequence", "expected an array"),
+        (
+            "expected a table of string values",
+            "expected a table of strings",
+        ),
+    ] {
+        m = m.replace(from, to);
+    }
+    if let Some(at) = m.find("expected struct ") {
+        m.replace_range(at.., "expected a table");
+    }
+    m.replace('`', "")
+}
+
+struct Validator<'a> {
+    errors: Vec<ConfigError>,
+    base_dir: &'a Path,
+}
+
+impl Validator<'_> {
+    fn err(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError::new(path, message));
+    }
+
+    /// Whether no error was recorded for `path` (so cross-checks do not pile
+    /// a second complaint onto a value already reported as invalid).
+    fn ok(&self, path: &str) -> bool {
+        !self.errors.iter().any(|e| e.path == path)
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let proxy = self.proxy(raw.proxy);
+        let admin = self.admin(raw.admin, &proxy);
+        let upstreams = self.upstreams(raw.upstreams);
+        let health = self.health(raw.health);
+        let classify = self.classify(raw.classify);
+        let failover = self.failover(raw.failover, classify.profile);
+        let state = StateConfig {
+            path: self.file("state.path", raw.state.path),
+        };
+        let retry = self.retry(raw.retry, &proxy);
+        let fleet = raw.fleet.map(|f| self.fleet(f));
+        let rewrite = self.rewrite(raw.rewrite);
+        let mut warnings = Vec::new();
+        if state.path.is_none() {
+            warnings.push(STATE_PATH_WARNING.to_owned());
+        }
+        Config {
+            proxy,
+            admin,
+            upstreams,
+            health,
+            failover,
+            state,
+            classify,
+            retry,
+            fleet,
+            rewrite,
+            base_dir: self.base_dir.to_path_buf(),
+            warnings,
+        }
+    }
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+}
+
+fn secs(n: u64) -> Duration {
+    Duration::from_secs(n)
+}

@@ -1,0 +1,147 @@
+//! The `failway` command: parses arguments, loads the configuration (exit 64
+//! on a bad one, before any port is bound) and runs the app.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use failway::config::Config;
+use failway::telemetry::{self, LogFormat};
+
+/// EX_USAGE from sysexits.h: the configuration (the input) is wrong.
+const EXIT_CONFIG: u8 = 64;
+/// EX_SOFTWARE-ish: failway could not start (port taken, file limit).
+const EXIT_START: u8 = 70;
+
+#[derive(Parser)]
+#[command(
+    name = "failway",
+    version,
+    about = "A failover-aware reverse proxy for regional APIs with one-way replication"
+)]
+struct Cli {
+    /// Log format on stderr (RUST_LOG filters, default "info").
+    #[arg(long, value_enum, default_value = "pretty", global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration and print the effective one (exit 64 on errors).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print the class (read or write) of a request and the rule that decided it.
+    Classify {
+        /// Config whose profile and rules to use (default: the key-protect profile).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// HTTP method, e.g. POST.
+        method: String,
+        /// Path with optional query, e.g. "/api/v2/keys/abc?action=wrap".
+        target: String,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|errors| {
+        eprintln!("{}: {} error(s):", path.display(), errors.len());
+        for e in errors.iter() {
+            eprintln!("  {e}");
+        }
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match load(&config) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    eprintln!("warning: {w}");
+                }
+                print!("{}", cfg.to_effective_toml());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        Command::Classify {
+            config,
+            method,
+            target,
+        } => classify(config, &method, &target),
+        Command::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            telemetry::init(cli.log_format);
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
+            if let Err(e) = failway::app::raise_file_limit(cfg.proxy.max_connections) {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_START);
+            }
+            let mut rt = tokio::runtime::Builder::new_multi_thread();
+            rt.enable_all();
+            if let Some(n) = cfg.proxy.worker_threads {
+                rt.worker_threads(n);
+            }
+            let rt = match rt.build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            rt.block_on(run(cfg))
+        }
+    }
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let running = match failway::app::start(cfg).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(EXIT_START);
+        }
+    };
+    failway::shutdown::wait_for_signal().await;
+    running.shutdown().await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn classify(config: Option<PathBuf>, method: &str, target: &str) -> ExitCode {
+    let (profile, rules) = match config {
+        Some(path) => match load(&path) {
+            Ok(cfg) => (cfg.classify.profile, cfg.classify.rules),
+            Err(code) => return code,
+        },
+        None => (failway::config::Profile::KeyProtect, Vec::new()),
+    };
+    let Ok(method) = http::Method::from_bytes(method.as_bytes()) else {
+        eprintln!("{method:?} is not an HTTP method");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let classifier = failway::classify::Classifier::new(profile, &rules);
+    let decision = classifier.classify(&method, path, query);
+    println!("{decision}");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,290 @@
+//! One pooled upstream client per region (hyper-util's legacy client over
+//! hyper-rustls), and the mapping of its errors onto [`ProxyError`].
+//!
+//! TLS verification always uses the platform roots plus `tls.ca`; there is no
+//! switch to turn verification off.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::HeaderValue;
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::body::{BodyFailure, UpstreamBody, Watched};
+use super::error::ProxyError;
+use crate::config::UpstreamConfig;
+use crate::routing::Region;
+
+pub type RequestBody = UpstreamBody<Watched<hyper::body::Incoming>>;
+pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// Connection attempts give up after this long (Envoy's default too), or the
+/// per-try timeout when that is shorter.
+const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Failure to build an upstream client.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("upstreams.{region}.tls.{key}: cannot read {path}: {source}")]
+    Read {
+        region: &'static str,
+        key: &'static str,
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("upstreams.{region}.tls.{key}: {message}")]
+    Invalid {
+        region: &'static str,
+        key: &'static str,
+        message: String,
+    },
+    #[error("upstreams.{region}.tls: {source}")]
+    Tls {
+        region: &'static str,
+        #[source]
+        source: rustls::Error,
+    },
+}
+
+/// A region's client and the values requests to it need.
+pub struct Upstream {
+    pub region: Region,
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// `Host` sent upstream when `proxy.host_header = "upstream"`.
+    pub host: HeaderValue,
+    pub client: HttpClient,
+}
+
+impl Upstream {
+    pub fn new(
+        region: Region,
+        cfg: &UpstreamConfig,
+        per_try_timeout: Duration,
+    ) -> Result<Upstream, ClientError> {
+        let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP);
+        let authority = cfg
+            .url
+            .authority()
+            .cloned()
+            .ok_or_else(|| ClientError::Invalid {
+                region: region.as_str(),
+                key: "url",
+                message: "has no host".into(),
+            })?;
+        let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ClientError::Invalid {
+            region: region.as_str(),
+            key: "url",
+            message: "host is not a valid Host header".into(),
+        })?;
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
+        http.set_keepalive(Some(Duration::from_secs(30)));
+
+        let tls = tls_config(region, cfg)?;
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http();
+        let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                    ClientError::Invalid {
+                        region: region.as_str(),
+                        key: "server_name",
+                        message: format!("{name:?} is not a DNS name or IP address"),
+                    }
+                })?;
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = if cfg.http2 {
+            builder.enable_all_versions().wrap_connector(http)
+        } else {
+            builder.enable_http1().wrap_connector(http)
+        };
+
+        let mut b = Client::builder(TokioExecutor::new());
+        b.timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(1024)
+            .http1_max_buf_size(1024 * 1024);
+        // Over plain HTTP there is no ALPN: `http2 = true` means prior knowledge.
+        if cfg.http2 && !cfg.is_https() {
+            b.http2_only(true);
+        }
+        let client = b.build(connector);
+        Ok(Upstream {
+            region,
+            scheme,
+            authority,
+            host,
+            client,
+        })
+    }
+}
+
+fn tls_config(region: Region, cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, ClientError> {
+    let r = region.as_str();
+    let mut roots = rustls::RootCertStore::empty();
+    // Platform roots; a machine without any still works with `tls.ca`.
+    let native = rustls_native_certs::load_native_certs();
+    for cert in native.certs {
+        let _ = roots.add(cert);
+    }
+    let tls = cfg.tls.clone().unwrap_or_default();
+    if let Some(ca) = &tls.ca {
+        for cert in read_certs(r, "ca", ca)? {
+            roots.add(cert).map_err(|e| ClientError::Invalid {
+                region: r,
+                key: "ca",
+                message: format!("{}: {e}", ca.display()),
+            })?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|source| ClientError::Tls { region: r, source })?
+        .with_root_certificates(roots);
+    match (&tls.client_cert, &tls.client_key) {
+        (Some(cert), Some(key)) => {
+            let certs = read_certs(r, "client_cert", cert)?;
+            let key = read_key(r, key)?;
+            builder
+                .with_client_auth_cert(certs, key)
+                .map_err(|source| ClientError::Tls { region: r, source })
+        }
+        (None, None) => Ok(builder.with_no_client_auth()),
+        _ => Err(ClientError::Invalid {
+            region: r,
+            key: "client_cert",
+            message: "client_cert and client_key must be set together".into(),
+        }),
+    }
+}
+
+fn read_certs(
+    region: &'static str,
+    key: &'static str,
+    path: &std::path::Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|source| ClientError::Read {
+        region,
+        key,
+        path: path.display().to_string(),
+        source,
+    })?;
+    let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| ClientError::Invalid {
+            region,
+            key,
+            message: format!("{}: not a PEM certificate: {e}", path.display()),
+        })?;
+    if certs.is_empty() {
+        return Err(ClientError::Invalid {
+            region,
+            key,
+            message: format!("{}: holds no certificate", path.display()),
+        });
+    }
+    Ok(certs)
+}
+
+fn read_key(
+    region: &'static str,
+    path: &std::path::Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, ClientError> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|source| ClientError::Read {
+        region,
+        key: "client_key",
+        path: path.display().to_string(),
+        source,
+    })?;
+    // The error names the file only: a key parse error must not echo key bytes.
+    rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem).map_err(|_| ClientError::Invalid {
+        region,
+        key: "client_key",
+        message: format!("{}: not a PEM private key", path.display()),
+    })
+}
+
+/// What went wrong on an upstream attempt, as far as the client can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// No connection could be made; nothing was sent.
+    ConnectRefused,
+    ConnectTimeout,
+    TlsHandshake,
+    /// The connection broke after the request (or part of it) was sent.
+    Reset,
+    /// The response could not be parsed.
+    Malformed,
+    /// The request body failed (limit, stall, client gone): not the upstream's fault.
+    RequestBody,
+}
+
+impl UpstreamFailure {
+    pub fn to_proxy_error(self) -> ProxyError {
+        match self {
+            UpstreamFailure::ConnectRefused => ProxyError::UpstreamConnect,
+            UpstreamFailure::ConnectTimeout => ProxyError::UpstreamTimeout,
+            UpstreamFailure::TlsHandshake => ProxyError::UpstreamTls,
+            UpstreamFailure::Reset => ProxyError::UpstreamReset,
+            UpstreamFailure::Malformed => ProxyError::UpstreamProtocol,
+            UpstreamFailure::RequestBody => ProxyError::BadRequest("request body failed"),
+        }
+    }
+
+    /// Classifies a client error by walking its source chain.
+    pub fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        let connect = err.is_connect();
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<io::Error>() {
+                if io.kind() == io::ErrorKind::TimedOut && connect {
+                    return UpstreamFailure::ConnectTimeout;
+                }
+                if io
+                    .get_ref()
+                    .is_some_and(|inner| inner.is::<rustls::Error>())
+                {
+                    return UpstreamFailure::TlsHandshake;
+                }
+            }
+            if e.is::<rustls::Error>() {
+                return UpstreamFailure::TlsHandshake;
+            }
+            if let Some(h) = e.downcast_ref::<hyper::Error>() {
+                if h.is_parse() || h.is_parse_status() {
+                    return UpstreamFailure::Malformed;
+                }
+                if h.is_user() {
+                    return UpstreamFailure::RequestBody;
+                }
+            }
+            if e.is::<BodyFailure>() {
+                return UpstreamFailure::RequestBody;
+            }
+            source = e.source();
+        }
+        if connect {
+            UpstreamFailure::ConnectRefused
+        } else {
+            UpstreamFailure::Reset
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Header hygiene (RFC 9110 §7.6.1) and the headers failway adds.
+//!
+//! Requests: hop-by-hop fields and every field `Connection` names are removed;
+//! a `Connection` that names a field failway sets or relies on is refused;
+//! method-override headers are dropped (they must never change what a request
+//! is); `X-Forwarded-*`, `Host` and the correlation id are set. Responses:
+//! hop-by-hop fields removed, `failway-region` added.
+//!
+//! This module does not rewrite region IDs or classify; it only touches framing
+//! and provenance headers, so it is safe to apply to every request.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::error::ProxyError;
+
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("correlation-id");
+pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const FAILWAY_REGION: HeaderName = HeaderName::from_static("failway-region");
+pub const FAILWAY_MODE: HeaderName = HeaderName::from_static("failway-mode");
+pub const FAILWAY_OUTCOME: HeaderName = HeaderName::from_static("failway-outcome");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+/// Headers that would let a client change what a request *is*; dropped so
+/// that classification by method can never be bypassed.
+const METHOD_OVERRIDES: [HeaderName; 3] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-http-method"),
+    HeaderName::from_static("x-method-override"),
+];
+
+/// Fields failway sets or relies on: a client that lists one of them in
+/// `Connection` is trying to make a proxy drop it, so the request is refused.
+fn is_protected(name: &str) -> bool {
+    matches!(
+        name,
+        "host"
+            | "authorization"
+            | "content-length"
+            | "content-type"
+            | "x-forwarded-for"
+            | "x-forwarded-proto"
+            | "x-forwarded-host"
+            | "forwarded"
+            | "correlation-id"
+            | "x-correlation-id"
+            | "bluemix-instance"
+    ) || name.starts_with("failway-")
+}
+
+/// Limits checked on every request's head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_headers: usize,
+    pub max_header_bytes: u64,
+}
+
+/// Checks a request head before anything is forwarded.
+pub fn check_request(
+    method: &http::Method,
+    uri: &http::Uri,
+    headers: &HeaderMap,
+    limits: HeadLimits,
+) -> Result<(), ProxyError> {
+    if headers.len() > limits.max_headers {
+        return Err(ProxyError::TooManyHeaders {
+            limit: limits.max_headers,
+        });
+    }
+    // Roughly what the head took on the wire: request line plus "name: value\r\n".
+    let mut bytes = method.as_str().len() as u64
+        + uri.path_and_query().map_or(1, |p| p.as_str().len()) as u64
+        + 12;
+    for (name, value) in headers {
+        bytes += (name.as_str().len() + value.len() + 4) as u64;
+    }
+    if bytes > limits.max_header_bytes {
+        return Err(ProxyError::HeadersTooLarge {
+            limit: limits.max_header_bytes,
+        });
+    }
+    // hyper accepts `Transfer-Encoding: gzip, chunked`; forwarding it without
+    // the header would hand the upstream a still-encoded body, so only plain
+    // `chunked` is allowed.
+    let mut te = headers.get_all(header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if te.next().is_some() || !first.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Err(ProxyError::BadRequest(
+                "Transfer-Encoding must be exactly \"chunked\"",
+            ));
+        }
+    }
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else {
+            return Err(ProxyError::BadRequest("Connection header is not ASCII"));
+        };
+        for token in value.split(',') {
+            let token = token.trim().to_ascii_lowercase();
+            if is_protected(&token) {
+                return Err(ProxyError::BadRequest(
+                    "Connection header names a field the proxy relies on",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Removes the hop-by-hop fields and every field `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect the names first: `Connection` itself is removed below.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// What the upstream request's provenance headers are built from.
+pub struct Provenance<'a> {
+    pub peer: IpAddr,
+    /// The peer may set `X-Forwarded-*` (it is in `proxy.trusted_proxies`).
+    pub peer_trusted: bool,
+    pub downstream_tls: bool,
+    /// The `Host` (or `:authority`) the client addressed.
+    pub original_host: Option<HeaderValue>,
+    /// The value `Host` gets upstream.
+    pub upstream_host: &'a HeaderValue,
+    pub correlation_id: &'a HeaderValue,
+}
+
+/// Prepares a request's headers for the upstream.
+pub fn prepare_request(headers: &mut HeaderMap, p: &Provenance<'_>) {
+    strip_hop_by_hop(headers);
+    for name in METHOD_OVERRIDES {
+        headers.remove(name);
+    }
+    // failway frames the body itself (it may re-frame chunked as sized) and
+    // answers `Expect: 100-continue` towards the client.
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::EXPECT);
+
+    let peer = HeaderValue::from_str(&p.peer.to_string()).unwrap_or(HeaderValue::from_static(""));
+    let xff = if p.peer_trusted {
+        let prior: Vec<&str> = headers
+            .get_all(X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if prior.is_empty() {
+            peer
+        } else {
+            let joined = format!("{}, {}", prior.join(", "), p.peer);
+            HeaderValue::from_str(&joined).unwrap_or(peer)
+        }
+    } else {
+        peer
+    };
+    headers.insert(X_FORWARDED_FOR, xff);
+    if !(p.peer_trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+        let proto = if p.downstream_tls { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if !(p.peer_trusted && headers.contains_key(X_FORWARDED_HOST)) {
+        match &p.original_host {
+            Some(h) => {
+                headers.insert(X_FORWARDED_HOST, h.clone());
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        }
+    }
+    headers.insert(header::HOST, p.upstream_host.clone());
+    // The id the access log shows; equal to the client's own when it sent a
+    // usable one.
+    headers.insert(CORRELATION_ID, p.correlation_id.clone());
+}
+
+/// Prepares an upstream response's headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap, region: &'static str) {
+    strip_hop_by_hop(headers);
+    headers.insert(FAILWAY_REGION, HeaderValue::from_static(region));
+}
+
+/// The request's correlation id (DESIGN.md §8): `correlation-id`, else
+/// `X-Correlation-ID`, else a new v4 UUID. Values that are not short printable
+/// tokens are ignored, so a hostile id cannot bloat or corrupt the access log.
+pub fn correlation_id(headers: &HeaderMap) -> HeaderValue {
+    for name in [CORRELATION_ID, X_CORRELATION_ID] {
+        if let Some(v) = headers.get(name) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return v.clone();
+            }
+        }
+    }
+    new_uuid()
+}
+
+fn new_uuid() -> HeaderValue {
+    let a = fastrand::u64(..);
+    let b = fastrand::u64(..);
+    // Version 4, variant 10xx.
+    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let s = format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    );
+    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> HeadLimits {
+        HeadLimits {
+            max_headers: 100,
+            max_header_bytes: 16 * 1024,
+        }
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    fn check(h: &HeaderMap) -> Result<(), ProxyError> {
+        check_request(&http::Method::GET, &"/x".parse().unwrap(), h, limits())
+    }
+
+    #[test]
+    fn connection_naming_a_protected_field_is_refused() {
+        for named in ["Host", "authorization", "X-Forwarded-For", "failway-region"] {
+            let h = map(&[("connection", &format!("keep-alive, {named}"))]);
+            assert!(
+                matches!(check(&h), Err(ProxyError::BadRequest(_))),
+                "{named}"
+            );
+        }
+        assert!(check(&map(&[("connection", "keep-alive, x-custom")])).is_ok());
+    }
+
+    #[test]
+    fn only_plain_chunked_transfer_encoding_passes() {
+        assert!(check(&map(&[("transfer-encoding", "chunked")])).is_ok());
+        assert!(check(&map(&[("transfer-encoding", "Chunked")])).is_ok());
+        for bad in ["gzip, chunked", "xchunked", "chunked, chunked"] {
+            assert!(check(&map(&[("transfer-encoding", bad)])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn header_count_and_size_limits() {
+        let many: Vec<(String, String)> =
+            (0..101).map(|i| (format!("x-h{i}"), "v".into())).collect();
+        let mut h = HeaderMap::new();
+        for (k, v) in &many {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        assert_eq!(check(&h), Err(ProxyError::TooManyHeaders { limit: 100 }));
+        let big = "a".repeat(17 * 1024);
+        assert_eq!(
+            check(&map(&[("x-big", &big)])),
+            Err(ProxyError::HeadersTooLarge { limit: 16 * 1024 })
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_named_fields_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic abc"),
+            ("x-http-method-override", "GET"),
+            ("x-keep", "yes"),
+            ("content-length", "3"),
+        ]);
+        let host = HeaderValue::from_static("upstream.example");
+        let cid = HeaderValue::from_static("cid-1");
+        prepare_request(
+            &mut h,
+            &Provenance {
+                peer: "10.0.0.9".parse().unwrap(),
+                peer_trusted: false,
+                downstream_tls: false,
+                original_host: Some(HeaderValue::from_static("proxy.local")),
+                upstream_host: &host,
+                correlation_id: &cid,
+            },
+        );
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret-hop",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "x-http-method-override",
+            "content-length",
+        ] {
+            assert!(!h.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(h["x-keep"], "yes");
+        assert_eq!(h["host"], "upstream.example");
+        assert_eq!(h["x-forwarded-host"], "proxy.local");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["correlation-id"], "cid-1");
+    }
+
+    #[test]
+    fn forwarded_for_is_replaced_unless_the_peer_is_trusted() {
+        let host = HeaderValue::from_static("u");
+        let cid = HeaderValue::from_static("c");
+        let mut prov = Provenance {
+            peer: "192.0.2.1".parse().unwrap(),
+            peer_trusted: false,
+            downstream_tls: true,
+            original_host: None,
+            upstream_host: &host,
+            correlation_id: &cid,
+        };
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        prepare_request(&mut h, &prov);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+
+        prov.peer_trusted = true;
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "http"),
+        ]);
+        prepare_request(&mut h, &prov);
+        assert_eq!(h["x-forwarded-for"], "203.0.113.7, 192.0.2.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn correlation_id_prefers_kp_spelling_then_x_then_new() {
+        let h = map(&[("correlation-id", "a"), ("x-correlation-id", "b")]);
+        assert_eq!(correlation_id(&h), "a");
+        let h = map(&[("x-correlation-id", "b")]);
+        assert_eq!(correlation_id(&h), "b");
+        let h = map(&[("correlation-id", "has space")]);
+        let id = correlation_id(&h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+        assert_ne!(
+            correlation_id(&HeaderMap::new()),
+            correlation_id(&HeaderMap::new())
+        );
+    }
+}

@@ -1,0 +1,135 @@
+//! The body failway sends to the client, and the access log that rides on it.
+//!
+//! The access-log event is emitted when hyper drops the response body: after
+//! the last byte was written, or when the client went away. So the duration
+//! and byte counts it shows are the real ones, not the time to the head.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use pin_project_lite::pin_project;
+
+use super::body::{BodyWatch, BoxError};
+use super::conn::ConnTracker;
+use crate::classify::Class;
+use crate::routing::Region;
+
+/// One request's access-log record; logged on drop.
+pub struct AccessLog {
+    pub method: http::Method,
+    /// Path only: the query may carry identifiers and is left out.
+    pub path: String,
+    pub correlation_id: http::HeaderValue,
+    pub class: Class,
+    pub region: Option<Region>,
+    pub status: u16,
+    pub start: Instant,
+    pub bytes_out: u64,
+    pub request_body: Arc<BodyWatch>,
+    pub conn: Arc<ConnTracker>,
+    /// Whether the body reached its end (false: the client went away).
+    pub complete: bool,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.conn.request_finished();
+        tracing::info!(
+            target: "failway::access",
+            method = %self.method,
+            path = %self.path,
+            status = self.status,
+            region = self.region.map_or("none", Region::as_str),
+            class = self.class.as_str(),
+            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            bytes_in = self.request_body.bytes(),
+            bytes_out = self.bytes_out,
+            correlation_id = self.correlation_id.to_str().unwrap_or("-"),
+            complete = self.complete,
+        );
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    enum Kind {
+        Upstream { #[pin] inner: hyper::body::Incoming },
+        Local { #[pin] inner: Full<Bytes> },
+    }
+}
+
+pin_project! {
+    /// A response body: streamed from the upstream, or made by failway.
+    pub struct ResponseBody {
+        #[pin]
+        kind: Kind,
+        log: Option<Box<AccessLog>>,
+    }
+}
+
+impl ResponseBody {
+    pub fn upstream(inner: hyper::body::Incoming, mut log: Box<AccessLog>) -> Self {
+        log.complete = inner.is_end_stream();
+        ResponseBody {
+            kind: Kind::Upstream { inner },
+            log: Some(log),
+        }
+    }
+
+    pub fn local(inner: Full<Bytes>, mut log: Option<Box<AccessLog>>) -> Self {
+        if let Some(log) = log.as_mut() {
+            log.complete = inner.is_end_stream();
+        }
+        ResponseBody {
+            kind: Kind::Local { inner },
+            log,
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match this.kind.project() {
+            KindProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
+            KindProj::Local { inner } => inner.poll_frame(cx).map_err(|never| match never {}),
+        };
+        if let Some(log) = this.log.as_mut() {
+            match &res {
+                Poll::Ready(Some(Ok(frame))) => {
+                    if let Some(d) = frame.data_ref() {
+                        log.bytes_out += d.len() as u64;
+                    }
+                }
+                Poll::Ready(None) => log.complete = true,
+                _ => {}
+            }
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Upstream { inner } => inner.is_end_stream(),
+            Kind::Local { inner } => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Upstream { inner } => inner.size_hint(),
+            Kind::Local { inner } => inner.size_hint(),
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The client-facing listener: accepts connections up to
+//! `proxy.max_connections` (the excess is closed at once while existing
+//! clients keep being served), serves HTTP/1.1 and h2c on each with every
+//! hyper/h2 limit set explicitly, enforces the header-read and idle timeouts,
+//! and drains on shutdown (graceful close, h2 GOAWAY) within the grace period.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use super::conn::{ConnTracker, TrackedIo};
+use super::{ConnInfo, Proxy};
+
+/// Connection-level settings, from `[proxy]`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: u64,
+    pub max_headers: usize,
+}
+
+/// h2: streams a client may open at once on one connection.
+const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
+/// h2: streams reset before the server accepted them (rapid-reset defence).
+const H2_MAX_PENDING_ACCEPT_RESET: usize = 50;
+/// h2: streams failway itself reset for protocol errors before it gives up
+/// on the connection (CVE-2024-2758-style floods).
+const H2_MAX_LOCAL_ERROR_RESET: usize = 256;
+const H2_MAX_SEND_BUF: usize = 256 * 1024;
+
+fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper answers 431 by itself past these; failway's own check (the
+    // configured limits, rendered in the profile's format) comes first, so
+    // hyper's are a hard ceiling above them.
+    let hard_header_bytes = (s.max_header_bytes * 2).max(8192) as usize;
+    b.http1()
+        .timer(TokioTimer::new())
+        // Tracked by failway itself (conn.rs): hyper's would also cut idle
+        // keep-alive connections at the header timeout.
+        .header_read_timeout(None)
+        .max_buf_size(hard_header_bytes.max(64 * 1024))
+        .max_headers(s.max_headers.saturating_mul(2).max(16))
+        .keep_alive(true)
+        .half_close(false);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(hard_header_bytes as u32)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .keep_alive_interval(Some(s.idle_timeout / 2))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// The accept loop and its connections.
+pub struct Server {
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    settings: ServerSettings,
+}
+
+impl Server {
+    pub fn new(listener: TcpListener, proxy: Arc<Proxy>, settings: ServerSettings) -> Server {
+        Server {
+            listener,
+            proxy,
+            settings,
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts until `drain` turns true, then waits for every connection to
+    /// finish its in-flight requests (the caller bounds that wait).
+    pub async fn run(self, mut drain: watch::Receiver<bool>) {
+        let builder = Arc::new(builder(&self.settings));
+        let permits = Arc::new(Semaphore::new(self.settings.max_connections));
+        // Each connection task holds a sender; all dropped = all done.
+        let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+        let metrics = self.proxy.metrics().clone();
+        loop {
+            tokio::select! {
+                _ = drain.changed() => break,
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(a) => a,
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let Ok(permit) = permits.clone().try_acquire_owned() else {
+                        metrics.connections_rejected.inc();
+                        tracing::debug!(%peer, "max_connections reached; closing new connection");
+                        drop(stream);
+                        continue;
+                    };
+                    let _ = stream.set_nodelay(true);
+                    let proxy = self.proxy.clone();
+                    let builder = builder.clone();
+                    let settings = self.settings.clone();
+                    let drain = drain.clone();
+                    let done = done_tx.clone();
+                    let metrics = metrics.clone();
+                    tokio::spawn(async move {
+                        metrics.connections_open.inc();
+                        serve_connection(stream, peer, proxy, &builder, &settings, drain).await;
+                        metrics.connections_open.dec();
+                        drop(permit);
+                        drop(done);
+                    });
+                }
+            }
+        }
+        drop(self.listener);
+        drop(done_tx);
+        let _ = done_rx.recv().await;
+    }
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    settings: &ServerSettings,
+    mut drain: watch::Receiver<bool>,
+) {
+    let tracker = ConnTracker::new();
+    let info = ConnInfo {
+        peer,
+        tls: false,
+        tracker: tracker.clone(),
+    };
+    let io = TokioIo::new(TrackedIo::new(stream, tracker.clone()));
+    let svc = service_fn(move |req| {
+        let proxy = proxy.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+    });
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut closing = *drain.borrow();
+    if closing {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let head = tracker.head_deadline(settings.header_read_timeout);
+        let idle = tracker.idle_deadline(settings.idle_timeout);
+        let next = match (head, idle) {
+            (Some(h), Some(i)) => Some(h.min(i)),
+            (h, i) => h.or(i),
+        };
+        // With nothing to wait for (a request in flight), re-check now and
+        // then: its end moves the idle deadline.
+        let next = next.unwrap_or_else(|| tokio::time::Instant::now() + settings.idle_timeout);
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                }
+                return;
+            }
+            _ = drain.changed(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tracker.changed() => {}
+            _ = tokio::time::sleep_until(next) => {
+                let now = tokio::time::Instant::now();
+                if tracker.head_deadline(settings.header_read_timeout).is_some_and(|d| d <= now) {
+                    // A head that does not arrive in time: cut the connection
+                    // (a slowloris client gets no answer to keep it busy).
+                    tracing::debug!(%peer, "request head not received in time; closing");
+                    return;
+                }
+                if !closing && tracker.idle_deadline(settings.idle_timeout).is_some_and(|d| d <= now) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

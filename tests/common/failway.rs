@@ -1,0 +1,110 @@
+//! Starting failway in-process on ephemeral ports for end-to-end tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use failway::app::Running;
+use failway::config::Config;
+
+/// A config for tests: both listeners on `127.0.0.1:0`, the given regions,
+/// fast timers; `extra` is appended TOML (top-level sections only).
+pub fn config(primary: &str, replica: &str, extra: &str) -> Config {
+    let text = format!(
+        r#"
+[proxy]
+listen = "127.0.0.1:0"
+max_connections = 1000
+
+[admin]
+listen = "127.0.0.1:0"
+
+[upstreams.primary]
+url = "{primary}"
+
+[upstreams.replica]
+url = "{replica}"
+
+{extra}
+"#
+    );
+    match Config::from_toml_str(&text, Path::new(".")) {
+        Ok(c) => c,
+        Err(e) => panic!("test config is invalid:\n{e}\n{text}"),
+    }
+}
+
+/// Starts failway with `cfg`.
+pub async fn start(cfg: Config) -> Running {
+    failway::app::start(cfg).await.expect("failway starts")
+}
+
+/// The `http://` base URL of a running failway's proxy listener.
+pub fn url(r: &Running) -> String {
+    format!("http://{}", r.proxy_addr)
+}
+
+pub fn addr(r: &Running) -> SocketAddr {
+    r.proxy_addr
+}
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+/// A plain HTTP/1.1 client for tests.
+pub fn client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An h2c (prior knowledge) client for tests.
+pub fn h2_client() -> Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub struct Answer {
+    pub status: u16,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends one request and collects the whole answer.
+pub async fn send(
+    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Answer {
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(body.into()))
+        .expect("valid test request");
+    let resp = client.request(req).await.expect("request answered");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("body read").to_bytes();
+    Answer {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    }
+}
