@@ -1,0 +1,95 @@
+//! Secrets never reach the logs, even at trace level: the Authorization
+//! header, tokens and request/response bodies (wrap/unwrap carry key
+//! material) are never written, while the access log still shows each
+//! request with its correlation id.
+//!
+//! This test binary installs a global trace-level subscriber, so it holds a
+//! single test.
+
+mod common;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use common::failway::{self as fw, send};
+use common::upstream::{Behavior, FakeUpstream, Response};
+
+#[derive(Clone, Default)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Capture {
+        self.clone()
+    }
+}
+
+const TOKEN: &str = "Bearer s3cr3t-iam-token-7f1c";
+const KEY_MATERIAL: &str = "cGxhaW50ZXh0LWtleS1tYXRlcmlhbA-SECRETBODY";
+const WRAPPED: &str = "ZW5jcnlwdGVkLWRlay1TRUNSRVRSRVNQT05TRQ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_the_logs_at_trace_level() {
+    let capture = Capture::default();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .init();
+
+    let primary = FakeUpstream::start().await;
+    let replica = FakeUpstream::start().await;
+    primary.set_behavior(Behavior::Respond(
+        Response::ok(format!("{{\"plaintext\":\"{WRAPPED}\"}}"))
+            .header("content-type", "application/json"),
+    ));
+    let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
+    let url = format!("{}/api/v2/keys/k1/actions/unwrap", fw::url(&app));
+    let headers = [
+        ("authorization", TOKEN),
+        ("bluemix-instance", "inst"),
+        ("correlation-id", "trace-me-123"),
+        ("x-api-key", TOKEN),
+    ];
+    let body = format!("{{\"ciphertext\":\"{KEY_MATERIAL}\"}}");
+    let ans = send(&fw::client(), "POST", &url, &headers, body.clone()).await;
+    assert_eq!(ans.status, 200);
+    // Errors too: a malformed upstream answer and a refused body.
+    primary.set_behavior(Behavior::Malformed);
+    let ans = send(&fw::client(), "POST", &url, &headers, body.clone()).await;
+    assert_eq!(ans.status, 502);
+    primary.stop().await;
+    let ans = send(&fw::client(), "POST", &url, &headers, body).await;
+    assert_eq!(ans.status, 502);
+    app.shutdown().await;
+
+    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).to_string();
+    assert!(
+        logs.contains("failway::access"),
+        "the access log was captured"
+    );
+    assert!(
+        logs.contains("trace-me-123"),
+        "the access log shows the correlation id"
+    );
+    assert!(logs.contains("TRACE"), "trace level was captured");
+    for secret in [
+        "s3cr3t-iam-token",
+        "SECRETBODY",
+        "SECRETRESPONSE",
+        KEY_MATERIAL,
+        WRAPPED,
+    ] {
+        assert!(!logs.contains(secret), "{secret} leaked into the logs");
+    }
+}
