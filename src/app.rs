@@ -13,13 +13,19 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::admin::{self, AdminState};
+use crate::admin::actions::AdminToken;
+use crate::admin::{self, AdminState, Listener};
 use crate::classify::Classifier;
 use crate::config::Config;
+use crate::failover::{Failover, FailoverError};
+use crate::health::probe::Probe;
+use crate::health::prober;
 use crate::metrics::{self, ProxyMetrics};
 use crate::proxy::client::{ClientError, Upstream};
 use crate::proxy::server::{Server, ServerSettings};
-use crate::proxy::{Proxy, Settings};
+use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
+use crate::retry::RetryBudget;
+use crate::rewrite::Rewriter;
 use crate::routing::Region;
 
 /// File descriptors kept aside for listeners, upstream pools, state files.
@@ -46,6 +52,14 @@ pub enum StartError {
     },
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Failover(#[from] FailoverError),
+    #[error("admin.token_file {path}: {source}")]
+    TokenFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Raises the soft open-file limit to the hard limit and checks that
@@ -80,37 +94,91 @@ pub fn raise_file_limit(max_connections: usize) -> Result<(), StartError> {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub probe_addr: Option<SocketAddr>,
     pub registry: Registry,
     drain: watch::Sender<bool>,
     admin_state: Arc<AdminState>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
+    /// The failover driver and the probers; they stop on the drain signal.
+    background: Vec<JoinHandle<()>>,
+    pub failover: Failover,
     grace: Duration,
+}
+
+/// How to start; the defaults are what `failway run` does.
+#[derive(Debug, Clone, Copy)]
+pub struct StartOptions {
+    /// Probe the regions. Data-path tests turn it off so that the fake
+    /// regions see only the traffic the test sends.
+    pub active_health_checks: bool,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        StartOptions {
+            active_health_checks: true,
+        }
+    }
 }
 
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with options.
+pub async fn start_with(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let registry = metrics::new_registry();
     let proxy_metrics = ProxyMetrics::register(&registry)?;
     let upstreams = [
-        Upstream::new(
+        Arc::new(Upstream::new(
             Region::Primary,
             &config.upstreams.primary,
             config.retry.per_try_timeout,
-        )?,
-        Upstream::new(
+        )?),
+        Arc::new(Upstream::new(
             Region::Replica,
             &config.upstreams.replica,
             config.retry.per_try_timeout,
-        )?,
+        )?),
     ];
-    let classifier = Classifier::new(config.classify.profile, &config.classify.rules);
-    let proxy = Arc::new(Proxy::new(
-        Settings::from_config(&config),
-        classifier,
+    let (drain, drain_rx) = watch::channel(false);
+    let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone())?;
+    let rewriter = Rewriter::new(&config.rewrite);
+    let mut tasks = vec![failover_task];
+    for region in Region::ALL {
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &config.health.headers {
+            let value = match region {
+                Region::Replica => rewriter
+                    .replica_header_value(name, value)
+                    .unwrap_or_else(|| value.clone()),
+                Region::Primary => value.clone(),
+            };
+            headers.append(name.clone(), value);
+        }
+        if !options.active_health_checks {
+            continue;
+        }
+        tasks.push(prober::spawn(
+            region,
+            upstreams[region.index()].clone(),
+            Probe::new(&config.health, headers),
+            config.health.interval,
+            failover.clone(),
+            drain_rx.clone(),
+        ));
+    }
+    let proxy = Arc::new(Proxy::new(ProxyParts {
+        settings: Settings::from_config(&config),
+        classifier: Classifier::new(config.classify.profile, &config.classify.rules),
+        rewriter,
         upstreams,
-        proxy_metrics,
-    ));
+        failover: failover.clone(),
+        budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+        metrics: proxy_metrics,
+    }));
 
     let bind = |key: &'static str, addr: SocketAddr| async move {
         TcpListener::bind(addr)
@@ -119,6 +187,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     };
     let proxy_listener = bind("proxy.listen", config.proxy.listen).await?;
     let admin_listener = bind("admin.listen", config.admin.listen).await?;
+    let probe_listener = match config.admin.probe_listen {
+        Some(addr) => Some(bind("admin.probe_listen", addr).await?),
+        None => None,
+    };
+    let probe_addr = probe_listener.as_ref().and_then(|l| l.local_addr().ok());
     let proxy_addr = proxy_listener
         .local_addr()
         .map_err(|source| StartError::Bind {
@@ -134,10 +207,9 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
             source,
         })?;
 
-    let (drain, drain_rx) = watch::channel(false);
     let server = Server::new(
         proxy_listener,
-        proxy,
+        proxy.clone(),
         ServerSettings {
             max_connections: config.proxy.max_connections,
             header_read_timeout: config.proxy.header_read_timeout,
@@ -147,21 +219,50 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         },
     );
     let server = tokio::spawn(server.run(drain_rx.clone()));
+    let token = config.admin.token_file.clone().map(AdminToken::new);
+    if let Some(t) = &token {
+        t.load().map_err(|source| StartError::TokenFile {
+            path: t.path().display().to_string(),
+            source,
+        })?;
+    }
     let admin_state = Arc::new(AdminState {
         registry: registry.clone(),
         ready: Default::default(),
+        failover: failover.clone(),
+        token,
+        urls: [
+            config.upstreams.primary.url.to_string(),
+            config.upstreams.replica.url.to_string(),
+        ],
     });
-    let admin = tokio::spawn(admin::serve(admin_listener, admin_state.clone(), drain_rx));
+    if let Some(l) = probe_listener {
+        tasks.push(tokio::spawn(admin::serve(
+            l,
+            Listener::Probe,
+            admin_state.clone(),
+            drain_rx.clone(),
+        )));
+    }
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Listener::Admin,
+        admin_state.clone(),
+        drain_rx,
+    ));
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%proxy_addr, %admin_addr, primary = %config.upstreams.primary.url, replica = %config.upstreams.replica.url, "failway listening");
     Ok(Running {
         proxy_addr,
         admin_addr,
+        probe_addr,
         registry,
         drain,
         admin_state,
         server,
         admin,
+        background: tasks,
+        failover,
         grace: config.proxy.shutdown_grace,
     })
 }
@@ -183,6 +284,9 @@ impl Running {
             }
         };
         self.admin.abort();
+        for t in self.background {
+            t.abort();
+        }
         clean
     }
 }

@@ -12,6 +12,8 @@ use prometheus::{
 };
 
 use crate::classify::Class;
+use crate::retry::RetryReason;
+use crate::rewrite::{MissKind, Misses};
 use crate::routing::Region;
 
 /// Latency buckets, 0.5 ms to 30 s.
@@ -68,6 +70,13 @@ pub struct ProxyMetrics {
     durations: Vec<Histogram>,
     pub connections_rejected: IntCounter,
     pub connections_open: IntGauge,
+    /// `failway_retries_total{region,reason}`, by region index then reason.
+    retries: Vec<IntCounter>,
+    pub retry_budget_exhausted: IntCounter,
+    /// `failway_outcome_unknown_total{region}`, by region index.
+    outcome_unknown: Vec<IntCounter>,
+    /// `failway_rewrite_misses_total{kind}`: header, path_segment.
+    rewrite_misses: Vec<IntCounter>,
 }
 
 impl ProxyMetrics {
@@ -95,6 +104,52 @@ impl ProxyMetrics {
             "failway_connections_open",
             "Client connections currently open on the proxy listener.",
         )?;
+        let retries_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_retries_total",
+                "Attempts sent again, by the region the retry went to and why.",
+            ),
+            &["region", "reason"],
+        )?;
+        let retry_budget_exhausted = IntCounter::new(
+            "failway_retry_budget_exhausted_total",
+            "Retries not made because the retry budget was spent; the original answer was returned.",
+        )?;
+        let outcome_unknown_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_outcome_unknown_total",
+                "Writes whose outcome is unknown (the connection broke after the request was sent); answered with failway-outcome: unknown and never re-sent.",
+            ),
+            &["region"],
+        )?;
+        let rewrite_misses_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_rewrite_misses_total",
+                "Requests to the replica carrying a key ID or header value with no [[rewrite]] mapping, forwarded unchanged.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(retries_vec.clone()))?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        registry.register(Box::new(outcome_unknown_vec.clone()))?;
+        registry.register(Box::new(rewrite_misses_vec.clone()))?;
+        let retries = Region::ALL
+            .iter()
+            .flat_map(|r| {
+                RetryReason::ALL
+                    .iter()
+                    .map(|reason| retries_vec.with_label_values(&[r.as_str(), reason.as_str()]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let outcome_unknown = Region::ALL
+            .iter()
+            .map(|r| outcome_unknown_vec.with_label_values(&[r.as_str()]))
+            .collect();
+        let rewrite_misses = MissKind::ALL
+            .iter()
+            .map(|k| rewrite_misses_vec.with_label_values(&[k.as_str()]))
+            .collect();
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(durations_vec.clone()))?;
         registry.register(Box::new(connections_rejected.clone()))?;
@@ -115,6 +170,10 @@ impl ProxyMetrics {
             durations,
             connections_rejected,
             connections_open,
+            retries,
+            retry_budget_exhausted,
+            outcome_unknown,
+            rewrite_misses,
         })
     }
 
@@ -125,6 +184,27 @@ impl ProxyMetrics {
         let code = usize::from((status / 100).clamp(1, 5) - 1);
         self.requests[(r * 2 + c) * 5 + code].inc();
         self.durations[r * 2 + c].observe(seconds);
+    }
+
+    pub fn retry(&self, region: Region, reason: RetryReason) {
+        let r = RetryReason::ALL
+            .iter()
+            .position(|x| *x == reason)
+            .unwrap_or(0);
+        self.retries[region.index() * RetryReason::ALL.len() + r].inc();
+    }
+
+    pub fn outcome_unknown(&self, region: Region) {
+        self.outcome_unknown[region.index()].inc();
+    }
+
+    pub fn rewrite_misses(&self, misses: &Misses) {
+        for (i, kind) in MissKind::ALL.iter().enumerate() {
+            let n = misses.get(*kind);
+            if n > 0 {
+                self.rewrite_misses[i].inc_by(u64::from(n));
+            }
+        }
     }
 
     pub fn requests(&self, region: Option<Region>, class: Class, code_class: usize) -> u64 {

@@ -78,11 +78,12 @@ async fn forwards_method_path_query_headers_and_bodies_unchanged() {
 async fn upstream_statuses_pass_through_and_a_correlation_id_is_added() {
     let (primary, replica) = pair().await;
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
+    // Writes: an upstream's answer is relayed as it is, never retried.
     for status in [201u16, 204, 404, 409, 429, 500, 503] {
         primary.set_behavior(Behavior::Respond(Response::status(status)));
         let ans = send(
             &fw::client(),
-            "GET",
+            "POST",
             &format!("{}/s", fw::url(&app)),
             &[],
             "",
@@ -539,7 +540,9 @@ async fn upstream_failures_map_to_502_and_504() {
         "{took:?}"
     );
 
+    // Both regions refuse: a read tried on each still ends in a 502.
     primary.stop().await;
+    replica.stop().await;
     let ans = get().await;
     assert_eq!(ans.status, 502);
     assert_eq!(
@@ -589,15 +592,18 @@ async fn http_methods_profile_answers_problem_json() {
     ))
     .await;
     primary.stop().await;
+    // A write never moves to the replica: after its retries on the primary,
+    // failway answers 502 itself.
     let ans = send(
         &fw::client(),
-        "GET",
+        "POST",
         &format!("{}/x", fw::url(&app)),
         &[],
         "",
     )
     .await;
     assert_eq!(ans.status, 502);
+    assert_eq!(replica.request_count(), 0);
     assert_eq!(ans.header("content-type"), Some("application/problem+json"));
     assert_eq!(ans.json()["code"], "FAILWAY_UPSTREAM_CONNECT_ERR");
     app.shutdown().await;

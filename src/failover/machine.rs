@@ -164,6 +164,11 @@ impl Machine {
         &self.settings
     }
 
+    /// The latch is set and known to be on disk.
+    pub fn latch_persisted(&self) -> bool {
+        self.state.replica_writes_latch && self.latch_persisted
+    }
+
     /// What to persist.
     pub fn state(&self) -> &State {
         &self.state

@@ -1,7 +1,242 @@
 //! Failover: the one-way `primary -> replica` decision (DESIGN.md §1).
 //!
-//! [`machine`] is the pure state machine: it is told what the health checks,
-//! live traffic, the clock and operators say, and answers which mode failway
-//! is in and why. It does no I/O; persisting its state is left to its owner.
+//! [`machine`] is the pure state machine; [`driver`] is the task that owns it,
+//! feeds it probe results, live-traffic signals, operator commands and the
+//! clock, persists its state ([`persist`]) and publishes [`Snapshot`]s. The
+//! [`Failover`] handle is what the rest of failway holds: the data path reads
+//! the snapshot without locks, reports live outcomes, and asks before the
+//! first write to the replica; the admin API sends operator commands.
 
+pub mod driver;
 pub mod machine;
+pub mod metrics;
+pub mod persist;
+pub mod snapshot;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use prometheus::Registry;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use self::driver::{Driver, Event};
+pub use self::driver::{ProbeReport, WriteRefusal};
+use self::machine::{Command, CommandOutcome, Conflict, Machine, Mode, Settings};
+pub use self::metrics::{BlockReason, FailoverMetrics};
+use self::persist::{PersistError, StateFile};
+pub use self::snapshot::{RegionView, Snapshot};
+use crate::config::{Config, FailbackMode, FailoverMode};
+use crate::health::counter::HealthCounter;
+use crate::health::passive::{Outcome, PassiveDetector};
+use crate::routing::Region;
+
+/// Wall-clock time that follows tokio's clock, so paused-time tests move it
+/// and a wall-clock step does not jump the read-only deadline mid-run.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    wall: SystemTime,
+    mono: tokio::time::Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            wall: SystemTime::now(),
+            mono: tokio::time::Instant::now(),
+        }
+    }
+
+    pub fn now(&self) -> SystemTime {
+        self.wall + self.mono.elapsed()
+    }
+}
+
+/// Live-traffic error ratios per region, recorded by the data path.
+pub struct PassiveSignals {
+    detectors: [Mutex<PassiveDetector>; 2],
+    reported: [AtomicBool; 2],
+    tx: mpsc::Sender<Event>,
+}
+
+impl PassiveSignals {
+    fn record(&self, region: Region, outcome: Outcome) {
+        let now = tokio::time::Instant::now().into_std();
+        let i = region.index();
+        let down = {
+            let Ok(mut d) = self.detectors[i].lock() else {
+                return;
+            };
+            d.record(now, outcome);
+            d.is_down(now)
+        };
+        if self.reported[i].swap(down, Ordering::Relaxed) != down {
+            // A full channel only delays the signal: the driver re-reads the
+            // detectors every second.
+            let _ = self.tx.try_send(Event::Passive { region, down });
+        }
+    }
+
+    fn is_down(&self, region: Region) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let i = region.index();
+        let down = self.detectors[i]
+            .lock()
+            .map(|d| d.is_down(now))
+            .unwrap_or(false);
+        self.reported[i].store(down, Ordering::Relaxed);
+        down
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FailoverError {
+    #[error(transparent)]
+    State(#[from] PersistError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// The handle to the failover engine.
+#[derive(Clone)]
+pub struct Failover {
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    tx: mpsc::Sender<Event>,
+    passive: Arc<PassiveSignals>,
+    metrics: FailoverMetrics,
+}
+
+fn settings(cfg: &Config) -> Settings {
+    Settings {
+        auto_failover: cfg.failover.mode == FailoverMode::Auto,
+        read_only_window: cfg.failover.read_only_window,
+        auto_failback: cfg.failover.failback == FailbackMode::Safe,
+        failback_after: cfg.failover.failback_after,
+    }
+}
+
+impl Failover {
+    /// Loads the persisted state (a corrupt file is an error), checks the
+    /// state file can be written, and starts the driver task.
+    pub fn start(
+        cfg: &Config,
+        registry: &Registry,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Failover, JoinHandle<()>), FailoverError> {
+        let clock = Clock::start();
+        let metrics = FailoverMetrics::register(registry)?;
+        let file = cfg.state.path.clone().map(StateFile::new);
+        let machine = match file.as_ref().map(StateFile::load).transpose()?.flatten() {
+            Some(state) => {
+                tracing::info!(
+                    mode = state.mode.as_str(),
+                    latch = state.replica_writes_latch,
+                    deadline = ?state.read_only_deadline,
+                    "failover state restored"
+                );
+                Machine::restore(settings(cfg), state)
+            }
+            None => {
+                let m = Machine::new(settings(cfg), clock.now());
+                if let Some(f) = &file {
+                    // Fail at start, not at the first failover.
+                    f.save(m.state())?;
+                }
+                m
+            }
+        };
+        let persisted = file.as_ref().map(|_| machine.state().clone());
+        let (tx, rx) = mpsc::channel(1024);
+        let p = &cfg.health.passive;
+        let detector = || {
+            Mutex::new(PassiveDetector::new(
+                p.window,
+                p.min_requests,
+                p.error_ratio,
+            ))
+        };
+        let passive = Arc::new(PassiveSignals {
+            detectors: [detector(), detector()],
+            reported: [AtomicBool::new(false), AtomicBool::new(false)],
+            tx: tx.clone(),
+        });
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(clock.now())));
+        let h = &cfg.health;
+        let driver = Driver {
+            machine,
+            counters: [
+                HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
+                HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
+            ],
+            regions: [RegionView::unknown(), RegionView::unknown()],
+            file,
+            persisted,
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+            clock,
+            passive: passive.clone(),
+        };
+        driver.publish();
+        let task = tokio::spawn(driver.run(rx, stop));
+        Ok((
+            Failover {
+                snapshot,
+                tx,
+                passive,
+                metrics,
+            },
+            task,
+        ))
+    }
+
+    /// The current state; a lock-free read.
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
+        self.snapshot.load()
+    }
+
+    pub fn metrics(&self) -> &FailoverMetrics {
+        &self.metrics
+    }
+
+    /// Reports one probe result (the prober's channel).
+    pub async fn report_probe(&self, report: ProbeReport) {
+        let _ = self.tx.send(Event::Probe(report)).await;
+    }
+
+    /// Reports what happened to a live request on `region`.
+    pub fn record_outcome(&self, region: Region, outcome: Outcome) {
+        self.passive.record(region, outcome);
+    }
+
+    /// Applies an operator command; answers once the new state is persisted.
+    pub async fn command(
+        &self,
+        command: Command,
+    ) -> Result<Result<CommandOutcome, Conflict>, WriteRefusal> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::Command { command, reply })
+            .await
+            .map_err(|_| WriteRefusal::Stopped)?;
+        rx.await.map_err(|_| WriteRefusal::Stopped)
+    }
+
+    /// Must succeed before a write is forwarded to the replica: sets the
+    /// replica-writes latch and persists it first (DESIGN.md §1).
+    pub async fn begin_replica_write(&self) -> Result<(), WriteRefusal> {
+        {
+            let snap = self.snapshot.load();
+            if snap.mode == Mode::FailoverReadWrite && snap.latch_persisted {
+                return Ok(());
+            }
+        }
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Event::BeginWrite { reply })
+            .await
+            .map_err(|_| WriteRefusal::Stopped)?;
+        rx.await.map_err(|_| WriteRefusal::Stopped)?
+    }
+}

@@ -229,6 +229,10 @@ pub enum UpstreamFailure {
     ConnectRefused,
     ConnectTimeout,
     TlsHandshake,
+    /// h2 `REFUSED_STREAM`: the server did not process the request.
+    RefusedStream,
+    /// h2 `GOAWAY` below this stream's id: not processed.
+    GoAway,
     /// The connection broke after the request (or part of it) was sent.
     Reset,
     /// The response could not be parsed.
@@ -243,7 +247,9 @@ impl UpstreamFailure {
             UpstreamFailure::ConnectRefused => ProxyError::UpstreamConnect,
             UpstreamFailure::ConnectTimeout => ProxyError::UpstreamTimeout,
             UpstreamFailure::TlsHandshake => ProxyError::UpstreamTls,
-            UpstreamFailure::Reset => ProxyError::UpstreamReset,
+            UpstreamFailure::Reset | UpstreamFailure::RefusedStream | UpstreamFailure::GoAway => {
+                ProxyError::UpstreamReset
+            }
             UpstreamFailure::Malformed => ProxyError::UpstreamProtocol,
             UpstreamFailure::RequestBody => ProxyError::BadRequest("request body failed"),
         }
@@ -274,6 +280,16 @@ impl UpstreamFailure {
                 }
                 if h.is_user() {
                     return UpstreamFailure::RequestBody;
+                }
+            }
+            if let Some(h2e) = e.downcast_ref::<h2::Error>() {
+                if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    return UpstreamFailure::RefusedStream;
+                }
+                // h2 fails only the streams the server's GOAWAY left
+                // unprocessed; those above its last stream id.
+                if h2e.is_go_away() && h2e.is_remote() {
+                    return UpstreamFailure::GoAway;
                 }
             }
             if e.is::<BodyFailure>() {

@@ -56,6 +56,8 @@ pub enum ProxyError {
     RequestTimeout,
     #[error("no region is available to serve the request")]
     NoHealthyRegion,
+    #[error("the {0} region is down, and writes in the current failover mode go only there")]
+    RegionDown(&'static str),
     #[error("the proxy is shutting down")]
     ShuttingDown,
 }
@@ -75,7 +77,7 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamTls => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoHealthyRegion | ProxyError::ShuttingDown => {
+            ProxyError::NoHealthyRegion | ProxyError::RegionDown(_) | ProxyError::ShuttingDown => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
         }
@@ -97,6 +99,7 @@ impl ProxyError {
             ProxyError::UpstreamTls => "FAILWAY_UPSTREAM_TLS_ERR",
             ProxyError::RequestTimeout => "FAILWAY_REQUEST_TIMEOUT_ERR",
             ProxyError::NoHealthyRegion => "FAILWAY_NO_HEALTHY_REGION_ERR",
+            ProxyError::RegionDown(_) => "FAILWAY_REGION_DOWN_ERR",
             ProxyError::ShuttingDown => "FAILWAY_SHUTTING_DOWN_ERR",
         }
     }
@@ -114,9 +117,10 @@ impl ProxyError {
             | ProxyError::UpstreamReset
             | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamTls => Origin::Upstream,
-            ProxyError::RequestTimeout | ProxyError::NoHealthyRegion | ProxyError::ShuttingDown => {
-                Origin::Internal
-            }
+            ProxyError::RequestTimeout
+            | ProxyError::NoHealthyRegion
+            | ProxyError::RegionDown(_)
+            | ProxyError::ShuttingDown => Origin::Internal,
         }
     }
 

@@ -33,8 +33,19 @@ url = "{replica}"
     }
 }
 
-/// Starts failway with `cfg`.
+/// Starts failway with `cfg`, without active health checks: the fake
+/// regions then see only the traffic a test sends.
 pub async fn start(cfg: Config) -> Running {
+    let options = failway::app::StartOptions {
+        active_health_checks: false,
+    };
+    failway::app::start_with(cfg, options)
+        .await
+        .expect("failway starts")
+}
+
+/// Starts failway with `cfg` as `failway run` does, probes included.
+pub async fn start_probing(cfg: Config) -> Running {
     failway::app::start(cfg).await.expect("failway starts")
 }
 

@@ -1,0 +1,227 @@
+//! Operator actions: `POST /admin/failover`, `/admin/enable-writes`,
+//! `/admin/failback` with a JSON body `{"reason": "...", "force": false}`.
+//!
+//! With `admin.token_file` set, each action needs `Authorization: Bearer
+//! <token>`, compared in constant time; the token file is re-read when it
+//! changes, so rotating the secret needs no restart. Answers are JSON:
+//! 200 (changed, no-op, hold set), 409 naming the current mode, 400 naming
+//! what is wrong with the body, 401 without a valid token.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{header, HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::status::transition_json;
+use crate::failover::machine::{Command, CommandOutcome};
+use crate::failover::Failover;
+
+/// The largest action body accepted; a reason is a sentence, not a file.
+pub const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    reason: Option<String>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// Which action a path names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failover,
+    EnableWrites,
+    Failback,
+}
+
+impl Action {
+    pub fn from_path(path: &str) -> Option<Action> {
+        match path {
+            "/admin/failover" => Some(Action::Failover),
+            "/admin/enable-writes" => Some(Action::EnableWrites),
+            "/admin/failback" => Some(Action::Failback),
+            _ => None,
+        }
+    }
+}
+
+/// `admin.token_file`, cached by modification time and size.
+pub struct AdminToken {
+    path: PathBuf,
+    cached: Mutex<Option<(SystemTime, u64, Vec<u8>)>>,
+}
+
+impl AdminToken {
+    pub fn new(path: PathBuf) -> AdminToken {
+        AdminToken {
+            path,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// Reads the token now; a start-up check so a bad path fails early.
+    pub fn load(&self) -> std::io::Result<Vec<u8>> {
+        let meta = std::fs::metadata(&self.path)?;
+        let key = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if let Ok(guard) = self.cached.lock() {
+            if let Some((m, l, t)) = guard.as_ref() {
+                if (*m, *l) == key {
+                    return Ok(t.clone());
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&self.path)?;
+        let token = text.trim().as_bytes().to_vec();
+        if token.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the token file is empty",
+            ));
+        }
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some((key.0, key.1, token.clone()));
+        }
+        Ok(token)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Whether `headers` carry `Authorization: Bearer <token>`.
+    pub fn allows(&self, headers: &HeaderMap) -> bool {
+        let Ok(expected) = self.load() else {
+            // An unreadable token file refuses everyone rather than no one.
+            tracing::error!(path = %self.path.display(), "admin.token_file cannot be read; refusing operator actions");
+            return false;
+        };
+        let Some(given) = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        else {
+            return false;
+        };
+        constant_time_eq(given, &expected)
+    }
+}
+
+/// Compares without an early exit, so the time taken does not reveal how
+/// much of a guessed token was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Runs an action; returns the status and JSON body to answer.
+pub async fn run(failover: &Failover, action: Action, body: &Bytes) -> (StatusCode, Value) {
+    let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActionBody {
+            reason: None,
+            force: false,
+        }
+    } else {
+        match serde_json::from_slice(body) {
+            Ok(b) => b,
+            Err(e) => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": format!("invalid JSON body: {e}; expected {{\"reason\": \"...\", \"force\": false}}")}),
+                )
+            }
+        }
+    };
+    let reason = match parsed.reason.map(|r| r.trim().to_owned()) {
+        Some(r) if !r.is_empty() => r,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                json!({"error": "reason: required, a non-empty string saying why (it is logged and kept in /status)"}),
+            )
+        }
+    };
+    if action == Action::EnableWrites && parsed.force {
+        return (
+            StatusCode::BAD_REQUEST,
+            json!({"error": "force: enable-writes takes no force"}),
+        );
+    }
+    let command = match action {
+        Action::Failover => Command::Failover {
+            force: parsed.force,
+            reason,
+        },
+        Action::EnableWrites => Command::EnableWrites { reason },
+        Action::Failback => Command::Failback {
+            force: parsed.force,
+            reason,
+        },
+    };
+    match failover.command(command).await {
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": e.to_string()}),
+        ),
+        Ok(Err(conflict)) => (
+            StatusCode::CONFLICT,
+            json!({
+                "error": conflict.message,
+                "code": conflict.kind.as_str(),
+                "mode": conflict.current.as_str(),
+            }),
+        ),
+        Ok(Ok(outcome)) => {
+            let mode = failover.snapshot().mode.as_str();
+            let body = match outcome {
+                CommandOutcome::Changed(t) => {
+                    json!({"result": "changed", "mode": mode, "transition": transition_json(&t)})
+                }
+                CommandOutcome::NoOp => json!({"result": "no_op", "mode": mode}),
+                CommandOutcome::HoldSet => json!({"result": "hold_set", "mode": mode}),
+            };
+            (StatusCode::OK, body)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares_whole_tokens() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+
+    #[test]
+    fn token_file_is_reread_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        std::fs::write(&path, "first\n").unwrap();
+        let token = AdminToken::new(path.clone());
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, "Bearer first".parse().unwrap());
+        assert!(token.allows(&h));
+        std::fs::write(&path, "second-token\n").unwrap();
+        assert!(!token.allows(&h));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer second-token".parse().unwrap(),
+        );
+        assert!(token.allows(&h));
+        h.insert(header::AUTHORIZATION, "Basic second-token".parse().unwrap());
+        assert!(!token.allows(&h));
+    }
+}

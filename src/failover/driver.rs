@@ -1,0 +1,298 @@
+//! The failover driver: the one task that owns the [`Machine`], the health
+//! counters and the state file. Probe results, passive signals, operator
+//! commands and latch requests arrive as [`Event`]s; after each, the driver
+//! applies every due transition, persists the state when it changed, and
+//! publishes a new [`Snapshot`] that everyone else reads without locks.
+//!
+//! Deciding is here; obeying is in the data path (`routing`), which only
+//! reads snapshots and asks the driver before the first write to the replica.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::machine::{
+    Command, CommandOutcome, Conflict, LatchChange, Machine, Mode, Refused, State,
+};
+use super::metrics::FailoverMetrics;
+use super::persist::StateFile;
+use super::snapshot::{RegionView, Snapshot};
+use super::Clock;
+use crate::health::counter::HealthCounter;
+use crate::routing::Region;
+
+/// One probe's result, as the prober saw it.
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub region: Region,
+    pub success: bool,
+    pub status: Option<u16>,
+    /// Why it failed (connect refused, timeout, status 503...), no request data.
+    pub error: Option<String>,
+}
+
+/// Why a write may not go to the replica.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteRefusal {
+    #[error("writes are not accepted in mode {0}")]
+    Mode(Mode),
+    #[error("the replica-writes latch could not be persisted")]
+    PersistFailed,
+    #[error("the failover driver stopped")]
+    Stopped,
+}
+
+pub(super) enum Event {
+    Probe(ProbeReport),
+    Passive {
+        region: Region,
+        down: bool,
+    },
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<CommandOutcome, Conflict>>,
+    },
+    BeginWrite {
+        reply: oneshot::Sender<Result<(), WriteRefusal>>,
+    },
+}
+
+pub(super) struct Driver {
+    pub machine: Machine,
+    pub counters: [HealthCounter; 2],
+    pub regions: [RegionView; 2],
+    pub file: Option<StateFile>,
+    pub persisted: Option<State>,
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub metrics: FailoverMetrics,
+    pub clock: Clock,
+    pub passive: Arc<super::PassiveSignals>,
+}
+
+impl Driver {
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
+        self.settle();
+        loop {
+            let now = self.clock.now();
+            let wake = self
+                .machine
+                .next_wakeup()
+                .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
+                // Re-evaluate live-traffic signals now and then even when no
+                // request arrives (a quiet window ages out).
+                .map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+            tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => self.handle(ev).await,
+                    None => return,
+                },
+                _ = tokio::time::sleep(wake) => {}
+                _ = stop.changed() => return,
+            }
+            self.refresh_passive();
+            self.settle();
+            self.persist_if_changed().await;
+            self.publish();
+        }
+    }
+
+    async fn handle(&mut self, ev: Event) {
+        let now = self.clock.now();
+        match ev {
+            Event::Probe(report) => {
+                let i = report.region.index();
+                self.metrics.health_check(report.region, report.success);
+                let view = &mut self.regions[i];
+                view.last_check = Some(now);
+                view.last_status = report.status;
+                view.last_error = report.error.clone();
+                let change = self.counters[i].record(report.success);
+                let health = self.counters[i].health();
+                view.health = health;
+                if let Some(change) = change {
+                    tracing::info!(
+                        region = report.region.as_str(),
+                        from = change.from.as_str(),
+                        to = change.to.as_str(),
+                        last_error = report.error.as_deref().unwrap_or(""),
+                        "region health changed"
+                    );
+                }
+                let t = match report.region {
+                    Region::Primary => self.machine.observe_primary(health, now),
+                    Region::Replica => self.machine.observe_replica(health, now),
+                };
+                self.record(t);
+            }
+            Event::Passive { region, down } => {
+                self.apply_passive(region, down, now);
+            }
+            Event::Command { command, reply } => {
+                let what = match &command {
+                    Command::Failover { .. } => "failover",
+                    Command::EnableWrites { .. } => "enable-writes",
+                    Command::Failback { .. } => "failback",
+                };
+                let (reason, force) = match &command {
+                    Command::Failover { force, reason } | Command::Failback { force, reason } => {
+                        (reason.clone(), *force)
+                    }
+                    Command::EnableWrites { reason } => (reason.clone(), false),
+                };
+                let result = self.machine.command(command, now);
+                match &result {
+                    Ok(CommandOutcome::Changed(t)) => {
+                        tracing::info!(action = what, force, reason = %reason, "operator action applied");
+                        self.record(Some(t.clone()));
+                    }
+                    Ok(other) => {
+                        tracing::info!(action = what, force, reason = %reason, outcome = ?other, "operator action applied")
+                    }
+                    Err(c) => {
+                        tracing::warn!(action = what, force, reason = %reason, refused = %c, "operator action refused")
+                    }
+                }
+                self.settle();
+                // The answer goes out once the new state is on disk.
+                self.persist_if_changed().await;
+                self.publish();
+                let _ = reply.send(result);
+            }
+            Event::BeginWrite { reply } => {
+                let answer = match self.machine.begin_replica_write(now) {
+                    Err(Refused { mode }) => Err(WriteRefusal::Mode(mode)),
+                    Ok(LatchChange::AlreadyPersisted) => Ok(()),
+                    Ok(LatchChange::MustPersist) => {
+                        let state = self.machine.state().clone();
+                        if self.save(&state).await {
+                            self.machine.mark_persisted(&state);
+                            tracing::info!(
+                                "replica-writes latch set: automatic failback is now refused"
+                            );
+                            Ok(())
+                        } else {
+                            Err(WriteRefusal::PersistFailed)
+                        }
+                    }
+                };
+                self.publish();
+                let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn apply_passive(&mut self, region: Region, down: bool, now: SystemTime) {
+        let view = &mut self.regions[region.index()];
+        if view.passive_down == down {
+            return;
+        }
+        view.passive_down = down;
+        tracing::info!(
+            region = region.as_str(),
+            down,
+            "live-traffic error ratio {}",
+            if down {
+                "crossed the threshold"
+            } else {
+                "recovered"
+            }
+        );
+        if region == Region::Primary {
+            let t = self.machine.observe_primary_passive(down, now);
+            self.record(t);
+        }
+    }
+
+    fn refresh_passive(&mut self) {
+        let now = self.clock.now();
+        for region in Region::ALL {
+            let down = self.passive.is_down(region);
+            self.apply_passive(region, down, now);
+        }
+    }
+
+    /// Applies every transition that is due now.
+    fn settle(&mut self) {
+        for _ in 0..8 {
+            let now = self.clock.now();
+            match self.machine.tick(now) {
+                Some(t) => self.record(Some(t)),
+                None => break,
+            }
+        }
+    }
+
+    fn record(&mut self, t: Option<super::machine::Transition>) {
+        if let Some(t) = t {
+            tracing::info!(
+                from = t.from.as_str(),
+                to = t.to.as_str(),
+                trigger = t.trigger.as_str(),
+                reason = %t.reason,
+                latch_cleared = t.latch_cleared,
+                "mode transition"
+            );
+            self.metrics.transition(&t);
+        }
+    }
+
+    async fn save(&mut self, state: &State) -> bool {
+        let Some(file) = self.file.clone() else {
+            // No state.path: nothing survives a restart, and nothing to fail.
+            self.persisted = Some(state.clone());
+            return true;
+        };
+        let owned = state.clone();
+        let result = tokio::task::spawn_blocking(move || file.save(&owned)).await;
+        match result {
+            Ok(Ok(())) => {
+                self.persisted = Some(state.clone());
+                true
+            }
+            Ok(Err(e)) => {
+                tracing::error!("{e}");
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "state persistence task failed");
+                false
+            }
+        }
+    }
+
+    async fn persist_if_changed(&mut self) {
+        if self.persisted.as_ref() != Some(self.machine.state()) {
+            let state = self.machine.state().clone();
+            if self.save(&state).await {
+                self.machine.mark_persisted(&state);
+            }
+        }
+    }
+
+    pub fn build_snapshot(&self) -> Snapshot {
+        let m = &self.machine;
+        let s = m.state();
+        Snapshot {
+            mode: m.mode(),
+            since: m.since(),
+            failed_over_at: s.failed_over_at,
+            read_only_deadline: m.deadline(),
+            latch: m.latch(),
+            latch_persisted: m.latch_persisted(),
+            operator_hold: m.operator_hold(),
+            failback_blocked: m.failback_blocked(),
+            regions: self.regions.clone(),
+            transitions: m.transitions().cloned().collect(),
+        }
+    }
+
+    pub fn publish(&self) {
+        let snap = self.build_snapshot();
+        if **self.snapshot.load() != snap {
+            self.metrics.publish(&snap);
+            self.snapshot.store(Arc::new(snap));
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! Persisting the failover state (`state.path`): atomic replace (temp file
+//! in the same folder, fsync, rename, fsync of the folder), so a crash leaves
+//! either the old or the new state, never a torn one. Loading refuses a
+//! corrupt or unreadable file instead of silently starting fresh: forgetting
+//! the replica-writes latch could lose data on failback.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::machine::{State, StateError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PersistError {
+    #[error("state.path {path}: cannot read: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("state.path {path}: corrupt state file ({source}); move it away only after checking whether writes were accepted on the replica")]
+    Corrupt {
+        path: String,
+        #[source]
+        source: StateError,
+    },
+    #[error("state.path {path}: cannot write: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// The state file.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    pub fn new(path: PathBuf) -> StateFile {
+        StateFile { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The persisted state, `None` when no file exists yet.
+    pub fn load(&self) -> Result<Option<State>, PersistError> {
+        let text = match fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(PersistError::Read {
+                    path: self.path.display().to_string(),
+                    source,
+                })
+            }
+        };
+        State::from_json(&text)
+            .map(Some)
+            .map_err(|source| PersistError::Corrupt {
+                path: self.path.display().to_string(),
+                source,
+            })
+    }
+
+    /// Writes `state` atomically and durably.
+    pub fn save(&self, state: &State) -> Result<(), PersistError> {
+        let err = |source| PersistError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
+        let json = state
+            .to_json()
+            .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = self
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "state.json".into());
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let write = || -> io::Result<()> {
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)?;
+            f.write_all(json.as_bytes())?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            fs::rename(&tmp, &self.path)?;
+            // The rename itself must survive a crash too.
+            File::open(&dir)?.sync_all()
+        };
+        write().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            err(e)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn save_then_load_round_trips_and_missing_is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"));
+        assert!(file.load().unwrap().is_none());
+        let mut state = State::initial(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        state.replica_writes_latch = true;
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+        // No temp file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_an_error_not_a_fresh_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        std::fs::write(&path, "{ not json").unwrap();
+        let err = StateFile::new(path).load().unwrap_err();
+        assert!(matches!(err, PersistError::Corrupt { .. }));
+        assert!(err.to_string().contains("corrupt state file"));
+    }
+
+    #[test]
+    fn unwritable_folder_is_reported() {
+        let file = StateFile::new(PathBuf::from("/nonexistent-dir/x/state.json"));
+        let state = State::initial(SystemTime::now());
+        assert!(matches!(file.save(&state), Err(PersistError::Write { .. })));
+    }
+}

@@ -1,0 +1,79 @@
+//! The immutable view of the failover state that the data path, the admin
+//! API and the metrics read without locks (published through `ArcSwap` by the
+//! driver after every change).
+
+use std::time::SystemTime;
+
+use super::machine::{FailbackBlocked, Health, Mode, Transition};
+use crate::routing::Region;
+
+/// What failway currently knows about one region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionView {
+    /// Verdict of the active probes (consecutive-count thresholds).
+    pub health: Health,
+    /// Live traffic's error ratio says the region is down.
+    pub passive_down: bool,
+    pub last_check: Option<SystemTime>,
+    pub last_status: Option<u16>,
+    /// Why the last probe failed; never holds request data.
+    pub last_error: Option<String>,
+}
+
+impl RegionView {
+    pub fn unknown() -> RegionView {
+        RegionView {
+            health: Health::Unknown,
+            passive_down: false,
+            last_check: None,
+            last_status: None,
+            last_error: None,
+        }
+    }
+
+    /// Judged down by probes or by live traffic. `Unknown` is not down:
+    /// failway routes to a region it has not probed yet rather than refuse.
+    pub fn is_down(&self) -> bool {
+        self.health == Health::Unhealthy || self.passive_down
+    }
+}
+
+/// One published failover state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub mode: Mode,
+    pub since: SystemTime,
+    pub failed_over_at: Option<SystemTime>,
+    pub read_only_deadline: Option<SystemTime>,
+    pub latch: bool,
+    /// The latch is set and known to be on disk: writes to the replica may
+    /// go without asking the driver.
+    pub latch_persisted: bool,
+    pub operator_hold: bool,
+    pub failback_blocked: Option<FailbackBlocked>,
+    pub regions: [RegionView; 2],
+    /// Most recent last.
+    pub transitions: Vec<Transition>,
+}
+
+impl Snapshot {
+    pub fn region(&self, region: Region) -> &RegionView {
+        &self.regions[region.index()]
+    }
+
+    /// A snapshot for a failway that has not decided anything yet.
+    pub fn initial(now: SystemTime) -> Snapshot {
+        Snapshot {
+            mode: Mode::Primary,
+            since: now,
+            failed_over_at: None,
+            read_only_deadline: None,
+            latch: false,
+            latch_persisted: false,
+            operator_hold: false,
+            failback_blocked: None,
+            regions: [RegionView::unknown(), RegionView::unknown()],
+            transitions: Vec::new(),
+        }
+    }
+}

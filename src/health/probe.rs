@@ -1,0 +1,183 @@
+//! One HTTP health probe of a region: `health.method` `health.path` with the
+//! configured headers (and an `Authorization` read from
+//! `health.authorization_file`, re-read when the file changes), bounded by
+//! `health.timeout`, judged by `health.healthy_statuses`.
+//!
+//! Probes go through the region's pooled client, so a probe also keeps a
+//! warm connection ready for traffic. The token is never logged; failure
+//! reasons name only the status or the kind of error.
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::BodyExt;
+
+use crate::config::{HealthConfig, StatusRanges};
+use crate::proxy::body::UpstreamBody;
+use crate::proxy::client::{Upstream, UpstreamFailure};
+
+/// What a probe found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeResult {
+    pub success: bool,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
+
+/// A probe's fixed parts for one region.
+pub struct Probe {
+    method: Method,
+    path: http::uri::PathAndQuery,
+    headers: HeaderMap,
+    timeout: Duration,
+    healthy: StatusRanges,
+    token: Option<TokenFile>,
+}
+
+/// `health.authorization_file`, re-read when its modification time or size
+/// changes (Kubernetes rotates projected tokens in place).
+struct TokenFile {
+    path: PathBuf,
+    cached: Mutex<Option<(SystemTime, u64, HeaderValue)>>,
+}
+
+impl TokenFile {
+    fn value(&self) -> Result<HeaderValue, String> {
+        let meta = std::fs::metadata(&self.path)
+            .map_err(|e| format!("health.authorization_file {}: {e}", self.path.display()))?;
+        let key = (
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            meta.len(),
+        );
+        if let Ok(guard) = self.cached.lock() {
+            if let Some((m, l, v)) = guard.as_ref() {
+                if (*m, *l) == key {
+                    return Ok(v.clone());
+                }
+            }
+        }
+        let text = std::fs::read_to_string(&self.path)
+            .map_err(|e| format!("health.authorization_file {}: {e}", self.path.display()))?;
+        let token = text.trim();
+        let value = if token.contains(' ') {
+            token.to_owned()
+        } else {
+            format!("Bearer {token}")
+        };
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            format!(
+                "health.authorization_file {}: not a valid header value",
+                self.path.display()
+            )
+        })?;
+        value.set_sensitive(true);
+        if let Ok(mut guard) = self.cached.lock() {
+            *guard = Some((key.0, key.1, value.clone()));
+        }
+        Ok(value)
+    }
+}
+
+impl Probe {
+    /// `headers` are the configured probe headers, already mapped for the
+    /// region (the replica gets its own instance id).
+    pub fn new(cfg: &HealthConfig, headers: HeaderMap) -> Probe {
+        let path = cfg
+            .path
+            .parse()
+            .unwrap_or_else(|_| http::uri::PathAndQuery::from_static("/"));
+        Probe {
+            method: cfg.method.clone(),
+            path,
+            headers,
+            timeout: cfg.timeout,
+            healthy: cfg.healthy_statuses.clone(),
+            token: cfg.authorization_file.clone().map(|path| TokenFile {
+                path,
+                cached: Mutex::new(None),
+            }),
+        }
+    }
+
+    pub async fn run(&self, up: &Upstream) -> ProbeResult {
+        let fail = |error: String, status: Option<u16>| ProbeResult {
+            success: false,
+            status,
+            error: Some(error),
+        };
+        let uri = match Uri::builder()
+            .scheme(up.scheme.clone())
+            .authority(up.authority.clone())
+            .path_and_query(self.path.clone())
+            .build()
+        {
+            Ok(u) => u,
+            Err(e) => return fail(format!("invalid probe URI: {e}"), None),
+        };
+        let mut req = Request::new(UpstreamBody::buffered(Bytes::new(), None));
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        let headers = req.headers_mut();
+        headers.clone_from(&self.headers);
+        headers.insert(http::header::HOST, up.host.clone());
+        headers.insert(
+            http::header::USER_AGENT,
+            HeaderValue::from_static(concat!("failway-health/", env!("CARGO_PKG_VERSION"))),
+        );
+        if let Some(token) = &self.token {
+            match token.value() {
+                Ok(v) => {
+                    headers.insert(http::header::AUTHORIZATION, v);
+                }
+                Err(e) => return fail(e, None),
+            }
+        }
+        let exchange = async {
+            let resp = up.client.request(req).await?;
+            let status = resp.status().as_u16();
+            // Read (a bounded amount of) the body so the connection is reusable.
+            let mut body = resp.into_body();
+            let mut read = 0usize;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => {
+                        read += f.data_ref().map_or(0, Bytes::len);
+                        if read > 64 * 1024 {
+                            break;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
+            Ok::<u16, hyper_util::client::legacy::Error>(status)
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Err(_) => fail(format!("timed out after {:?}", self.timeout), None),
+            Ok(Err(e)) => {
+                let kind = match UpstreamFailure::classify(&e) {
+                    UpstreamFailure::ConnectRefused => "connection refused or failed",
+                    UpstreamFailure::ConnectTimeout => "connect timed out",
+                    UpstreamFailure::TlsHandshake => "TLS handshake failed",
+                    UpstreamFailure::Reset
+                    | UpstreamFailure::RefusedStream
+                    | UpstreamFailure::GoAway => "connection reset or closed",
+                    UpstreamFailure::Malformed => "malformed response",
+                    UpstreamFailure::RequestBody => "request failed",
+                };
+                fail(kind.to_owned(), None)
+            }
+            Ok(Ok(status)) if self.healthy.contains(status) => ProbeResult {
+                success: true,
+                status: Some(status),
+                error: None,
+            },
+            Ok(Ok(status)) => fail(
+                format!("status {status} is not in healthy_statuses"),
+                Some(status),
+            ),
+        }
+    }
+}

@@ -1,0 +1,456 @@
+//! The request flow: refuse what must not be forwarded, ask `routing` where
+//! the request goes, read the body up to the replay buffer, then run the
+//! attempt loop: per-try timeout, the retry policy (`retry::decide`), budget,
+//! backoff and `Retry-After`, and a read's move to the other region when its
+//! region fails.
+//!
+//! Invariants: a write goes only where the mode sends it, and only after the
+//! replica-writes latch is persisted when that is the replica; a write whose
+//! bytes reached a server is never sent again.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{self, BodyFailure, BodyWatch, Prefetched, UpstreamBody, Watched};
+use super::client::{RequestBody, UpstreamFailure};
+use super::error::ProxyError;
+use super::headers::{self, Provenance};
+use super::refusal::Refusal;
+use super::{ConnInfo, Proxy};
+use crate::classify::Class;
+use crate::config::HostHeader;
+use crate::failover::machine::Mode;
+use crate::failover::{BlockReason, WriteRefusal};
+use crate::health::passive::Outcome;
+use crate::retry::{self, Failure, Verdict, WaitDecision};
+use crate::routing::{self, Region, Route};
+
+/// Statuses a read retried on the other region may answer when that region
+/// merely lags behind; the first region's answer is returned instead.
+fn lagging(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 404 | 410 | 422)
+}
+
+/// What the first region said, kept in case the other region only lags.
+enum FirstAnswer {
+    Error(Refusal),
+    Response(Response<Incoming>),
+}
+
+/// The parts of the request each attempt is built from.
+struct Template {
+    method: Method,
+    path_and_query: http::uri::PathAndQuery,
+    headers: HeaderMap,
+    original_host: Option<HeaderValue>,
+}
+
+enum BodySource {
+    /// Fully read: every attempt sends a copy.
+    Replayable(Bytes, Option<HeaderMap>),
+    /// Streams past the buffer: one attempt only.
+    Streaming(Option<(Bytes, Watched<Incoming>, Option<u64>)>),
+}
+
+impl BodySource {
+    fn replayable(&self) -> bool {
+        matches!(self, BodySource::Replayable(..))
+    }
+
+    fn take(&mut self) -> Option<RequestBody> {
+        match self {
+            BodySource::Replayable(data, trailers) => {
+                Some(UpstreamBody::buffered(data.clone(), trailers.clone()))
+            }
+            BodySource::Streaming(s) => s
+                .take()
+                .map(|(prefix, rest, exact)| UpstreamBody::streaming(prefix, rest, exact)),
+        }
+    }
+}
+
+impl Proxy {
+    pub(super) async fn forward(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        class: Class,
+        correlation_id: &HeaderValue,
+        watch: Arc<BodyWatch>,
+        conn: &ConnInfo,
+    ) -> Result<(Response<Incoming>, Region), Refusal> {
+        let s = &self.settings;
+        let arrived = Instant::now();
+        let deadline = arrived + s.request_timeout;
+        if parts.method == Method::CONNECT {
+            return Err(ProxyError::NotImplemented("CONNECT").into());
+        }
+        if parts.headers.contains_key(header::UPGRADE)
+            || parts.extensions.get::<hyper::ext::Protocol>().is_some()
+        {
+            return Err(ProxyError::NotImplemented("protocol upgrade").into());
+        }
+        headers::check_request(&parts.method, &parts.uri, &parts.headers, s.limits)?;
+        let exact_len = declared_length(&parts.headers)?;
+        if exact_len.is_some_and(|len| len > s.max_body) {
+            return Err(ProxyError::BodyTooLarge { limit: s.max_body }.into());
+        }
+
+        // Where it goes. Refusals are answered before the body is read.
+        let first = {
+            let snap = self.failover.snapshot();
+            match routing::route(class, &snap) {
+                Route::Forward(r) => r,
+                Route::BlockWrite => {
+                    return Err(Refusal::WriteBlocked {
+                        mode: snap.mode,
+                        deadline: snap.read_only_deadline,
+                        reason: BlockReason::ReadOnly,
+                        close: !body.is_end_stream(),
+                    })
+                }
+                Route::WriteRegionDown(r) => {
+                    self.failover
+                        .metrics()
+                        .write_blocked(BlockReason::RegionDown);
+                    return Err(ProxyError::RegionDown(r.as_str()).into());
+                }
+                Route::Unavailable => return Err(ProxyError::NoHealthyRegion.into()),
+            }
+        };
+        if first == Region::Replica && class == Class::Write {
+            self.latch_before_replica_write(!body.is_end_stream())
+                .await?;
+        }
+
+        let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let placeholder = HeaderValue::from_static("");
+        headers::prepare_request(
+            &mut parts.headers,
+            &Provenance {
+                peer: conn.peer.ip(),
+                peer_trusted: s.trusted_proxies.iter().any(|c| c.contains(conn.peer.ip())),
+                downstream_tls: conn.tls,
+                original_host: original_host.clone(),
+                // Set per attempt: each region has its own.
+                upstream_host: &placeholder,
+                correlation_id,
+            },
+        );
+        let template = Template {
+            method: parts.method,
+            path_and_query: parts
+                .uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            headers: parts.headers,
+            original_host,
+        };
+
+        let watched = Watched::new(body, s.max_body, s.body_idle_timeout, watch.clone());
+        let buffer = s.buffer_body.min(s.max_body);
+        let mut source =
+            match tokio::time::timeout_at(deadline, body::prefetch(watched, buffer)).await {
+                Ok(Ok(Prefetched::Complete { data, trailers })) => {
+                    BodySource::Replayable(data, trailers)
+                }
+                Ok(Ok(Prefetched::Partial { prefix, rest })) => {
+                    BodySource::Streaming(Some((prefix, rest, exact_len)))
+                }
+                Ok(Err(f)) => return Err(body_error(f, s.max_body).into()),
+                Err(_) => return Err(ProxyError::BodyTimeout.into()),
+            };
+
+        self.budget.deposit(Instant::now().into_std());
+        let mut rng = fastrand::Rng::new();
+        let mut region = first;
+        let mut first_answer: Option<FirstAnswer> = None;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let Some(req_body) = source.take() else {
+                // A streamed body cannot be sent twice; the loop never asks.
+                return Err(ProxyError::UpstreamReset.into());
+            };
+            let req = self.build(&template, region, req_body)?;
+            let attempt_deadline = deadline.min(Instant::now() + s.per_try_timeout);
+            let up = &self.upstreams[region.index()];
+            if region == Region::Replica && class == Class::Write && attempt == 1 {
+                self.failover.metrics().writes_accepted_on_replica.inc();
+            }
+            let result = tokio::time::timeout_at(attempt_deadline, up.client.request(req)).await;
+
+            // What happened, for the retry policy and passive health.
+            let (failure, answer): (Failure, Result<Response<Incoming>, Refusal>) = match result {
+                Ok(Ok(resp)) => {
+                    let status = resp.status().as_u16();
+                    self.failover
+                        .record_outcome(region, Outcome::Status(status));
+                    if !matches!(status, 429 | 502..=504) {
+                        return self.finish(first_answer, region, first, resp);
+                    }
+                    let retry_after = resp
+                        .headers()
+                        .get(header::RETRY_AFTER)
+                        .and_then(|v| retry::retry_after::parse(v.as_bytes(), SystemTime::now()));
+                    (Failure::Status(status, retry_after), Ok(resp))
+                }
+                Ok(Err(e)) => {
+                    if let Some(f) = watch.failure() {
+                        return Err(body_error(f, s.max_body).into());
+                    }
+                    let kind = UpstreamFailure::classify(&e);
+                    tracing::debug!(region = region.as_str(), attempt, error = %e, ?kind, "upstream attempt failed");
+                    let (failure, outcome) = match kind {
+                        UpstreamFailure::ConnectRefused => {
+                            (Failure::ConnectRefused, Outcome::ConnectError)
+                        }
+                        UpstreamFailure::ConnectTimeout => {
+                            (Failure::ConnectTimeout, Outcome::Timeout)
+                        }
+                        UpstreamFailure::TlsHandshake => {
+                            (Failure::TlsHandshake, Outcome::ConnectError)
+                        }
+                        UpstreamFailure::RefusedStream => (Failure::RefusedStream, Outcome::Reset),
+                        UpstreamFailure::GoAway => (Failure::GoAwayNotProcessed, Outcome::Reset),
+                        UpstreamFailure::Reset => (Failure::ResetAfterSend, Outcome::Reset),
+                        UpstreamFailure::Malformed => {
+                            (Failure::MalformedResponse, Outcome::Status(502))
+                        }
+                        UpstreamFailure::RequestBody => {
+                            return Err(body_error(BodyFailure::Client, s.max_body).into())
+                        }
+                    };
+                    self.failover.record_outcome(region, outcome);
+                    (failure, Err(kind.to_proxy_error().into()))
+                }
+                Err(_) => {
+                    if let Some(f) = watch.failure() {
+                        return Err(body_error(f, s.max_body).into());
+                    }
+                    self.failover.record_outcome(region, Outcome::Timeout);
+                    let e = if attempt_deadline >= deadline {
+                        ProxyError::RequestTimeout
+                    } else {
+                        ProxyError::UpstreamTimeout
+                    };
+                    (Failure::TimeoutAfterSend, Err(e.into()))
+                }
+            };
+
+            let verdict = retry::decide(class, &failure, source.replayable());
+            let (reason, prefer_other) = match verdict {
+                Verdict::Retry {
+                    reason,
+                    prefer_other_region,
+                } => (reason, prefer_other_region),
+                Verdict::DoNotRetry { outcome_unknown } => {
+                    return self.give_up(answer, outcome_unknown, region, first_answer, first);
+                }
+            };
+            if attempt >= s.max_attempts {
+                return self.give_up(answer, false, region, first_answer, first);
+            }
+            let backoff = s.backoff.delay(attempt - 1, &mut rng);
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let wait = match retry::decide_wait(
+                backoff,
+                failure_retry_after(&failure),
+                s.max_retry_after,
+                remaining,
+            ) {
+                WaitDecision::Wait(w) => w,
+                WaitDecision::GiveUp(why) => {
+                    tracing::debug!(reason = why.as_str(), "not retrying");
+                    return self.give_up(answer, false, region, first_answer, first);
+                }
+            };
+            if !self.budget.try_withdraw(Instant::now().into_std()) {
+                self.metrics.retry_budget_exhausted.inc();
+                return self.give_up(answer, false, region, first_answer, first);
+            }
+
+            // A read may use its next attempt on the other region (the mode
+            // is still `primary` while probes are counting failures).
+            let next = if prefer_other && class == Class::Read && region == first {
+                let snap = self.failover.snapshot();
+                let other = region.other();
+                if snap.mode == Mode::Primary && !snap.region(other).is_down() {
+                    other
+                } else {
+                    region
+                }
+            } else {
+                region
+            };
+            if first_answer.is_none() && next != first {
+                first_answer = Some(match answer {
+                    Ok(resp) => FirstAnswer::Response(resp),
+                    Err(r) => FirstAnswer::Error(r),
+                });
+            } else {
+                // Drain nothing: dropping an errored response closes its
+                // connection, which is what a failing upstream deserves.
+                drop(answer);
+            }
+            self.metrics.retry(next, reason);
+            tracing::debug!(
+                from = region.as_str(),
+                to = next.as_str(),
+                attempt,
+                reason = reason.as_str(),
+                wait_ms = wait.as_millis() as u64,
+                "retrying"
+            );
+            region = next;
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Sets and persists the latch before a write leaves for the replica.
+    async fn latch_before_replica_write(&self, unread_body: bool) -> Result<(), Refusal> {
+        match self.failover.begin_replica_write().await {
+            Ok(()) => Ok(()),
+            Err(WriteRefusal::Mode(mode)) => {
+                let snap = self.failover.snapshot();
+                Err(Refusal::WriteBlocked {
+                    mode,
+                    deadline: snap.read_only_deadline,
+                    reason: BlockReason::ReadOnly,
+                    close: unread_body,
+                })
+            }
+            Err(WriteRefusal::PersistFailed) | Err(WriteRefusal::Stopped) => {
+                Err(Refusal::WriteBlocked {
+                    mode: self.failover.snapshot().mode,
+                    deadline: None,
+                    reason: BlockReason::StatePersistFailed,
+                    close: unread_body,
+                })
+            }
+        }
+    }
+
+    /// One attempt's request for `region`.
+    fn build(
+        &self,
+        t: &Template,
+        region: Region,
+        body: RequestBody,
+    ) -> Result<Request<RequestBody>, Refusal> {
+        let up = &self.upstreams[region.index()];
+        let mut headers = t.headers.clone();
+        let mut path_and_query = t.path_and_query.clone();
+        if region == Region::Replica && !self.rewriter.is_empty() {
+            let r = self
+                .rewriter
+                .to_replica(t.path_and_query.as_str(), &mut headers);
+            self.metrics.rewrite_misses(&r.misses);
+            if let Some(p) = r.path_and_query {
+                path_and_query = p
+                    .parse()
+                    .map_err(|_| ProxyError::BadRequest("rewritten request target is invalid"))?;
+            }
+        }
+        let host = match self.settings.host_header {
+            HostHeader::Upstream => up.host.clone(),
+            HostHeader::Preserve => t.original_host.clone().unwrap_or_else(|| up.host.clone()),
+        };
+        headers.insert(header::HOST, host);
+        let uri = Uri::builder()
+            .scheme(up.scheme.clone())
+            .authority(up.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = t.method.clone();
+        *req.uri_mut() = uri;
+        // The upstream's version is the client's choice (h2 by config/ALPN).
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// A response to relay: unless a read that moved to the other region got
+    /// a "not there yet" answer, in which case the first region's answer wins.
+    fn finish(
+        &self,
+        first_answer: Option<FirstAnswer>,
+        region: Region,
+        first: Region,
+        resp: Response<Incoming>,
+    ) -> Result<(Response<Incoming>, Region), Refusal> {
+        if region != first && lagging(resp.status()) {
+            match first_answer {
+                Some(FirstAnswer::Response(r)) => return Ok((r, first)),
+                Some(FirstAnswer::Error(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok((resp, region))
+    }
+
+    fn give_up(
+        &self,
+        answer: Result<Response<Incoming>, Refusal>,
+        outcome_unknown: bool,
+        region: Region,
+        first_answer: Option<FirstAnswer>,
+        first: Region,
+    ) -> Result<(Response<Incoming>, Region), Refusal> {
+        match answer {
+            Ok(resp) => self.finish(first_answer, region, first, resp),
+            Err(Refusal::Error { error, .. }) => {
+                if outcome_unknown {
+                    self.metrics.outcome_unknown(region);
+                }
+                Err(Refusal::Error {
+                    error,
+                    outcome_unknown,
+                })
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+fn failure_retry_after(f: &Failure) -> Option<std::time::Duration> {
+    f.retry_after()
+}
+
+fn body_error(f: BodyFailure, limit: u64) -> ProxyError {
+    match f {
+        BodyFailure::TooLarge => ProxyError::BodyTooLarge { limit },
+        BodyFailure::Idle => ProxyError::BodyTimeout,
+        BodyFailure::Client => {
+            ProxyError::BadRequest("the request body is malformed or was cut short")
+        }
+    }
+}
+
+/// The client's declared body length (hyper already refused conflicting ones).
+fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(ProxyError::BadRequest("Content-Length is not a number")),
+    }
+}

@@ -1,0 +1,138 @@
+//! Answers failway makes itself instead of forwarding: errors
+//! ([`ProxyError`]) and refused writes. Rendered in the profile's error
+//! format with the headers DESIGN.md §6 specifies (`failway-mode`,
+//! `failway-writes-enabled-at`, `Retry-After` only with 503/429,
+//! `failway-outcome: unknown`).
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use super::error::{self, ErrorContext, ProxyError};
+use super::headers::{FAILWAY_MODE, FAILWAY_OUTCOME};
+use super::Proxy;
+use crate::failover::machine::Mode;
+use crate::failover::BlockReason;
+
+const FAILWAY_WRITES_ENABLED_AT: HeaderName = HeaderName::from_static("failway-writes-enabled-at");
+
+/// Why failway answers a request itself.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    Error {
+        error: ProxyError,
+        /// A write's bytes reached the upstream and no trustworthy answer
+        /// came back: it may or may not have been applied.
+        outcome_unknown: bool,
+    },
+    WriteBlocked {
+        mode: Mode,
+        deadline: Option<SystemTime>,
+        reason: BlockReason,
+        /// The request body was not read: the connection must close.
+        close: bool,
+    },
+}
+
+fn seconds(d: Duration) -> HeaderValue {
+    HeaderValue::from(d.as_secs_f64().ceil().max(1.0) as u64)
+}
+
+impl Proxy {
+    pub(super) fn render_refusal(
+        &self,
+        refusal: &Refusal,
+        correlation_id: &HeaderValue,
+    ) -> Response<Full<Bytes>> {
+        let s = &self.settings;
+        let ctx = ErrorContext {
+            correlation_id: correlation_id.to_str().ok(),
+        };
+        match refusal {
+            Refusal::Error {
+                error,
+                outcome_unknown,
+            } => {
+                let cid = ctx.correlation_id.unwrap_or("-");
+                match error.origin() {
+                    error::Origin::Upstream => {
+                        tracing::warn!(
+                            code = error.code(),
+                            correlation_id = cid,
+                            outcome_unknown,
+                            "{error}"
+                        )
+                    }
+                    _ => tracing::debug!(code = error.code(), correlation_id = cid, "{error}"),
+                }
+                let mut resp = error::render(s.profile, error, ctx);
+                if *outcome_unknown {
+                    resp.headers_mut()
+                        .insert(FAILWAY_OUTCOME, HeaderValue::from_static("unknown"));
+                }
+                if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+                    resp.headers_mut()
+                        .insert(RETRY_AFTER, seconds(s.unavailable_retry_after));
+                }
+                resp
+            }
+            Refusal::WriteBlocked {
+                mode,
+                deadline,
+                reason,
+                close,
+            } => {
+                self.failover.metrics().write_blocked(*reason);
+                let (status, code, message) = match reason {
+                    BlockReason::StatePersistFailed => (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "FAILWAY_STATE_PERSIST_ERR",
+                        "The write was not forwarded: failway could not persist the replica-writes latch. Reads keep working.".to_owned(),
+                    ),
+                    _ => {
+                        let when = match deadline {
+                            Some(d) => format!(
+                                "Writes are expected back at {} (earlier if an operator enables them).",
+                                humantime::format_rfc3339_seconds(*d)
+                            ),
+                            None => "Writes come back when an operator enables them.".to_owned(),
+                        };
+                        (
+                            s.blocked_write_status,
+                            "FAILWAY_READ_ONLY_FAILOVER_ERR",
+                            format!(
+                                "The service is in read-only failover to its replica region: writes are refused and were not applied. Reads keep working. {when}"
+                            ),
+                        )
+                    }
+                };
+                let mut resp = error::render_parts(s.profile, status, code, &message, ctx, *close);
+                let h = resp.headers_mut();
+                h.insert(FAILWAY_MODE, HeaderValue::from_static(mode.as_str()));
+                if let Some(d) = deadline {
+                    if let Ok(v) =
+                        HeaderValue::from_str(&humantime::format_rfc3339_seconds(*d).to_string())
+                    {
+                        h.insert(FAILWAY_WRITES_ENABLED_AT, v);
+                    }
+                }
+                if matches!(status.as_u16(), 429 | 503) {
+                    h.insert(RETRY_AFTER, seconds(s.blocked_retry_after));
+                }
+                if *close {
+                    h.insert(CONNECTION, HeaderValue::from_static("close"));
+                }
+                tracing::debug!(
+                    correlation_id = ctx.correlation_id.unwrap_or("-"),
+                    mode = mode.as_str(),
+                    reason = reason.as_str(),
+                    "write refused"
+                );
+                resp
+            }
+        }
+    }
+}
