@@ -12,6 +12,7 @@ pub mod admin;
 pub mod app;
 pub mod classify;
 pub mod config;
+pub mod ctl;
 pub mod failover;
 pub mod health;
 pub mod metrics;

@@ -41,6 +41,8 @@ enum Command {
         config: PathBuf,
     },
     /// Print the class (read or write) of a request and the rule that decided it.
+    /// Talk to a running failway's admin API (status, failover, enable-writes, failback).
+    Ctl(failway::ctl::CtlArgs),
     Classify {
         /// Config whose profile and rules to use (default: the key-protect profile).
         #[arg(long, short)]
@@ -80,6 +82,25 @@ fn main() -> ExitCode {
             method,
             target,
         } => classify(config, &method, &target),
+        Command::Ctl(args) => {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            match rt.block_on(failway::ctl::run(args)) {
+                Ok(code) => ExitCode::from(code),
+                Err(e) => {
+                    eprintln!("failway ctl: {e}");
+                    ExitCode::from(failway::ctl::EXIT_UNAVAILABLE)
+                }
+            }
+        }
         Command::Run { config } => {
             let cfg = match load(&config) {
                 Ok(c) => c,

@@ -245,3 +245,83 @@ url = "{}"
     assert_eq!(v["region"], "primary");
     assert_eq!(v["path"], "/x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_shows_status_and_moves_the_mode() {
+    let primary = FakeUpstream::start().await;
+    let replica = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, "ctl-token\n").unwrap();
+    let mut cfg = common::failway::config(&primary.url(), &replica.url(), "");
+    cfg.admin.token_file = Some(token.clone());
+    let app = common::failway::start(cfg).await;
+    let admin = format!("http://{}", app.admin_addr);
+    let ctl = move |args: Vec<String>| {
+        let admin = admin.clone();
+        let token = token.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                failway()
+                    .arg("ctl")
+                    .args(["--admin", &admin, "--token-file"])
+                    .arg(&token)
+                    .args(&args)
+                    .output()
+                    .unwrap()
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let out = ctl(vec!["status".into()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.starts_with("mode                  primary since"),
+        "{table}"
+    );
+    assert!(table.contains("replica-writes latch  clear"));
+
+    let out = ctl(vec![
+        "enable-writes".into(),
+        "--reason".into(),
+        "too early".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("refused (mode primary)"));
+
+    let out = ctl(vec![
+        "failover".into(),
+        "--reason".into(),
+        "drill".into(),
+        "--force".into(),
+    ])
+    .await;
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "changed: primary -> failover_read_only"
+    );
+    let out = ctl(vec!["--json".into(), "status".into()]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["mode"], "failover_read_only");
+    assert_eq!(v["transitions"][0]["reason"], "drill");
+
+    let out = tokio::task::spawn_blocking(|| {
+        failway()
+            .args(["ctl", "--admin", "http://127.0.0.1:1", "status"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(69));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
+    app.shutdown().await;
+}

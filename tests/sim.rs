@@ -882,6 +882,7 @@ async fn hang_reads_the_request_and_answers_only_when_lifted() {
     assert_eq!(s.stats().reads, 1, "the request was read");
 
     let addr = s.addr();
+    let req = req.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
     let pending = tokio::spawn(async move { raw_exchange(addr, req.as_bytes(), T).await });
     eventually(T, "second request read", || s.stats().reads == 2).await;
     s.faults().set_hang(false);

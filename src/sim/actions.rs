@@ -91,14 +91,8 @@ fn wrap(region: &Region, id: &str, body: &[u8]) -> Result<Resp, ApiError> {
     let (plaintext, generated) = match given {
         Some(p) => (p, false),
         None => {
-            let dek = crypto::random_bytes(crypto::KEY_LEN).map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "INTERNAL_SERVER_ERR",
-                    "Internal server error",
-                    "the random generator failed",
-                )
-            })?;
+            let dek = crypto::random_bytes(crypto::KEY_LEN)
+                .map_err(|e| ApiError::internal(e.to_string()))?;
             (dek, true)
         }
     };

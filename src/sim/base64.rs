@@ -116,8 +116,8 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        assert_eq!(decode("Zm9v!"), Err(DecodeError::InvalidByte(4)));
-        assert_eq!(decode("Zm 9v"), Err(DecodeError::InvalidByte(2)));
+        assert_eq!(decode("Zm9v!A"), Err(DecodeError::InvalidByte(4)));
+        assert_eq!(decode("Zm 9vA=="), Err(DecodeError::InvalidByte(2)));
         assert_eq!(decode("Z"), Err(DecodeError::InvalidLength));
         assert_eq!(decode("Zm=v"), Err(DecodeError::InvalidByte(2)));
         // Non-zero trailing bits: "Zh==" would decode to "f" too.

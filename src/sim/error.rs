@@ -121,6 +121,15 @@ impl ApiError {
         }
     }
 
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_SERVER_ERR",
+            "Internal server error",
+            message,
+        )
+    }
+
     pub fn route_not_found() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -26,12 +26,7 @@ pub struct Store {
 
 pub(super) fn crypto_error(e: CryptoError) -> ApiError {
     match e {
-        CryptoError::Random => ApiError::new(
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            "INTERNAL_SERVER_ERR",
-            "Internal server error",
-            "the random generator failed",
-        ),
+        CryptoError::Random => ApiError::internal(e.to_string()),
         CryptoError::Malformed | CryptoError::Authentication => ApiError::bad_ciphertext(),
     }
 }

@@ -1,0 +1,298 @@
+//! `failway ctl`: the operator's client for the admin API. `status` prints the
+//! mode, deadline, latch and regions as a table (or the raw JSON with
+//! `--json`); `failover`, `enable-writes` and `failback` post an action with
+//! its reason. Exit codes: 0 done (or nothing to do), 1 refused by failway
+//! (409, 400, 401), 69 the admin API cannot be reached.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde_json::Value;
+
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Admin API base URL.
+    #[arg(long, default_value = "http://127.0.0.1:9901", global = true)]
+    pub admin: String,
+    /// File holding the admin bearer token (admin.token_file).
+    #[arg(long, global = true)]
+    pub token_file: Option<PathBuf>,
+    /// Print the JSON answer instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Show the mode, the read-only deadline, the latch and both regions.
+    Status,
+    /// Fail over to the replica (read-only first). --force: even to a replica judged down.
+    Failover {
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Enable writes on the replica now.
+    EnableWrites {
+        #[arg(long)]
+        reason: String,
+    },
+    /// Fail back to the primary. --force: even over the replica-writes latch.
+    Failback {
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+pub const EXIT_REFUSED: u8 = 1;
+pub const EXIT_UNAVAILABLE: u8 = 69;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error("cannot read --token-file {path}: {source}")]
+    Token {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid --admin URL {0:?}")]
+    Url(String),
+    #[error("cannot reach the admin API at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    #[error("the admin API answered something that is not JSON (status {0})")]
+    NotJson(u16),
+}
+
+/// Runs a ctl command; returns the process exit code.
+pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
+    let token = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|source| CtlError::Token {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let base = args.admin.trim_end_matches('/');
+    let (method, path, body) = match &args.command {
+        CtlCommand::Status => (Method::GET, "/status", None),
+        CtlCommand::Failover { reason, force } => (
+            Method::POST,
+            "/admin/failover",
+            Some(serde_json::json!({"reason": reason, "force": force})),
+        ),
+        CtlCommand::EnableWrites { reason } => (
+            Method::POST,
+            "/admin/enable-writes",
+            Some(serde_json::json!({"reason": reason})),
+        ),
+        CtlCommand::Failback { reason, force } => (
+            Method::POST,
+            "/admin/failback",
+            Some(serde_json::json!({"reason": reason, "force": force})),
+        ),
+    };
+    let url = format!("{base}{path}");
+    let uri: http::Uri = url.parse().map_err(|_| CtlError::Url(args.admin.clone()))?;
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = &token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let req = req
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .map_err(|_| CtlError::Url(args.admin.clone()))?;
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let unreachable = |message: String| CtlError::Unreachable {
+        url: url.clone(),
+        message,
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(e.to_string()))?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| unreachable(e.to_string()))?
+        .to_bytes();
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| CtlError::NotJson(status))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+    } else if matches!(args.command, CtlCommand::Status) && status == 200 {
+        print!("{}", status_table(&value, SystemTime::now()));
+    } else {
+        println!("{}", action_line(status, &value));
+    }
+    Ok(if (200..300).contains(&status) {
+        0
+    } else {
+        EXIT_REFUSED
+    })
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("-")
+}
+
+/// "2026-11-29T10:00:00.000Z (in 5h 59m)" style, relative to `now`.
+fn when(v: &Value, now: SystemTime) -> String {
+    let Some(text) = v.as_str() else {
+        return "-".into();
+    };
+    let Ok(t) = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')) else {
+        return text.into();
+    };
+    let rel = match t.duration_since(now) {
+        Ok(d) => format!("in {}", short(d)),
+        Err(e) => format!("{} ago", short(e.duration())),
+    };
+    format!("{text} ({rel})")
+}
+
+fn short(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, (secs % 3600) / 60, secs % 60);
+    if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m {s}s")
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// The readable `status` table.
+pub fn status_table(v: &Value, now: SystemTime) -> String {
+    let mut out = String::new();
+    let line = |out: &mut String, k: &str, val: String| out.push_str(&format!("{k:<22}{val}\n"));
+    line(
+        &mut out,
+        "mode",
+        format!("{} since {}", s(&v["mode"]), when(&v["since"], now)),
+    );
+    line(
+        &mut out,
+        "read-only deadline",
+        when(&v["read_only_deadline"], now),
+    );
+    line(
+        &mut out,
+        "replica-writes latch",
+        if v["replica_writes_latch"] == Value::Bool(true) {
+            "SET (automatic failback refused)".into()
+        } else {
+            "clear".into()
+        },
+    );
+    line(
+        &mut out,
+        "failback blocked",
+        v["failback_blocked"].as_str().unwrap_or("no").to_owned(),
+    );
+    out.push('\n');
+    out.push_str(&format!(
+        "{:<9}{:<11}{:<6}{:<8}{:<34}{}\n",
+        "region", "health", "down", "status", "last check", "last error"
+    ));
+    for r in ["primary", "replica"] {
+        let reg = &v["regions"][r];
+        out.push_str(&format!(
+            "{:<9}{:<11}{:<6}{:<8}{:<34}{}\n",
+            r,
+            s(&reg["health"]),
+            if reg["down"] == Value::Bool(true) {
+                "yes"
+            } else {
+                "no"
+            },
+            reg["last_status"]
+                .as_u64()
+                .map_or("-".into(), |c| c.to_string()),
+            reg["last_check"].as_str().unwrap_or("-"),
+            reg["last_error"].as_str().unwrap_or("-"),
+        ));
+    }
+    if let Some(ts) = v["transitions"].as_array().filter(|t| !t.is_empty()) {
+        out.push_str("\nrecent transitions:\n");
+        for t in ts {
+            out.push_str(&format!(
+                "  {}  {} -> {}  [{}]  {}\n",
+                s(&t["at"]),
+                s(&t["from"]),
+                s(&t["to"]),
+                s(&t["trigger"]),
+                s(&t["reason"])
+            ));
+        }
+    }
+    out
+}
+
+fn action_line(status: u16, v: &Value) -> String {
+    match (status, v["result"].as_str()) {
+        (200, Some("changed")) => format!(
+            "changed: {} -> {}",
+            s(&v["transition"]["from"]),
+            s(&v["transition"]["to"])
+        ),
+        (200, Some("no_op")) => format!("nothing to do: already {}", s(&v["mode"])),
+        (200, Some("hold_set")) => format!(
+            "already {}; automatic failback now waits for an operator",
+            s(&v["mode"])
+        ),
+        (409, _) => format!("refused (mode {}): {}", s(&v["mode"]), s(&v["error"])),
+        _ => format!("error {status}: {}", s(&v["error"])),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_table_names_mode_latch_and_regions() {
+        let v = serde_json::json!({
+            "mode": "failover_read_write",
+            "since": "2026-11-29T10:00:00.000Z",
+            "read_only_deadline": null,
+            "replica_writes_latch": true,
+            "failback_blocked": "replica_writes",
+            "regions": {
+                "primary": {"health": "unhealthy", "down": true, "last_status": null, "last_check": "2026-11-29T10:05:00.000Z", "last_error": "connection refused or failed"},
+                "replica": {"health": "healthy", "down": false, "last_status": 200, "last_check": "2026-11-29T10:05:00.000Z", "last_error": null}
+            },
+            "transitions": [{"at": "2026-11-29T10:00:00.000Z", "from": "primary", "to": "failover_read_only", "trigger": "health_check", "reason": "primary down"}]
+        });
+        let now = humantime::parse_rfc3339("2026-11-29T10:10:00Z").unwrap();
+        let t = status_table(&v, now);
+        assert!(
+            t.contains("failover_read_write since 2026-11-29T10:00:00.000Z (10m 0s ago)"),
+            "{t}"
+        );
+        assert!(t.contains("SET (automatic failback refused)"));
+        assert!(t.contains("primary  unhealthy  yes"));
+        assert!(t.contains("connection refused or failed"));
+        assert!(t.contains("primary -> failover_read_only  [health_check]  primary down"));
+    }
+}
