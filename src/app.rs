@@ -27,6 +27,7 @@ use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
 use crate::retry::RetryBudget;
 use crate::rewrite::Rewriter;
 use crate::routing::Region;
+use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
 
 /// File descriptors kept aside for listeners, upstream pools, state files.
 const FD_RESERVE: u64 = 256;
@@ -54,6 +55,8 @@ pub enum StartError {
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
     Failover(#[from] FailoverError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("admin.token_file {path}: {source}")]
     TokenFile {
         path: String,
@@ -207,6 +210,14 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             source,
         })?;
 
+    let tls = match &config.proxy.tls {
+        Some(tls_cfg) => {
+            let acceptor = TlsAcceptor::new(tls_cfg, TlsMetrics::register(&registry)?)?;
+            tasks.push(acceptor.spawn_reloader(Duration::from_secs(1), drain_rx.clone()));
+            Some(acceptor)
+        }
+        None => None,
+    };
     let server = Server::new(
         proxy_listener,
         proxy.clone(),
@@ -217,6 +228,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             max_header_bytes: config.proxy.max_header_bytes.0,
             max_headers: config.proxy.max_headers,
         },
+        tls.clone(),
     );
     let server = tokio::spawn(server.run(drain_rx.clone()));
     let token = config.admin.token_file.clone().map(AdminToken::new);

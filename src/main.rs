@@ -40,9 +40,11 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Print the class (read or write) of a request and the rule that decided it.
+    /// Run a local Key Protect-compatible region simulator (for demos and failover drills).
+    Sim(failway::sim::SimArgs),
     /// Talk to a running failway's admin API (status, failover, enable-writes, failback).
     Ctl(failway::ctl::CtlArgs),
+    /// Print the class (read or write) of a request and the rule that decided it.
     Classify {
         /// Config whose profile and rules to use (default: the key-protect profile).
         #[arg(long, short)]
@@ -82,6 +84,30 @@ fn main() -> ExitCode {
             method,
             target,
         } => classify(config, &method, &target),
+        Command::Sim(args) => {
+            telemetry::init(cli.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    tracing::error!("cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            match rt.block_on(failway::sim::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                    eprintln!("failway sim: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                Err(e) => {
+                    tracing::error!("failway sim: {e}");
+                    ExitCode::from(EXIT_START)
+                }
+            }
+        }
         Command::Ctl(args) => {
             let rt = match tokio::runtime::Builder::new_current_thread()
                 .enable_all()

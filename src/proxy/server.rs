@@ -12,11 +12,12 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ConnTracker, TrackedIo};
 use super::{ConnInfo, Proxy};
+use crate::tls::TlsAcceptor;
 
 /// Connection-level settings, from `[proxy]`.
 #[derive(Debug, Clone)]
@@ -69,14 +70,21 @@ pub struct Server {
     listener: TcpListener,
     proxy: Arc<Proxy>,
     settings: ServerSettings,
+    tls: Option<TlsAcceptor>,
 }
 
 impl Server {
-    pub fn new(listener: TcpListener, proxy: Arc<Proxy>, settings: ServerSettings) -> Server {
+    pub fn new(
+        listener: TcpListener,
+        proxy: Arc<Proxy>,
+        settings: ServerSettings,
+        tls: Option<TlsAcceptor>,
+    ) -> Server {
         Server {
             listener,
             proxy,
             settings,
+            tls,
         }
     }
 
@@ -118,9 +126,28 @@ impl Server {
                     let drain = drain.clone();
                     let done = done_tx.clone();
                     let metrics = metrics.clone();
+                    let tls = self.tls.clone();
                     tokio::spawn(async move {
                         metrics.connections_open.inc();
-                        serve_connection(stream, peer, proxy, &builder, &settings, drain).await;
+                        match tls {
+                            None => serve_connection(stream, false, peer, proxy, &builder, &settings, drain).await,
+                            Some(acceptor) => {
+                                // A client that never finishes its handshake
+                                // is cut off like a slow request head.
+                                let handshake = tokio::time::timeout(
+                                    settings.header_read_timeout,
+                                    acceptor.accept(stream),
+                                )
+                                .await;
+                                match handshake {
+                                    Ok(Ok(tls_stream)) => {
+                                        serve_connection(tls_stream, true, peer, proxy, &builder, &settings, drain).await
+                                    }
+                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                                }
+                            }
+                        }
                         metrics.connections_open.dec();
                         drop(permit);
                         drop(done);
@@ -134,18 +161,21 @@ impl Server {
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
+async fn serve_connection<S>(
+    stream: S,
+    tls: bool,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     builder: &auto::Builder<TokioExecutor>,
     settings: &ServerSettings,
     mut drain: watch::Receiver<bool>,
-) {
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
     let tracker = ConnTracker::new();
     let info = ConnInfo {
         peer,
-        tls: false,
+        tls,
         tracker: tracker.clone(),
     };
     let io = TokioIo::new(TrackedIo::new(stream, tracker.clone()));

@@ -2,7 +2,9 @@
 //! format: a primary sends the whole key after each change, so applying
 //! changes in order is idempotent and alias removals need no message of
 //! their own. Key material travels base64-encoded; the control port it
-//! travels over only listens on loopback.
+//! travels over only listens on loopback. Key states other than active,
+//! suspended and destroyed (pre-activation, deactivated by expiry) are not
+//! modelled.
 
 use std::time::SystemTime;
 

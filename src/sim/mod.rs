@@ -257,3 +257,51 @@ pub async fn run(args: SimArgs) -> io::Result<()> {
     sim.stop().await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    #[test]
+    fn cli_defaults_and_durations() {
+        let d = Cli::try_parse_from(["sim"]).unwrap().sim;
+        assert_eq!(d.listen, SocketAddr::from(([127, 0, 0, 1], 18080)));
+        assert_eq!(d.control, SocketAddr::from(([127, 0, 0, 1], 18090)));
+        assert_eq!(d.instance, DEFAULT_INSTANCE);
+        assert_eq!(d.replication_lag, Duration::ZERO);
+        assert!(!d.read_only && !d.remap_ids && d.token.is_none());
+        let a = Cli::try_parse_from([
+            "sim",
+            "--replicate-to",
+            "http://127.0.0.1:18091",
+            "--replication-lag",
+            "250ms",
+            "--remap-ids",
+            "--read-only",
+        ])
+        .unwrap()
+        .sim;
+        assert_eq!(a.replication_lag, Duration::from_millis(250));
+        assert!(a.read_only && a.remap_ids);
+        assert!(Cli::try_parse_from(["sim", "--replication-lag", "soon"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn refuses_a_non_loopback_control_port_and_bad_replica_urls() {
+        let mut args = SimArgs::ephemeral("x");
+        args.control = SocketAddr::from(([0, 0, 0, 0], 0));
+        let e = Simulator::start(args).await.err().expect("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let mut args = SimArgs::ephemeral("x");
+        args.replicate_to = Some("127.0.0.1:18091".into());
+        let e = Simulator::start(args).await.err().expect("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}

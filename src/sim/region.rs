@@ -4,7 +4,8 @@
 //!
 //! Every write goes through [`Region::write`], which runs under the store
 //! lock and queues the changed key for replication before releasing it, so
-//! a replica applies changes in the order the primary made them.
+//! a replica applies changes in the order the primary made them. One region
+//! serves one instance; it does not hold keys for several.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};

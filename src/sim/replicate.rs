@@ -9,8 +9,8 @@
 //! with capped exponential backoff, so nothing is lost or reordered; a 4xx
 //! (a replica that does not understand the message) is logged and skipped,
 //! as retrying it could never succeed. Keys a replica receives are not
-//! pushed on again, even if it has `--replicate-to` itself. The queue is unbounded and in memory:
-//! a stopped primary forgets what it had not sent yet.
+//! pushed on again, even if it has `--replicate-to` itself. The queue is
+//! unbounded and in memory: a stopped primary forgets what it had not sent.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -119,3 +119,24 @@ pub async fn send(
         body,
     }
 }
+
+/// The value of one sample in `/metrics`, e.g.
+/// `failway_retries_total{region="primary",reason="connect_error"}`
+/// (labels in the order the exposition prints them: alphabetical).
+pub async fn metric(r: &Running, sample: &str) -> f64 {
+    let text = send(
+        &client(),
+        "GET",
+        &format!("http://{}/metrics", r.admin_addr),
+        &[],
+        "",
+    )
+    .await;
+    let text = String::from_utf8_lossy(&text.body).to_string();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+}

@@ -356,10 +356,20 @@ impl FakeUpstream {
         Self::start_proto(Proto::Http2).await
     }
 
+    /// An HTTP/1.1 fake on a given address (to bring a refused port to life).
+    pub async fn start_at(addr: SocketAddr) -> std::io::Result<FakeUpstream> {
+        let listener = TcpListener::bind(addr).await?;
+        Ok(Self::serve(listener, Proto::Http1))
+    }
+
     async fn start_proto(proto: Proto) -> FakeUpstream {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind fake upstream on 127.0.0.1:0");
+        Self::serve(listener, proto)
+    }
+
+    fn serve(listener: TcpListener, proto: Proto) -> FakeUpstream {
         let addr = listener.local_addr().expect("fake upstream local addr");
         let shared = Arc::new(Shared::default());
         let accept = tokio::spawn(accept_loop(listener, Arc::clone(&shared), proto));
