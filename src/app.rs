@@ -18,12 +18,13 @@ use crate::admin::{self, AdminState, Listener};
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::failover::{Failover, FailoverError};
-use crate::health::probe::Probe;
-use crate::health::prober;
+use crate::health::prober::Probers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::proxy::client::{ClientError, Upstream};
+use crate::proxy::dns::{Resolve, SystemResolve};
 use crate::proxy::server::{Server, ServerSettings};
 use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
+use crate::reload::{ReloadMetrics, Reloader};
 use crate::retry::RetryBudget;
 use crate::rewrite::Rewriter;
 use crate::routing::Region;
@@ -103,24 +104,32 @@ pub struct Running {
     admin_state: Arc<AdminState>,
     server: JoinHandle<()>,
     admin: JoinHandle<()>,
-    /// The failover driver and the probers; they stop on the drain signal.
+    /// The failover driver, the watchers; they stop on the drain signal.
     background: Vec<JoinHandle<()>>,
+    reloader: Arc<Reloader>,
     pub failover: Failover,
     grace: Duration,
 }
 
 /// How to start; the defaults are what `failway run` does.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct StartOptions {
     /// Probe the regions. Data-path tests turn it off so that the fake
     /// regions see only the traffic the test sends.
     pub active_health_checks: bool,
+    /// The file the configuration came from: watched, and re-read on
+    /// [`Running::reload`] (SIGHUP). `None`: no live reload.
+    pub config_path: Option<std::path::PathBuf>,
+    /// How upstream host names are resolved (tests inject their own).
+    pub resolver: Arc<dyn Resolve>,
 }
 
 impl Default for StartOptions {
     fn default() -> Self {
         StartOptions {
             active_health_checks: true,
+            config_path: None,
+            resolver: Arc::new(SystemResolve),
         }
     }
 }
@@ -139,45 +148,33 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             Region::Primary,
             &config.upstreams.primary,
             config.retry.per_try_timeout,
+            options.resolver.clone(),
         )?),
         Arc::new(Upstream::new(
             Region::Replica,
             &config.upstreams.replica,
             config.retry.per_try_timeout,
+            options.resolver.clone(),
         )?),
     ];
     let (drain, drain_rx) = watch::channel(false);
     let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone())?;
     let rewriter = Rewriter::new(&config.rewrite);
     let mut tasks = vec![failover_task];
-    for region in Region::ALL {
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &config.health.headers {
-            let value = match region {
-                Region::Replica => rewriter
-                    .replica_header_value(name, value)
-                    .unwrap_or_else(|| value.clone()),
-                Region::Primary => value.clone(),
-            };
-            headers.append(name.clone(), value);
-        }
-        if !options.active_health_checks {
-            continue;
-        }
-        tasks.push(prober::spawn(
-            region,
-            upstreams[region.index()].clone(),
-            Probe::new(&config.health, headers),
-            config.health.interval,
-            failover.clone(),
-            drain_rx.clone(),
-        ));
-    }
+    let probers = Probers::start(
+        options.active_health_checks,
+        &config.health,
+        &upstreams,
+        &rewriter,
+        &failover,
+        &drain_rx,
+    );
+    let reload_metrics = ReloadMetrics::register(&registry)?;
     let proxy = Arc::new(Proxy::new(ProxyParts {
         settings: Settings::from_config(&config),
         classifier: Classifier::new(config.classify.profile, &config.classify.rules),
         rewriter,
-        upstreams,
+        upstreams: upstreams.clone(),
         failover: failover.clone(),
         budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
         metrics: proxy_metrics,
@@ -238,6 +235,20 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             source,
         })?;
     }
+    let reloader = Reloader::new(
+        options.resolver.clone(),
+        options.config_path.clone().unwrap_or_default(),
+        config.clone(),
+        proxy.clone(),
+        failover.clone(),
+        probers,
+        options.active_health_checks,
+        drain_rx.clone(),
+        reload_metrics,
+    );
+    if options.config_path.is_some() {
+        tasks.push(reloader.spawn_watcher(Duration::from_secs(1)));
+    }
     let admin_state = Arc::new(AdminState {
         registry: registry.clone(),
         ready: Default::default(),
@@ -274,12 +285,19 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         server,
         admin,
         background: tasks,
+        reloader,
         failover,
         grace: config.proxy.shutdown_grace,
     })
 }
 
 impl Running {
+    /// Re-reads the configuration file now (SIGHUP); false when the new
+    /// configuration was refused and the old one keeps running.
+    pub async fn reload(&self) -> bool {
+        self.reloader.reload("SIGHUP").await
+    }
+
     /// Stops accepting, lets in-flight requests finish within
     /// `proxy.shutdown_grace`, closes idle connections (h2: GOAWAY), and
     /// returns whether every connection finished in time.

@@ -152,20 +152,34 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_START);
                 }
             };
-            rt.block_on(run(cfg))
+            rt.block_on(run(cfg, config))
         }
     }
 }
 
-async fn run(cfg: Config) -> ExitCode {
-    let running = match failway::app::start(cfg).await {
+async fn run(cfg: Config, path: PathBuf) -> ExitCode {
+    let options = failway::app::StartOptions {
+        config_path: Some(path),
+        ..Default::default()
+    };
+    let running = match failway::app::start_with(cfg, options).await {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::from(EXIT_START);
         }
     };
-    failway::shutdown::wait_for_signal().await;
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let stop = failway::shutdown::wait_for_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                running.reload().await;
+            }
+        }
+    }
     running.shutdown().await;
     tracing::info!("stopped");
     ExitCode::SUCCESS

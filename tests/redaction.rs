@@ -69,6 +69,7 @@ async fn no_secret_reaches_the_logs_at_trace_level() {
     let ans = send(&fw::client(), "POST", &url, &headers, body.clone()).await;
     assert_eq!(ans.status, 502);
     primary.stop().await;
+    replica.stop().await;
     let ans = send(&fw::client(), "POST", &url, &headers, body).await;
     assert_eq!(ans.status, 502);
     app.shutdown().await;

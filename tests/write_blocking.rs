@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::eventually;
 use common::failway::{self as fw, send, Answer};
-use common::upstream::FakeUpstream;
+use common::upstream::{Behavior, FakeUpstream, Response};
 use failway::app::Running;
 use failway::failover::machine::Mode;
 
@@ -28,22 +28,11 @@ fn target(t: &str) -> String {
 }
 
 /// Every kind of Key Protect write (and what fails closed): method, target, body.
+#[rustfmt::skip] // one request a line
 const WRITES: &[(&str, &str, &str)] = &[
-    (
-        "POST",
-        "/api/v2/keys",
-        r#"{"metadata":{},"resources":[{"name":"k","extractable":false}]}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys",
-        r#"{"resources":[{"name":"imp","payload":"AAAA","extractable":false}]}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys_with_policy_overrides",
-        r#"{"resources":[{"name":"k"}]}"#,
-    ),
+    ("POST", "/api/v2/keys", r#"{"metadata":{},"resources":[{"name":"k","extractable":false}]}"#),
+    ("POST", "/api/v2/keys", r#"{"resources":[{"name":"imp","payload":"AAAA","extractable":false}]}"#),
+    ("POST", "/api/v2/keys_with_policy_overrides", r#"{"resources":[{"name":"k"}]}"#),
     ("DELETE", "/api/v2/keys/{id}?force=true", ""),
     ("DELETE", "/api/v2/keys/{id}/purge", ""),
     ("POST", "/api/v2/keys/{id}/restore", "{}"),
@@ -56,42 +45,18 @@ const WRITES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v2/keys/{id}/actions/setKeyForDeletion", ""),
     ("POST", "/api/v2/keys/{id}/actions/unsetKeyForDeletion", ""),
     ("POST", "/api/v2/keys/{id}?action=setKeyForDeletion", ""),
-    (
-        "PUT",
-        "/api/v2/keys/{id}/policies?policy=rotation",
-        r#"{"resources":[{"rotation":{"interval_month":3}}]}"#,
-    ),
-    (
-        "PUT",
-        "/api/v2/instance/policies?policy=dualAuthDelete",
-        r#"{"resources":[{"policy_type":"dualAuthDelete"}]}"#,
-    ),
+    ("PUT", "/api/v2/keys/{id}/policies?policy=rotation", r#"{"resources":[{"rotation":{"interval_month":3}}]}"#),
+    ("PUT", "/api/v2/instance/policies?policy=dualAuthDelete", r#"{"resources":[{"policy_type":"dualAuthDelete"}]}"#),
     ("POST", "/api/v2/keys/{id}/aliases/payroll-key", ""),
     ("DELETE", "/api/v2/keys/{id}/aliases/payroll-key", ""),
     ("POST", "/api/v2/key_rings/ring-1", ""),
     ("DELETE", "/api/v2/key_rings/ring-1?force=true", ""),
     ("PATCH", "/api/v2/keys/{id}", r#"{"keyRingID":"ring-2"}"#),
-    (
-        "POST",
-        "/api/v2/import_token",
-        r#"{"expiration":600,"maxAllowedRetrievals":1}"#,
-    ),
+    ("POST", "/api/v2/import_token", r#"{"expiration":600,"maxAllowedRetrievals":1}"#),
     ("GET", "/api/v2/import_token", ""),
-    (
-        "POST",
-        "/api/v2/keys/{id}/registrations/{crn}",
-        r#"{"preventKeyDeletion":true}"#,
-    ),
-    (
-        "PUT",
-        "/api/v2/keys/{id}/registrations/{crn}",
-        r#"{"preventKeyDeletion":false}"#,
-    ),
-    (
-        "PATCH",
-        "/api/v2/keys/{id}/registrations/{crn}",
-        r#"{"description":"d"}"#,
-    ),
+    ("POST", "/api/v2/keys/{id}/registrations/{crn}", r#"{"preventKeyDeletion":true}"#),
+    ("PUT", "/api/v2/keys/{id}/registrations/{crn}", r#"{"preventKeyDeletion":false}"#),
+    ("PATCH", "/api/v2/keys/{id}/registrations/{crn}", r#"{"description":"d"}"#),
     ("DELETE", "/api/v2/keys/{id}/registrations/{crn}", ""),
     ("POST", "/api/v2/event_ack", r#"{"eventId":"e1"}"#),
     ("POST", "/api/v2/keys/{id}/actions/wrap?action=rotate", "{}"),
@@ -101,159 +66,116 @@ const WRITES: &[(&str, &str, &str)] = &[
 ];
 
 /// Reads that must keep working from the replica: method, target, body.
+#[rustfmt::skip] // one request a line
 const READS: &[(&str, &str, &str)] = &[
     ("GET", "/api/v2/keys/{id}", ""),
     ("GET", "/api/v2/keys?limit=10&offset=0&state=", ""),
     ("GET", "/api/v2/keys?state=1,2&extractable=false", ""),
     ("HEAD", "/api/v2/keys?state=", ""),
     ("GET", "/api/v2/keys/{id}/metadata", ""),
-    (
-        "GET",
-        "/api/v2/keys/{id}/versions?limit=5&totalCount=true",
-        "",
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}/actions/wrap",
-        r#"{"plaintext":"cGxhaW4="}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}?action=wrap",
-        r#"{"plaintext":"cGxhaW4="}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}/actions/unwrap",
-        r#"{"ciphertext":"Y2lwaGVy"}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}?action=unwrap",
-        r#"{"ciphertext":"Y2lwaGVy"}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}/actions/rewrap",
-        r#"{"ciphertext":"Y2lwaGVy"}"#,
-    ),
-    (
-        "POST",
-        "/api/v2/keys/{id}?action=rewrap",
-        r#"{"ciphertext":"Y2lwaGVy"}"#,
-    ),
+    ("GET", "/api/v2/keys/{id}/versions?limit=5&totalCount=true", ""),
+    ("POST", "/api/v2/keys/{id}/actions/wrap", r#"{"plaintext":"cGxhaW4="}"#),
+    ("POST", "/api/v2/keys/{id}?action=wrap", r#"{"plaintext":"cGxhaW4="}"#),
+    ("POST", "/api/v2/keys/{id}/actions/unwrap", r#"{"ciphertext":"Y2lwaGVy"}"#),
+    ("POST", "/api/v2/keys/{id}?action=unwrap", r#"{"ciphertext":"Y2lwaGVy"}"#),
+    ("POST", "/api/v2/keys/{id}/actions/rewrap", r#"{"ciphertext":"Y2lwaGVy"}"#),
+    ("POST", "/api/v2/keys/{id}?action=rewrap", r#"{"ciphertext":"Y2lwaGVy"}"#),
     ("GET", "/api/v2/keys/{id}/policies?policy=rotation", ""),
     ("GET", "/api/v2/instance/policies?policy=allowedNetwork", ""),
     ("GET", "/api/v2/key_rings?limit=10&totalCount=true", ""),
-    (
-        "GET",
-        "/api/v2/keys/registrations?urlEncodedResourceCRNQuery={crn}",
-        "",
-    ),
+    ("GET", "/api/v2/keys/registrations?urlEncodedResourceCRNQuery={crn}", ""),
 ];
 
-async fn pair() -> (FakeUpstream, FakeUpstream) {
-    (FakeUpstream::start().await, FakeUpstream::start().await)
+const CID: &str = "correlation-id";
+const INSTANCE: &str = "bluemix-instance";
+const KP_ERROR: &str = "application/vnd.ibm.kms.error+json";
+
+/// failway without probes between two fresh fake regions.
+struct Setup {
+    app: Running,
+    primary: FakeUpstream,
+    replica: FakeUpstream,
 }
 
-/// failway without probes between `primary` and `replica`.
-async fn start(primary: &FakeUpstream, replica: &FakeUpstream, extra: &str) -> Running {
-    fw::start(fw::config(&primary.url(), &replica.url(), extra)).await
+async fn setup(extra: &str) -> Setup {
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let app = fw::start(fw::config(&primary.url(), &replica.url(), extra)).await;
+    Setup {
+        app,
+        primary,
+        replica,
+    }
 }
 
-async fn admin(app: &Running, method: &str, path: &str, body: &str) -> Answer {
-    let url = format!("http://{}{path}", app.admin_addr);
-    let headers = [("content-type", "application/json")];
-    send(&fw::client(), method, &url, &headers, body.to_owned()).await
-}
+impl Setup {
+    async fn admin(&self, method: &str, path: &str, body: &str) -> Answer {
+        let url = format!("http://{}{path}", self.app.admin_addr);
+        let headers = [("content-type", "application/json")];
+        send(&fw::client(), method, &url, &headers, body.to_owned()).await
+    }
 
-/// Operator failover (forced: without probes the replica's health is unknown).
-async fn fail_over(app: &Running) {
-    let body = r#"{"reason":"write-blocking test","force":true}"#;
-    let ans = admin(app, "POST", "/admin/failover", body).await;
-    assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
-    eventually(T, "mode failover_read_only", || {
-        app.failover.snapshot().mode == Mode::FailoverReadOnly
-    })
-    .await;
-}
-
-/// Sends `method target` to failway's proxy listener.
-async fn call(
-    app: &Running,
-    method: &str,
-    target: &str,
-    headers: &[(&str, &str)],
-    body: &str,
-) -> Answer {
-    let url = format!("{}{target}", fw::url(app));
-    send(&fw::client(), method, &url, headers, body.to_owned()).await
-}
-
-/// The value of one sample (`name{labels}`) in the admin `/metrics` text.
-async fn metric(app: &Running, sample: &str) -> f64 {
-    let text = admin(app, "GET", "/metrics", "").await.body;
-    let text = String::from_utf8_lossy(&text).into_owned();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
+    /// Operator failover (forced: without probes the replica's health is
+    /// unknown).
+    async fn fail_over(&self) {
+        let body = r#"{"reason":"write-blocking test","force":true}"#;
+        let ans = self.admin("POST", "/admin/failover", body).await;
+        assert_eq!(ans.status, 200, "{}", String::from_utf8_lossy(&ans.body));
+        eventually(T, "mode failover_read_only", || {
+            self.app.failover.snapshot().mode == Mode::FailoverReadOnly
         })
-        .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
+        .await;
+    }
+
+    /// Sends `"METHOD target"` (see [`target`]) to failway's proxy listener.
+    async fn call(&self, request: &str, headers: &[(&str, &str)], body: &str) -> Answer {
+        let (method, t) = request.split_once(' ').expect("\"METHOD target\"");
+        let url = format!("{}{}", fw::url(&self.app), target(t));
+        send(&fw::client(), method, &url, headers, body.to_owned()).await
+    }
+
+    /// The value of one sample (`name{labels}`) in the admin `/metrics` text.
+    async fn metric(&self, sample: &str) -> f64 {
+        let text = self.admin("GET", "/metrics", "").await.body;
+        let text = String::from_utf8_lossy(&text).into_owned();
+        let value = |l: &str| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok();
+        text.lines()
+            .find_map(value)
+            .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
+    }
+
+    async fn status(&self) -> serde_json::Value {
+        self.admin("GET", "/status", "").await.json()
+    }
 }
 
-/// The blocked-write headers every failway answer in read-only failover has.
+/// The headers every write refused in read-only failover carries.
 fn assert_refusal_headers(ans: &Answer, what: &str, cid: &str) {
-    assert_eq!(
-        ans.header("failway-mode"),
-        Some("failover_read_only"),
-        "{what}"
-    );
-    assert!(
-        ans.header("failway-region").is_none(),
-        "{what}: failway answered, no region"
-    );
-    assert_eq!(ans.header("correlation-id"), Some(cid), "{what}");
+    let mode = ans.header("failway-mode");
+    assert_eq!(mode, Some("failover_read_only"), "{what}");
+    let region = ans.header("failway-region");
+    assert!(region.is_none(), "{what}: failway answered, no region");
+    assert_eq!(ans.header(CID), Some(cid), "{what}");
 }
 
 /// A Key Protect-shaped 409 refusal with every field the clients read.
 fn assert_kp_refusal(ans: &Answer, what: &str, cid: &str) -> serde_json::Value {
-    assert_eq!(
-        ans.status,
-        409,
-        "{what}: {}",
-        String::from_utf8_lossy(&ans.body)
-    );
-    assert_eq!(
-        ans.header("content-type"),
-        Some("application/vnd.ibm.kms.error+json"),
-        "{what}"
-    );
+    let body = String::from_utf8_lossy(&ans.body);
+    assert_eq!(ans.status, 409, "{what}: {body}");
+    assert_eq!(ans.header("content-type"), Some(KP_ERROR), "{what}");
+    let retry_after = ans.header("retry-after");
     assert!(
-        ans.header("retry-after").is_none(),
+        retry_after.is_none(),
         "{what}: Retry-After only with 503/429"
     );
     assert_refusal_headers(ans, what, cid);
     let v = ans.json();
-    assert_eq!(
-        v["metadata"]["collectionType"], "application/vnd.ibm.kms.error+json",
-        "{what}"
-    );
+    assert_eq!(v["metadata"]["collectionType"], KP_ERROR, "{what}");
     assert_eq!(v["metadata"]["collectionTotal"], 1, "{what}");
-    let resource = &v["resources"][0];
-    assert!(
-        resource["errorMsg"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: {v}"
-    );
-    let reason = &resource["reasons"][0];
+    let text = |v: &serde_json::Value| v.as_str().is_some_and(|s| !s.is_empty());
+    assert!(text(&v["resources"][0]["errorMsg"]), "{what}: {v}");
+    let reason = &v["resources"][0]["reasons"][0];
     for field in ["code", "message", "moreInfo"] {
-        assert!(
-            reason[field].as_str().is_some_and(|s| !s.is_empty()),
-            "{what}: {field} in {v}"
-        );
+        assert!(text(&reason[field]), "{what}: {field} in {v}");
     }
     assert_eq!(reason["status"], 409, "{what}");
     let message = v["message"].as_str().unwrap_or_default();
@@ -263,166 +185,117 @@ fn assert_kp_refusal(ans: &Answer, what: &str, cid: &str) -> serde_json::Value {
 
 #[tokio::test]
 async fn every_write_kind_is_refused_in_read_only_failover_and_never_forwarded() {
-    let (primary, replica) = pair().await;
-    let app = start(&primary, &replica, "").await;
-    fail_over(&app).await;
-    let deadline = admin(&app, "GET", "/status", "").await.json()["read_only_deadline"]
+    let s = setup("").await;
+    s.fail_over().await;
+    let deadline = s.status().await["read_only_deadline"]
         .as_str()
         .expect("a read-only deadline with the default 6h window")
         .to_owned();
 
     for (i, (method, t, body)) in WRITES.iter().enumerate() {
-        let t = target(t);
         let what = format!("{method} {t}");
         let cid = format!("cid-write-{i}");
         let headers = [
-            ("bluemix-instance", "inst-primary"),
-            ("authorization", "Bearer tok"),
-            ("correlation-id", cid.as_str()),
+            (INSTANCE, "inst-1"),
+            ("authorization", "Bearer t"),
+            (CID, &cid),
         ];
-        let ans = call(&app, method, &t, &headers, body).await;
+        let ans = s.call(&what, &headers, body).await;
         let v = assert_kp_refusal(&ans, &what, &cid);
-        let at = ans
-            .header("failway-writes-enabled-at")
-            .unwrap_or_else(|| panic!("{what}: no failway-writes-enabled-at"));
-        assert!(
-            humantime::parse_rfc3339(at).is_ok(),
-            "{what}: {at} is not RFC 3339"
-        );
+        let at = ans.header("failway-writes-enabled-at");
+        let at = at.unwrap_or_else(|| panic!("{what}: no failway-writes-enabled-at"));
+        assert!(humantime::parse_rfc3339(at).is_ok(), "{what}: {at}");
+        // /status has milliseconds, the header whole seconds.
         assert_eq!(
             at.get(..19),
             deadline.get(..19),
-            "{what}: header {at} vs /status {deadline}"
+            "{what}: {at} vs {deadline}"
         );
         let message = v["message"].as_str().unwrap_or_default();
-        assert!(
-            message.contains("expected back") && message.contains(at),
-            "{what}: {message}"
-        );
+        let says_when = message.contains("expected back") && message.contains(at);
+        assert!(says_when, "{what}: {message}");
     }
 
-    assert_eq!(replica.request_count(), 0, "no write reached the replica");
-    assert_eq!(
-        primary.request_count() + primary.raw_byte_count(),
-        0,
-        "nor the primary"
-    );
+    assert_eq!(s.replica.request_count(), 0, "no write reached the replica");
+    let (primary_bytes, primary_requests) = (s.primary.raw_byte_count(), s.primary.request_count());
+    assert_eq!((primary_bytes, primary_requests), (0, 0), "nor the primary");
+    let n = WRITES.len() as f64;
+    let blocked = "failway_writes_blocked_total{reason=\"read_only\"}";
+    assert_eq!(s.metric(blocked).await, n);
+    let local = "failway_requests_total{class=\"write\",code_class=\"4xx\",region=\"none\"}";
+    assert_eq!(s.metric(local).await, n);
     // The replica is reachable: a read goes there, and none of the writes did.
-    let read = call(&app, "GET", "/api/v2/keys?state=", &[], "").await;
+    let read = s.call("GET /api/v2/keys?state=", &[], "").await;
     assert_eq!(read.header("failway-region"), Some("replica"));
-    assert_eq!(replica.request_count(), 1);
-    let raw = String::from_utf8_lossy(&replica.raw_bytes()).into_owned();
+    assert_eq!(s.replica.request_count(), 1);
+    let raw = String::from_utf8_lossy(&s.replica.raw_bytes()).into_owned();
     for (method, t, _) in WRITES {
         let line = format!("{method} {} HTTP/1.1", target(t));
         assert!(!raw.contains(&line), "{line} reached the replica");
     }
-    app.shutdown().await;
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn reads_reach_the_replica_byte_identical_during_read_only_failover() {
-    let (primary, replica) = pair().await;
-    let app = start(&primary, &replica, "").await;
-    fail_over(&app).await;
+    let s = setup("").await;
+    s.fail_over().await;
     for (method, t, body) in READS {
-        let t = target(t);
-        let ans = call(&app, method, &t, &[("bluemix-instance", "inst-1")], body).await;
-        assert_eq!(
-            ans.status,
-            200,
-            "{method} {t}: {}",
-            String::from_utf8_lossy(&ans.body)
-        );
-        assert_eq!(
-            ans.header("failway-region"),
-            Some("replica"),
-            "{method} {t}"
-        );
+        let what = format!("{method} {t}");
+        let ans = s.call(&what, &[(INSTANCE, "inst-1")], body).await;
+        let text = String::from_utf8_lossy(&ans.body);
+        assert_eq!(ans.status, 200, "{what}: {text}");
+        assert_eq!(ans.header("failway-region"), Some("replica"), "{what}");
     }
-    let got = replica.requests();
+    let got = s.replica.requests();
     assert_eq!(got.len(), READS.len());
     for (r, (method, t, body)) in got.iter().zip(READS) {
-        assert_eq!(
-            (r.method.as_str(), r.uri.as_str()),
-            (*method, target(t).as_str())
-        );
+        let sent = (*method, target(t));
+        assert_eq!((r.method.as_str(), r.uri.clone()), sent, "byte-identical");
         assert_eq!(r.body_str(), *body, "{method} {t}");
-        assert_eq!(r.header("bluemix-instance").as_deref(), Some("inst-1"));
+        assert_eq!(r.header(INSTANCE).as_deref(), Some("inst-1"));
     }
-    assert_eq!(primary.request_count(), 0, "nothing goes to the primary");
-    app.shutdown().await;
+    assert_eq!(s.primary.request_count(), 0, "nothing goes to the primary");
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_window_of_never_sends_no_deadline_and_names_the_operator() {
-    let (primary, replica) = pair().await;
-    let app = start(
-        &primary,
-        &replica,
-        "[failover]\nread_only_window = \"never\"",
-    )
-    .await;
-    fail_over(&app).await;
-    assert!(admin(&app, "GET", "/status", "").await.json()["read_only_deadline"].is_null());
-    let ans = call(
-        &app,
-        "POST",
-        &target("/api/v2/keys/{id}/actions/rotate"),
-        &[("correlation-id", "c-never")],
-        "",
-    )
-    .await;
-    let v = assert_kp_refusal(&ans, "rotate", "c-never");
+    let s = setup("[failover]\nread_only_window = \"never\"").await;
+    s.fail_over().await;
+    assert!(s.status().await["read_only_deadline"].is_null());
+    let rotate = "POST /api/v2/keys/{id}/actions/rotate";
+    let ans = s.call(rotate, &[(CID, "c-never")], "").await;
+    let v = assert_kp_refusal(&ans, rotate, "c-never");
     assert!(ans.header("failway-writes-enabled-at").is_none());
     let message = v["message"].as_str().unwrap_or_default();
-    assert!(
-        message.contains("operator") && !message.contains("expected back"),
-        "{message}"
-    );
-    assert_eq!(replica.request_count(), 0);
-    app.shutdown().await;
+    let names_operator = message.contains("operator") && !message.contains("expected back");
+    assert!(names_operator, "{message}");
+    assert_eq!(s.replica.request_count(), 0);
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn a_503_refusal_carries_retry_after_from_the_config() {
-    let (primary, replica) = pair().await;
-    let extra = "[failover]\nblocked_write_status = 503\nblocked_retry_after = \"7s\"";
-    let app = start(&primary, &replica, extra).await;
-    fail_over(&app).await;
-    let ans = call(
-        &app,
-        "POST",
-        "/api/v2/keys",
-        &[("correlation-id", "c-503")],
-        "{}",
-    )
-    .await;
+    let s = setup("[failover]\nblocked_write_status = 503\nblocked_retry_after = \"7s\"").await;
+    s.fail_over().await;
+    let ans = s.call("POST /api/v2/keys", &[(CID, "c-503")], "{}").await;
     assert_eq!(ans.status, 503);
     assert_eq!(ans.header("retry-after"), Some("7"));
-    assert_eq!(
-        ans.header("content-type"),
-        Some("application/vnd.ibm.kms.error+json")
-    );
+    assert_eq!(ans.header("content-type"), Some(KP_ERROR));
     assert_refusal_headers(&ans, "create", "c-503");
     assert_eq!(ans.json()["resources"][0]["reasons"][0]["status"], 503);
-    assert_eq!(replica.request_count(), 0);
-    app.shutdown().await;
+    assert_eq!(s.replica.request_count(), 0);
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_http_methods_profile_refuses_with_503_and_problem_json() {
-    let (primary, replica) = pair().await;
-    let extra = "[classify]\nprofile = \"http-methods\"\n[failover]\nblocked_retry_after = \"12s\"";
-    let app = start(&primary, &replica, extra).await;
-    fail_over(&app).await;
-    let ans = call(
-        &app,
-        "PUT",
-        "/things/1",
-        &[("correlation-id", "c-http")],
-        "{}",
-    )
-    .await;
+    let s =
+        setup("[classify]\nprofile = \"http-methods\"\n[failover]\nblocked_retry_after = \"12s\"")
+            .await;
+    s.fail_over().await;
+    let ans = s.call("PUT /things/1", &[(CID, "c-http")], "{}").await;
     assert_eq!(ans.status, 503);
     assert_eq!(ans.header("retry-after"), Some("12"));
     assert_eq!(ans.header("content-type"), Some("application/problem+json"));
@@ -430,81 +303,57 @@ async fn the_http_methods_profile_refuses_with_503_and_problem_json() {
     assert!(ans.header("failway-writes-enabled-at").is_some());
     let v = ans.json();
     for field in ["type", "title", "detail", "code"] {
-        assert!(
-            v[field].as_str().is_some_and(|s| !s.is_empty()),
-            "{field} in {v}"
-        );
+        let text = v[field].as_str().is_some_and(|s| !s.is_empty());
+        assert!(text, "{field} in {v}");
     }
     assert_eq!(v["status"], 503);
-    assert_eq!(replica.request_count(), 0);
-    let read = call(&app, "GET", "/things/1", &[], "").await;
+    assert_eq!(s.replica.request_count(), 0);
+    let read = s.call("GET /things/1", &[], "").await;
     assert_eq!(read.header("failway-region"), Some("replica"));
-    app.shutdown().await;
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn method_override_headers_neither_turn_writes_into_reads_nor_reach_upstream() {
-    let (primary, replica) = pair().await;
-    let app = start(&primary, &replica, "").await;
-    fail_over(&app).await;
+    let s = setup("").await;
+    s.fail_over().await;
     let overrides = [
         "X-HTTP-Method-Override",
         "X-HTTP-Method",
         "X-Method-Override",
     ];
     for name in overrides {
-        let ans = call(
-            &app,
-            "POST",
-            "/api/v2/keys",
-            &[(name, "GET"), ("correlation-id", "c-o")],
-            "{}",
-        )
-        .await;
-        assert_kp_refusal(&ans, name, "c-o");
-        let rotate = target("/api/v2/keys/{id}/actions/rotate");
-        let ans = call(
-            &app,
-            "POST",
-            &rotate,
-            &[(name, "HEAD"), ("correlation-id", "c-o")],
-            "",
-        )
-        .await;
-        assert_kp_refusal(&ans, name, "c-o");
+        let create = s.call("POST /api/v2/keys", &[(name, "GET"), (CID, "c-o")], "{}");
+        assert_kp_refusal(&create.await, name, "c-o");
+        let rotate = "POST /api/v2/keys/{id}/actions/rotate";
+        let rotate = s.call(rotate, &[(name, "HEAD"), (CID, "c-o")], "");
+        assert_kp_refusal(&rotate.await, name, "c-o");
     }
-    assert_eq!(replica.request_count(), 0);
+    assert_eq!(s.replica.request_count(), 0);
 
-    // Forwarded reads lose the headers (in both directions of abuse).
+    // Forwarded reads lose the headers, whatever they ask for.
     let all: Vec<(&str, &str)> = overrides.iter().map(|n| (*n, "DELETE")).collect();
-    let ans = call(&app, "GET", &target("/api/v2/keys/{id}"), &all, "").await;
+    let ans = s.call("GET /api/v2/keys/{id}", &all, "").await;
     assert_eq!(ans.header("failway-region"), Some("replica"));
-    let unwrap = target("/api/v2/keys/{id}/actions/unwrap");
-    let ans = call(&app, "POST", &unwrap, &all, r#"{"ciphertext":"x"}"#).await;
+    let unwrap = "POST /api/v2/keys/{id}/actions/unwrap";
+    let ans = s.call(unwrap, &all, r#"{"ciphertext":"x"}"#).await;
     assert_eq!(ans.header("failway-region"), Some("replica"));
-    let got = replica.requests();
-    assert_eq!(got.len(), 2);
+    let got = s.replica.requests();
+    let methods: Vec<&str> = got.iter().map(|r| r.method.as_str()).collect();
+    assert_eq!(methods, ["GET", "POST"]);
     for r in &got {
         for name in overrides {
-            assert!(
-                r.header(name).is_none(),
-                "{name} was forwarded on {} {}",
-                r.method,
-                r.uri
-            );
+            let (m, u) = (&r.method, &r.uri);
+            assert!(r.header(name).is_none(), "{name} forwarded on {m} {u}");
         }
     }
-    assert_eq!(
-        (got[0].method.as_str(), got[1].method.as_str()),
-        ("GET", "POST")
-    );
-    app.shutdown().await;
+    s.app.shutdown().await;
 }
 
 #[tokio::test]
 async fn custom_classify_rules_override_the_profile() {
-    let (primary, replica) = pair().await;
-    let extra = r#"
+    let s = setup(
+        r#"
 [[classify.rules]]
 methods = ["POST"]
 path = "/api/v2/reports/**"
@@ -514,49 +363,42 @@ class = "read"
 methods = ["GET"]
 path = "/api/v2/keys/*/secret"
 class = "write"
-"#;
-    let app = start(&primary, &replica, extra).await;
-    fail_over(&app).await;
+"#,
+    )
+    .await;
+    s.fail_over().await;
     let report = "/api/v2/reports/usage/monthly?format=csv";
-    let ans = call(&app, "POST", report, &[], r#"{"month":"2024-05"}"#).await;
+    let ans = s.call(&format!("POST {report}"), &[], "{}").await;
     assert_eq!(ans.status, 200);
     assert_eq!(ans.header("failway-region"), Some("replica"));
-    let ans = call(
-        &app,
-        "GET",
-        &target("/api/v2/keys/{id}/secret"),
-        &[("correlation-id", "c-r")],
-        "",
-    )
-    .await;
-    assert_kp_refusal(&ans, "GET secret", "c-r");
+    let secret = "GET /api/v2/keys/{id}/secret";
+    let ans = s.call(secret, &[(CID, "c-r")], "").await;
+    assert_kp_refusal(&ans, secret, "c-r");
     // Outside the rule's pattern the profile decides again.
-    let ans = call(
-        &app,
-        "POST",
-        "/api/v2/reporting",
-        &[("correlation-id", "c-r")],
-        "{}",
-    )
-    .await;
-    assert_kp_refusal(&ans, "POST reporting", "c-r");
-    let got = replica.requests();
+    let reporting = "POST /api/v2/reporting";
+    let ans = s.call(reporting, &[(CID, "c-r")], "{}").await;
+    assert_kp_refusal(&ans, reporting, "c-r");
+    let got = s.replica.requests();
     assert_eq!(got.len(), 1);
     assert_eq!(
         (got[0].method.as_str(), got[0].uri.as_str()),
         ("POST", report)
     );
-    app.shutdown().await;
+    s.app.shutdown().await;
 }
 
 const UUID_A: &str = "11111111-2222-4333-8444-555555555555";
 const UUID_B: &str = "99999999-8888-4777-8666-555555555555";
 const UNMAPPED: &str = "abcdefab-cdef-4abc-8def-abcdefabcdef";
 
-#[tokio::test]
-async fn region_ids_are_mapped_only_towards_the_replica_and_misses_are_counted() {
-    let (primary, replica) = pair().await;
-    let extra = format!(
+/// An unwrap of key `id`; the query carries a mapped ID that must stay.
+fn unwrap(id: &str) -> String {
+    format!("/api/v2/keys/{id}/actions/unwrap?note={UUID_A}&x=%2F")
+}
+
+/// One header and one path-segment mapping.
+fn rewrites(extra: &str) -> String {
+    format!(
         r#"
 [[rewrite]]
 header = "bluemix-instance"
@@ -567,93 +409,77 @@ replica = "inst-replica"
 path_segment = true
 primary = "{UUID_A}"
 replica = "{UUID_B}"
+{extra}
 "#
-    );
-    let app = start(&primary, &replica, &extra).await;
-    let misses = |kind: &'static str| format!("failway_rewrite_misses_total{{kind=\"{kind}\"}}");
-    let unwrap = |id: &str| format!("/api/v2/keys/{id}/actions/unwrap?note={UUID_A}&x=%2F");
+    )
+}
+
+fn misses(kind: &str) -> String {
+    format!("failway_rewrite_misses_total{{kind=\"{kind}\"}}")
+}
+
+#[tokio::test]
+async fn region_ids_are_mapped_only_towards_the_replica_and_misses_are_counted() {
+    let s = setup(&rewrites("")).await;
     let body = r#"{"ciphertext":"Y2lwaGVy"}"#;
+    let setup = &s;
+    let unwrap_as = |id: &str, instance: &'static str| {
+        let request = format!("POST {}", unwrap(id));
+        async move { setup.call(&request, &[(INSTANCE, instance)], body).await }
+    };
 
     // Primary mode: the primary gets the originals, nothing counts as a miss.
-    let ans = call(
-        &app,
-        "POST",
-        &unwrap(UUID_A),
-        &[("bluemix-instance", "inst-primary")],
-        body,
-    )
-    .await;
+    let ans = unwrap_as(UUID_A, "inst-primary").await;
     assert_eq!(ans.header("failway-region"), Some("primary"));
-    let ans = call(
-        &app,
-        "POST",
-        &unwrap(UNMAPPED),
-        &[("bluemix-instance", "inst-other")],
-        body,
-    )
-    .await;
-    assert_eq!(ans.header("failway-region"), Some("primary"));
-    let got = primary.requests();
+    unwrap_as(UNMAPPED, "inst-other").await;
+    let got = s.primary.requests();
     assert_eq!(got[0].uri, unwrap(UUID_A));
-    assert_eq!(
-        got[0].header("bluemix-instance").as_deref(),
-        Some("inst-primary")
-    );
-    assert_eq!(got[1].uri, unwrap(UNMAPPED));
-    assert_eq!(metric(&app, &misses("path_segment")).await, 0.0);
-    assert_eq!(metric(&app, &misses("header")).await, 0.0);
+    assert_eq!(got[0].header(INSTANCE).as_deref(), Some("inst-primary"));
+    assert_eq!((got[1].uri.clone(), got.len()), (unwrap(UNMAPPED), 2));
+    assert_eq!(s.metric(&misses("path_segment")).await, 0.0);
+    assert_eq!(s.metric(&misses("header")).await, 0.0);
 
     // Failover: the replica gets its own IDs; the query is left alone.
-    fail_over(&app).await;
-    let ans = call(
-        &app,
-        "POST",
-        &unwrap(UUID_A),
-        &[("bluemix-instance", "inst-primary")],
-        body,
-    )
-    .await;
+    s.fail_over().await;
+    let ans = unwrap_as(UUID_A, "inst-primary").await;
     assert_eq!(ans.header("failway-region"), Some("replica"));
-    let got = replica.requests();
-    assert_eq!(
-        got[0].uri,
-        format!("/api/v2/keys/{UUID_B}/actions/unwrap?note={UUID_A}&x=%2F")
-    );
-    assert_eq!(got[0].header_all("bluemix-instance"), ["inst-replica"]);
+    let got = s.replica.requests();
+    let mapped = format!("/api/v2/keys/{UUID_B}/actions/unwrap?note={UUID_A}&x=%2F");
+    assert_eq!(got[0].uri, mapped);
+    assert_eq!(got[0].header_all(INSTANCE), ["inst-replica"]);
     assert_eq!(got[0].body_str(), body);
 
     // Unmapped values pass unchanged and are counted, never guessed.
-    let ans = call(
-        &app,
-        "POST",
-        &unwrap(UNMAPPED),
-        &[("bluemix-instance", "inst-primary")],
-        body,
-    )
-    .await;
+    assert_eq!(unwrap_as(UNMAPPED, "inst-primary").await.status, 200);
+    let get_key = format!("GET /api/v2/keys/{UUID_A}");
+    let ans = s.call(&get_key, &[(INSTANCE, "inst-other")], "").await;
     assert_eq!(ans.status, 200);
-    let ans = call(
-        &app,
-        "GET",
-        &format!("/api/v2/keys/{UUID_A}"),
-        &[("bluemix-instance", "inst-other")],
-        "",
-    )
-    .await;
-    assert_eq!(ans.status, 200);
-    let got = replica.requests();
+    let got = s.replica.requests();
     assert_eq!(got[1].uri, unwrap(UNMAPPED));
-    assert_eq!(
-        got[1].header("bluemix-instance").as_deref(),
-        Some("inst-replica")
-    );
+    assert_eq!(got[1].header(INSTANCE).as_deref(), Some("inst-replica"));
     assert_eq!(got[2].uri, format!("/api/v2/keys/{UUID_B}"));
-    assert_eq!(
-        got[2].header("bluemix-instance").as_deref(),
-        Some("inst-other")
-    );
-    assert_eq!(metric(&app, &misses("path_segment")).await, 1.0);
-    assert_eq!(metric(&app, &misses("header")).await, 1.0);
-    assert_eq!(primary.request_count(), 2);
-    app.shutdown().await;
+    assert_eq!(got[2].header(INSTANCE).as_deref(), Some("inst-other"));
+    assert_eq!(s.metric(&misses("path_segment")).await, 1.0);
+    assert_eq!(s.metric(&misses("header")).await, 1.0);
+    assert_eq!(s.primary.request_count(), 2);
+    s.app.shutdown().await;
+}
+
+#[tokio::test]
+#[ignore = "misses are counted once per attempt, not per request (src/proxy/forward.rs build)"]
+async fn a_read_retried_on_the_replica_counts_its_misses_once() {
+    let s = setup(&rewrites(
+        "[retry]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"",
+    ))
+    .await;
+    s.replica
+        .set_behavior(Behavior::Respond(Response::status(503)));
+    s.fail_over().await;
+    let get_key = format!("GET /api/v2/keys/{UNMAPPED}");
+    let ans = s.call(&get_key, &[(INSTANCE, "inst-other")], "").await;
+    assert_eq!(ans.status, 503);
+    assert_eq!(s.replica.request_count(), 3, "max_attempts tries");
+    assert_eq!(s.metric(&misses("path_segment")).await, 1.0, "one request");
+    assert_eq!(s.metric(&misses("header")).await, 1.0, "one request");
+    s.app.shutdown().await;
 }

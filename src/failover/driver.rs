@@ -57,11 +57,18 @@ pub(super) enum Event {
     BeginWrite {
         reply: oneshot::Sender<Result<(), WriteRefusal>>,
     },
+    /// A configuration reload: new machine settings and probe thresholds.
+    Reconfigure {
+        settings: super::machine::Settings,
+        thresholds: (u32, u32),
+    },
 }
 
 pub(super) struct Driver {
     pub machine: Machine,
     pub counters: [HealthCounter; 2],
+    /// (unhealthy_threshold, healthy_threshold) the counters were made with.
+    pub thresholds: (u32, u32),
     pub regions: [RegionView; 2],
     pub file: Option<StateFile>,
     pub persisted: Option<State>,
@@ -128,6 +135,24 @@ impl Driver {
             }
             Event::Passive { region, down } => {
                 self.apply_passive(region, down, now);
+            }
+            Event::Reconfigure {
+                settings,
+                thresholds,
+            } => {
+                if *self.machine.settings() != settings {
+                    tracing::info!(?settings, "failover settings reloaded");
+                    self.machine.set_settings(settings);
+                }
+                if self.thresholds != thresholds {
+                    // Fresh counters judge each region anew from the next
+                    // probes; the verdicts so far stay in the region views.
+                    self.thresholds = thresholds;
+                    self.counters = [
+                        HealthCounter::new(thresholds.0, thresholds.1),
+                        HealthCounter::new(thresholds.0, thresholds.1),
+                    ];
+                }
             }
             Event::Command { command, reply } => {
                 let what = match &command {

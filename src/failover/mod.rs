@@ -170,6 +170,7 @@ impl Failover {
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
             ],
+            thresholds: (h.unhealthy_threshold, h.healthy_threshold),
             regions: [RegionView::unknown(), RegionView::unknown()],
             file,
             persisted,
@@ -189,6 +190,16 @@ impl Failover {
             },
             task,
         ))
+    }
+
+    /// Applies reloaded `[failover]` and `[health]` thresholds. The state
+    /// (mode, deadline, latch) is never reset by a reload.
+    pub async fn reconfigure(&self, cfg: &Config) {
+        let event = Event::Reconfigure {
+            settings: settings(cfg),
+            thresholds: (cfg.health.unhealthy_threshold, cfg.health.healthy_threshold),
+        };
+        let _ = self.tx.send(event).await;
     }
 
     /// The current state; a lock-free read.

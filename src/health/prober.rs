@@ -58,3 +58,58 @@ pub fn spawn(
         }
     })
 }
+
+/// The two probers, restartable when a reload changes what they probe.
+pub struct Probers {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Probers {
+    /// Starts one prober per region (none when `enabled` is false). The
+    /// replica's probe carries the mapped values of `[[rewrite]]` headers.
+    pub fn start(
+        enabled: bool,
+        cfg: &crate::config::HealthConfig,
+        upstreams: &[Arc<Upstream>; 2],
+        rewriter: &crate::rewrite::Rewriter,
+        failover: &Failover,
+        stop: &watch::Receiver<bool>,
+    ) -> Probers {
+        let mut handles = Vec::new();
+        if enabled {
+            for region in Region::ALL {
+                let mut headers = http::HeaderMap::new();
+                for (name, value) in &cfg.headers {
+                    let value = match region {
+                        Region::Replica => rewriter
+                            .replica_header_value(name, value)
+                            .unwrap_or_else(|| value.clone()),
+                        Region::Primary => value.clone(),
+                    };
+                    headers.append(name.clone(), value);
+                }
+                handles.push(spawn(
+                    region,
+                    upstreams[region.index()].clone(),
+                    Probe::new(cfg, headers),
+                    cfg.interval,
+                    failover.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
+        Probers { handles }
+    }
+
+    pub fn stop(&mut self) {
+        for h in self.handles.drain(..) {
+            h.abort();
+        }
+    }
+}
+
+impl Drop for Probers {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

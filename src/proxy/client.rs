@@ -16,12 +16,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{BodyFailure, UpstreamBody, Watched};
+use super::dns::{AgedConnector, DnsResolver, Resolve, Staleness};
 use super::error::ProxyError;
 use crate::config::UpstreamConfig;
 use crate::routing::Region;
 
 pub type RequestBody = UpstreamBody<Watched<hyper::body::Incoming>>;
-pub type HttpClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+pub type Connector = HttpsConnector<AgedConnector<HttpConnector<DnsResolver>>>;
+pub type HttpClient = Client<Connector, RequestBody>;
 
 /// Connection attempts give up after this long (Envoy's default too), or the
 /// per-try timeout when that is shorter.
@@ -60,6 +62,9 @@ pub struct Upstream {
     /// `Host` sent upstream when `proxy.host_header = "upstream"`.
     pub host: HeaderValue,
     pub client: HttpClient,
+    /// Retires connections past `pool_max_lifetime` or to an address the
+    /// host no longer resolves to.
+    pub staleness: Staleness,
 }
 
 impl Upstream {
@@ -67,6 +72,7 @@ impl Upstream {
         region: Region,
         cfg: &UpstreamConfig,
         per_try_timeout: Duration,
+        resolve: Arc<dyn Resolve>,
     ) -> Result<Upstream, ClientError> {
         let scheme = cfg.url.scheme().cloned().unwrap_or(Scheme::HTTP);
         let authority = cfg
@@ -84,7 +90,8 @@ impl Upstream {
             message: "host is not a valid Host header".into(),
         })?;
 
-        let mut http = HttpConnector::new();
+        let resolver = DnsResolver::new(resolve, cfg.resolve_every);
+        let mut http = HttpConnector::new_with_resolver(resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
@@ -107,10 +114,11 @@ impl Upstream {
             }
             None => builder,
         };
+        let aged = AgedConnector::new(http);
         let connector = if cfg.http2 {
-            builder.enable_all_versions().wrap_connector(http)
+            builder.enable_all_versions().wrap_connector(aged)
         } else {
-            builder.enable_http1().wrap_connector(http)
+            builder.enable_http1().wrap_connector(aged)
         };
 
         let mut b = Client::builder(TokioExecutor::new());
@@ -124,12 +132,22 @@ impl Upstream {
             b.http2_only(true);
         }
         let client = b.build(connector);
+        let staleness = Staleness {
+            resolver,
+            host: authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            max_lifetime: cfg.pool_max_lifetime,
+        };
         Ok(Upstream {
             region,
             scheme,
             authority,
             host,
             client,
+            staleness,
         })
     }
 }

@@ -23,7 +23,7 @@ use super::client::{RequestBody, UpstreamFailure};
 use super::error::ProxyError;
 use super::headers::{self, Provenance};
 use super::refusal::Refusal;
-use super::{ConnInfo, Proxy};
+use super::{ConnInfo, Dynamic, Proxy};
 use crate::classify::Class;
 use crate::config::HostHeader;
 use crate::failover::machine::Mode;
@@ -79,6 +79,7 @@ impl BodySource {
 impl Proxy {
     pub(super) async fn forward(
         &self,
+        d: &Dynamic,
         mut parts: http::request::Parts,
         body: Incoming,
         class: Class,
@@ -86,7 +87,7 @@ impl Proxy {
         watch: Arc<BodyWatch>,
         conn: &ConnInfo,
     ) -> Result<(Response<Incoming>, Region), Refusal> {
-        let s = &self.settings;
+        let s = &d.settings;
         let arrived = Instant::now();
         let deadline = arrived + s.request_timeout;
         if parts.method == Method::CONNECT {
@@ -185,9 +186,10 @@ impl Proxy {
                 // A streamed body cannot be sent twice; the loop never asks.
                 return Err(ProxyError::UpstreamReset.into());
             };
-            let req = self.build(&template, region, req_body)?;
+            let mut req = self.build(d, &template, region, req_body)?;
+            let capture = hyper_util::client::legacy::connect::capture_connection(&mut req);
             let attempt_deadline = deadline.min(Instant::now() + s.per_try_timeout);
-            let up = &self.upstreams[region.index()];
+            let up = &d.upstreams[region.index()];
             if region == Region::Replica && class == Class::Write && attempt == 1 {
                 self.failover.metrics().writes_accepted_on_replica.inc();
             }
@@ -196,6 +198,11 @@ impl Proxy {
             // What happened, for the retry policy and passive health.
             let (failure, answer): (Failure, Result<Response<Incoming>, Refusal>) = match result {
                 Ok(Ok(resp)) => {
+                    if up.staleness.is_stale(resp.extensions()) {
+                        if let Some(c) = capture.connection_metadata().as_ref() {
+                            c.poison();
+                        }
+                    }
                     let status = resp.status().as_u16();
                     self.failover
                         .record_outcome(region, Outcome::Status(status));
@@ -347,15 +354,16 @@ impl Proxy {
     /// One attempt's request for `region`.
     fn build(
         &self,
+        d: &Dynamic,
         t: &Template,
         region: Region,
         body: RequestBody,
     ) -> Result<Request<RequestBody>, Refusal> {
-        let up = &self.upstreams[region.index()];
+        let up = &d.upstreams[region.index()];
         let mut headers = t.headers.clone();
         let mut path_and_query = t.path_and_query.clone();
-        if region == Region::Replica && !self.rewriter.is_empty() {
-            let r = self
+        if region == Region::Replica && !d.rewriter.is_empty() {
+            let r = d
                 .rewriter
                 .to_replica(t.path_and_query.as_str(), &mut headers);
             self.metrics.rewrite_misses(&r.misses);
@@ -365,7 +373,7 @@ impl Proxy {
                     .map_err(|_| ProxyError::BadRequest("rewritten request target is invalid"))?;
             }
         }
-        let host = match self.settings.host_header {
+        let host = match d.settings.host_header {
             HostHeader::Upstream => up.host.clone(),
             HostHeader::Preserve => t.original_host.clone().unwrap_or_else(|| up.host.clone()),
         };

@@ -13,6 +13,7 @@
 pub mod body;
 pub mod client;
 pub mod conn;
+pub mod dns;
 pub mod error;
 mod forward;
 pub mod headers;
@@ -23,6 +24,8 @@ pub mod server;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -94,12 +97,18 @@ pub struct ConnInfo {
     pub tracker: Arc<ConnTracker>,
 }
 
+/// The part of the proxy a configuration reload replaces as a whole; a
+/// request keeps the one it started with until it finishes.
+pub struct Dynamic {
+    pub settings: Settings,
+    pub classifier: Classifier,
+    pub rewriter: Rewriter,
+    pub upstreams: [Arc<Upstream>; 2],
+}
+
 /// The proxy service shared by every connection.
 pub struct Proxy {
-    settings: Settings,
-    classifier: Classifier,
-    rewriter: Rewriter,
-    upstreams: [Arc<Upstream>; 2],
+    dynamic: ArcSwap<Dynamic>,
     failover: Failover,
     budget: RetryBudget,
     metrics: ProxyMetrics,
@@ -121,14 +130,26 @@ pub struct Parts {
 impl Proxy {
     pub fn new(p: Parts) -> Proxy {
         Proxy {
-            settings: p.settings,
-            classifier: p.classifier,
-            rewriter: p.rewriter,
-            upstreams: p.upstreams,
+            dynamic: ArcSwap::from_pointee(Dynamic {
+                settings: p.settings,
+                classifier: p.classifier,
+                rewriter: p.rewriter,
+                upstreams: p.upstreams,
+            }),
             failover: p.failover,
             budget: p.budget,
             metrics: p.metrics,
         }
+    }
+
+    /// The settings, rules and clients requests use now.
+    pub fn dynamic(&self) -> Arc<Dynamic> {
+        self.dynamic.load_full()
+    }
+
+    /// Swaps in a reloaded configuration; requests in flight keep theirs.
+    pub fn replace(&self, d: Dynamic) {
+        self.dynamic.store(Arc::new(d));
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {
@@ -139,9 +160,10 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Resp {
         conn.tracker.request_started();
         let start = Instant::now();
+        let d = self.dynamic.load_full();
         let (parts, body) = req.into_parts();
         let correlation_id = headers::correlation_id(&parts.headers);
-        let class = self
+        let class = d
             .classifier
             .classify(&parts.method, parts.uri.path(), parts.uri.query())
             .class;
@@ -161,7 +183,7 @@ impl Proxy {
         });
 
         let result = self
-            .forward(parts, body, class, &correlation_id, watch, conn)
+            .forward(&d, parts, body, class, &correlation_id, watch, conn)
             .await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
@@ -173,7 +195,7 @@ impl Proxy {
                 (resp, Some(region))
             }
             Err(refusal) => {
-                let local = self.render_refusal(&refusal, &correlation_id);
+                let local = self.render_refusal(&d.settings, &refusal, &correlation_id);
                 log.status = local.status().as_u16();
                 let (p, b) = local.into_parts();
                 (

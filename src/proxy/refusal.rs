@@ -13,7 +13,7 @@ use http_body_util::Full;
 
 use super::error::{self, ErrorContext, ProxyError};
 use super::headers::{FAILWAY_MODE, FAILWAY_OUTCOME};
-use super::Proxy;
+use super::{Proxy, Settings};
 use crate::failover::machine::Mode;
 use crate::failover::BlockReason;
 
@@ -44,10 +44,10 @@ fn seconds(d: Duration) -> HeaderValue {
 impl Proxy {
     pub(super) fn render_refusal(
         &self,
+        s: &Settings,
         refusal: &Refusal,
         correlation_id: &HeaderValue,
     ) -> Response<Full<Bytes>> {
-        let s = &self.settings;
         let ctx = ErrorContext {
             correlation_id: correlation_id.to_str().ok(),
         };

@@ -38,6 +38,7 @@ url = "{replica}"
 pub async fn start(cfg: Config) -> Running {
     let options = failway::app::StartOptions {
         active_health_checks: false,
+        ..Default::default()
     };
     failway::app::start_with(cfg, options)
         .await

@@ -1,0 +1,53 @@
+//! `failway demo --interactive`: after the script, the stack keeps running
+//! and the demo prints where everything listens and ready-to-paste commands
+//! (Key Protect calls with curl, `failway ctl`, the simulators' fault
+//! switches), so the incident can be replayed by hand.
+
+use super::narrator::Narrator;
+use super::stack::{Stack, DEMO_TOKEN};
+
+/// The commands for this stack, one paragraph per purpose.
+pub fn commands(stack: &Stack) -> String {
+    let kp = stack.proxy_url();
+    let admin = stack.admin_url();
+    let primary = stack.primary_control_url();
+    let replica = stack.replica_control_url();
+    let headers = format!(
+        "-H 'bluemix-instance: {}' -H 'Authorization: Bearer {DEMO_TOKEN}'",
+        stack.instance
+    );
+    let key = r#"{"metadata":{"collectionType":"application/vnd.ibm.kms.key+json","collectionTotal":1},"resources":[{"type":"application/vnd.ibm.kms.key+json","name":"my-root","extractable":false}]}"#;
+    format!(
+        "\
+Everything keeps running. Ports:
+  failway   {kp}   (admin {admin})
+  primary   http://{p_api}   (control {primary})
+  replica   http://{r_api}   (control {replica})
+
+Key Protect through failway (watch the failway-region header):
+  curl -si {kp}/api/v2/keys {headers}
+  curl -si -X POST {kp}/api/v2/keys {headers} -H 'content-type: application/json' -d '{key}'
+  curl -si -X POST {kp}/api/v2/keys/KEY_ID/actions/wrap {headers} -H 'content-type: application/json' -d '{{}}'
+
+Operator:
+  failway ctl --admin {admin} status
+  failway ctl --admin {admin} failover --reason \"drill\"
+  failway ctl --admin {admin} enable-writes --reason \"outage confirmed\"
+  failway ctl --admin {admin} failback --reason \"primary back\"          (add --force over the latch)
+
+Faults (primary shown; the replica's control is {replica}):
+  curl -X POST {primary}/faults -d '{{\"outage\":true}}'
+  curl -X POST {primary}/faults -d '{{\"error_503\":{{\"retry_after\":2}}}}'
+  curl -X POST {primary}/faults -d '{{\"latency_ms\":1500}}'
+  curl -X POST {primary}/faults/clear
+
+Press Ctrl-C to stop.",
+        p_api = stack.primary.addr(),
+        r_api = stack.replica.addr(),
+    )
+}
+
+pub fn print_commands(stack: &Stack, n: &Narrator) {
+    n.plain("");
+    n.plain(&commands(stack));
+}

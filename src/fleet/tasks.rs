@@ -1,0 +1,253 @@
+//! The two background tasks behind a [`super::Fleet`]: one keeps the
+//! instance's lease alive, one follows the shared record with a watch. Both
+//! retry with capped, jittered backoff for as long as etcd is unreachable and
+//! stop when the stop signal turns true.
+//!
+//! The lease task stamps each keep-alive with the time it was *sent*: etcd
+//! renewed the lease no earlier than that, so "alive until sent + ttl" never
+//! claims more than etcd grants. When keep-alives fail or go unanswered it
+//! also asks the watch task to read the record anew, so `synced` means the
+//! record was seen after the trouble, not merely that a stale watch survives.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use etcd_client::{EventType, WatchOptions};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::etcd::Shared;
+use super::FleetError;
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// Bound on revoking the lease at stop; a lease not revoked lapses anyway.
+const REVOKE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Keeps this instance's lease alive until `stop`, then revokes it.
+pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut lease: Option<i64> = None;
+    let mut backoff = Backoff::default();
+    loop {
+        let trouble = tokio::select! {
+            e = keep_lease(&shared, &mut lease, &mut backoff) => e,
+            () = stopped(&mut stop) => break,
+        };
+        match &trouble {
+            FleetError::LeaseExpired => {
+                tracing::warn!("fleet lease expired at etcd; granting a new one")
+            }
+            e => tracing::debug!(error = %e, "fleet lease keep-alive interrupted"),
+        }
+        shared.resync.notify_one();
+        shared.refresh_connected();
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next()) => {}
+            () = stopped(&mut stop) => break,
+        }
+    }
+    shared.lease_lost();
+    shared.set_synced(false);
+    if let Some(id) = lease {
+        let mut client = shared.client.clone();
+        let revoked = tokio::time::timeout(REVOKE_TIMEOUT, client.lease_revoke(id)).await;
+        if !matches!(revoked, Ok(Ok(_))) {
+            tracing::debug!("fleet lease not revoked at stop; it lapses after lease_ttl");
+        }
+    }
+}
+
+/// Grants a lease if none is held, then renews it every third of
+/// `lease_ttl` until something goes wrong; returns what did.
+async fn keep_lease(shared: &Shared, lease: &mut Option<i64>, backoff: &mut Backoff) -> FleetError {
+    // etcd leases are whole seconds: round up, and count only lease_ttl.
+    let ttl = shared.lease_ttl;
+    let ttl_secs =
+        i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
+    let mut client = shared.client.clone();
+    let fresh = lease.is_none();
+    let id = match *lease {
+        Some(id) => id,
+        None => {
+            let sent = Instant::now();
+            match shared
+                .timed("lease grant", client.lease_grant(ttl_secs, None))
+                .await
+            {
+                Ok(granted) => {
+                    shared.lease_renewed(granted.id(), sent, granted.ttl());
+                    *lease = Some(granted.id());
+                    granted.id()
+                }
+                Err(e) => return e,
+            }
+        }
+    };
+    let sent = Instant::now();
+    let (mut keeper, mut stream) = match shared
+        .timed("lease keep-alive", client.lease_keep_alive(id))
+        .await
+    {
+        Ok(pair) => pair,
+        // etcd-client reports an unknown or expired lease this way.
+        Err(FleetError::Etcd(etcd_client::Error::LeaseKeepAliveError(_))) => {
+            *lease = None;
+            shared.lease_lost();
+            return FleetError::LeaseExpired;
+        }
+        Err(e) => return e,
+    };
+    shared.lease_renewed(id, sent, ttl_secs);
+    if fresh {
+        if let Some(report) = shared.last_report() {
+            if let Err(e) = shared.put_report(id, &report).await {
+                return e;
+            }
+        }
+    }
+    backoff.reset();
+    shared.refresh_connected();
+
+    let every = shared.lease_ttl / 3;
+    let overdue = shared.lease_ttl / 2;
+    let mut tick = tokio::time::interval_at(Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut pending: VecDeque<Instant> = VecDeque::new();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                shared.refresh_connected();
+                if pending.front().is_some_and(|t| t.elapsed() > overdue) {
+                    return FleetError::Timeout { op: "lease keep-alive", timeout: overdue };
+                }
+                pending.push_back(Instant::now());
+                if let Err(e) = keeper.keep_alive().await {
+                    return e.into();
+                }
+            }
+            msg = stream.message() => match msg {
+                Ok(Some(resp)) => {
+                    let sent = pending.pop_front();
+                    if resp.ttl() <= 0 {
+                        *lease = None;
+                        shared.lease_lost();
+                        return FleetError::LeaseExpired;
+                    }
+                    if let Some(sent) = sent {
+                        shared.lease_renewed(id, sent, resp.ttl());
+                    }
+                    shared.refresh_connected();
+                }
+                Ok(None) => return FleetError::StreamEnded("lease keep-alive"),
+                Err(e) => return e.into(),
+            },
+        }
+    }
+}
+
+/// Follows the record: reads it, watches from the next revision, and starts
+/// over on any trouble (or when the lease task asks), until `stop`.
+pub(super) async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut backoff = Backoff::default();
+    loop {
+        let result = tokio::select! {
+            r = follow(&shared, &mut backoff) => r,
+            () = stopped(&mut stop) => return,
+        };
+        shared.set_synced(false);
+        match result {
+            Ok(()) => tracing::debug!("fleet record watch restarting after lost contact"),
+            Err(FleetError::BadValue { key, source }) => {
+                tracing::error!(%key, error = %source, "fleet record unreadable; keeping the last one seen");
+            }
+            Err(e) => tracing::debug!(error = %e, "fleet record watch interrupted"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff.next()) => {}
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// One read-then-watch cycle; returns `Ok` when asked to start over.
+async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError> {
+    let mut client = shared.client.clone();
+    let got = shared
+        .timed("read record", client.get(shared.key.as_str(), None))
+        .await?;
+    let revision = got.header().map_or(0, |h| h.revision());
+    let (record, mod_revision) = match got.kvs().first() {
+        Some(kv) => (Some(shared.decode_record(kv)?), kv.mod_revision()),
+        None => (None, 0),
+    };
+    // Revisions never go back within one etcd cluster: if they did, this is
+    // a new (or restored) cluster, and its record is the truth.
+    let replaced = revision < shared.view_revision();
+    shared.apply(revision, mod_revision, record, replaced);
+
+    let options = WatchOptions::new().with_start_revision(revision + 1);
+    let mut stream = shared
+        .timed(
+            "watch record",
+            client.watch(shared.key.as_str(), Some(options)),
+        )
+        .await?;
+    loop {
+        let msg = tokio::select! {
+            msg = stream.message() => msg?,
+            () = shared.resync.notified() => return Ok(()),
+        };
+        let Some(resp) = msg else {
+            return Err(FleetError::StreamEnded("watch"));
+        };
+        if resp.created() {
+            shared.set_synced(true);
+            backoff.reset();
+        }
+        if resp.canceled() {
+            // Compacted past our revision, or refused: read anew.
+            return Err(FleetError::StreamEnded("watch"));
+        }
+        for event in resp.events() {
+            let Some(kv) = event.kv() else { continue };
+            match event.event_type() {
+                EventType::Put => match shared.decode_record(kv) {
+                    Ok(r) => shared.apply(kv.mod_revision(), kv.mod_revision(), Some(r), false),
+                    Err(e) => {
+                        tracing::error!(error = %e, "fleet record changed to an unreadable value; keeping the last one seen")
+                    }
+                },
+                EventType::Delete => shared.apply(kv.mod_revision(), 0, None, false),
+            }
+        }
+    }
+}
+
+/// Resolves once `stop` is true or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // An error means the sender is gone: nobody can ask to stop any more, so
+    // treat it as a stop rather than run forever.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Capped exponential backoff with full jitter on the upper half, so many
+/// instances that lost etcd together do not return in lockstep.
+#[derive(Default)]
+struct Backoff {
+    attempt: u32,
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let base = BACKOFF_MIN
+            .saturating_mul(1 << self.attempt.min(10))
+            .min(BACKOFF_MAX);
+        self.attempt = self.attempt.saturating_add(1);
+        base / 2 + base.mul_f64(fastrand::f64() / 2.0)
+    }
+
+    fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}

@@ -1,0 +1,386 @@
+//! Fleet mode against a real etcd: compare-and-swap on the epoch, the watch,
+//! instance registration under leases, and what an instance does when it
+//! loses etcd (cut off by a black-holed relay, or etcd killed and restarted).
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::etcd::{free_port, Etcd, Relay};
+use common::{eventually, eventually_async};
+use failway::config::{FleetBackend, FleetConfig};
+use failway::failover::machine::{Mode, State};
+use failway::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics, FleetRecord, InstanceReport};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+const KEY: &str = "/failway/test/mode";
+const TTL: Duration = Duration::from_secs(2);
+
+/// A fleet handle with its own stop switch and metrics registry.
+struct Handle {
+    fleet: Fleet,
+    stop: watch::Sender<bool>,
+    registry: prometheus::Registry,
+}
+
+impl Handle {
+    async fn start(endpoint: &str, id: &str) -> Handle {
+        let registry = prometheus::Registry::new();
+        let metrics = FleetMetrics::register(&registry).expect("metrics");
+        let (stop, stop_rx) = watch::channel(false);
+        let fleet = Fleet::start(&config(&[endpoint]), id.to_owned(), metrics, stop_rx)
+            .await
+            .expect("fleet starts");
+        Handle {
+            fleet,
+            stop,
+            registry,
+        }
+    }
+
+    fn epoch(&self) -> Option<u64> {
+        self.fleet.record().borrow().as_ref().map(|r| r.epoch)
+    }
+
+    fn metrics_text(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .expect("encode metrics")
+    }
+
+    async fn listed(&self, id: &str) -> bool {
+        matches!(self.fleet.instances().await, Ok(list) if list.iter().any(|r| r.instance_id == id))
+    }
+}
+
+fn config(endpoints: &[&str]) -> FleetConfig {
+    FleetConfig {
+        backend: FleetBackend::Etcd,
+        endpoints: endpoints
+            .iter()
+            .map(|e| e.parse().expect("endpoint uri"))
+            .collect(),
+        key: KEY.to_owned(),
+        lease_ttl: TTL,
+        failover_quorum: 1,
+        instance_id: None,
+    }
+}
+
+fn state(mode: Mode) -> State {
+    let mut s = State::initial(SystemTime::now());
+    s.mode = mode;
+    s
+}
+
+fn report(mode: &str) -> InstanceReport {
+    InstanceReport {
+        instance_id: String::new(),
+        mode: mode.to_owned(),
+        primary_down: true,
+        replica_healthy: true,
+        epoch_seen: 1,
+        at_unix_ms: 0,
+    }
+}
+
+async fn won(fleet: &Fleet, expected: Option<u64>, mode: Mode) -> FleetRecord {
+    match fleet
+        .compare_and_swap(expected, &state(mode), fleet.instance_id(), "test")
+        .await
+    {
+        Ok(CasOutcome::Won(r)) => r,
+        other => panic!("CAS expecting {expected:?} did not win: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn cas_on_the_epoch_has_exactly_one_winner() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let a = Handle::start(&etcd.endpoint(), "a").await;
+    let b = Handle::start(&etcd.endpoint(), "b").await;
+
+    // Absent key: expecting an epoch loses and says the key is absent.
+    let lost = a
+        .fleet
+        .compare_and_swap(Some(3), &state(Mode::Primary), "a", "x")
+        .await
+        .expect("cas");
+    assert_eq!(lost, CasOutcome::Lost(None));
+
+    let first = won(&a.fleet, None, Mode::FailoverReadOnly).await;
+    assert_eq!(first.epoch, 1);
+    assert_eq!(first.state.mode, Mode::FailoverReadOnly);
+    assert_eq!(first.changed_by, "a");
+
+    // Stored as JSON under the key itself, tied to no lease (it must outlive
+    // every instance).
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("raw client");
+    let got = raw.get(KEY, None).await.expect("get");
+    let kv = got.kvs().first().expect("record stored");
+    assert_eq!(kv.lease(), 0, "the record must not be tied to a lease");
+    assert_eq!(FleetRecord::from_json(kv.value()).expect("json"), first);
+
+    // Creating again loses and returns the record that is there.
+    let again = b
+        .fleet
+        .compare_and_swap(None, &state(Mode::Primary), "b", "x")
+        .await
+        .expect("cas");
+    assert_eq!(again, CasOutcome::Lost(Some(first.clone())));
+
+    // Two instances race from the same epoch: exactly one wins; the loser
+    // gets the winner's record.
+    let ro = state(Mode::FailoverReadWrite);
+    let (ra, rb) = tokio::join!(
+        a.fleet
+            .compare_and_swap(Some(1), &ro, "a", "deadline passed"),
+        b.fleet
+            .compare_and_swap(Some(1), &ro, "b", "deadline passed"),
+    );
+    let (ra, rb) = (ra.expect("cas a"), rb.expect("cas b"));
+    let (winner, loser) = match (ra, rb) {
+        (CasOutcome::Won(w), CasOutcome::Lost(l)) | (CasOutcome::Lost(l), CasOutcome::Won(w)) => {
+            (w, l)
+        }
+        other => panic!("expected exactly one winner, got {other:?}"),
+    };
+    assert_eq!(winner.epoch, 2);
+    assert_eq!(loser, Some(winner.clone()));
+
+    let won_total = |h: &Handle| {
+        h.metrics_text()
+            .contains("failway_fleet_transitions_total{result=\"won\"} 1")
+    };
+    assert!(
+        won_total(&a) || won_total(&b),
+        "{}\n{}",
+        a.metrics_text(),
+        b.metrics_text()
+    );
+    for h in [&a, &b] {
+        eventually(Duration::from_secs(2), "both see epoch 2", || {
+            h.epoch() == Some(2)
+        })
+        .await;
+        assert!(
+            h.metrics_text().contains("failway_fleet_epoch 2"),
+            "{}",
+            h.metrics_text()
+        );
+    }
+}
+
+#[tokio::test]
+async fn watch_delivers_changes_to_other_handles_within_a_second() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let a = Handle::start(&etcd.endpoint(), "a").await;
+    let b = Handle::start(&etcd.endpoint(), "b").await;
+    let mut b_rx = b.fleet.record();
+    eventually(Duration::from_secs(5), "b connected", || {
+        b.fleet.connected()
+    })
+    .await;
+    assert!(b_rx.borrow_and_update().is_none(), "no record yet");
+
+    for (expected, mode) in [(None, Mode::FailoverReadOnly), (Some(1), Mode::Primary)] {
+        let written = won(&a.fleet, expected, mode).await;
+        let at = Instant::now();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            b_rx.wait_for(|r| r.as_ref() == Some(&written)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("b did not see epoch {} within 1 s", written.epoch))
+        .expect("record channel open");
+        assert!(at.elapsed() < Duration::from_secs(1));
+    }
+    // A change made outside failway (an operator with etcdctl) is followed too.
+    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .expect("raw client");
+    let by_hand = FleetRecord::new(
+        3,
+        state(Mode::FailoverReadOnly),
+        "operator",
+        "drill",
+        SystemTime::now(),
+    );
+    raw.put(KEY, by_hand.to_json().expect("json"), None)
+        .await
+        .expect("put");
+    tokio::time::timeout(
+        Duration::from_secs(1),
+        b_rx.wait_for(|r| r.as_ref() == Some(&by_hand)),
+    )
+    .await
+    .expect("b sees a change made by hand within 1 s")
+    .expect("record channel open");
+}
+
+#[tokio::test]
+async fn cut_off_instance_loses_its_lease_keeps_the_record_and_recovers() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let relay = Relay::start(etcd.client_addr()).await;
+    let direct = Handle::start(&etcd.endpoint(), "direct").await;
+    let cut = Handle::start(&relay.endpoint(), "cut").await;
+    let stopping = Handle::start(&etcd.endpoint(), "stopping").await;
+
+    won(&direct.fleet, None, Mode::FailoverReadOnly).await;
+    for h in [&cut, &stopping] {
+        eventually(Duration::from_secs(5), "connected with epoch 1", || {
+            h.fleet.connected() && h.fleet.lease_alive() && h.epoch() == Some(1)
+        })
+        .await;
+        h.fleet
+            .report(&report("failover_read_only"))
+            .await
+            .expect("report");
+    }
+    eventually_async(Duration::from_secs(2), "both registered", || async {
+        direct.listed("cut").await && direct.listed("stopping").await
+    })
+    .await;
+    let listed = direct.fleet.instances().await.expect("instances");
+    let cut_entry = listed
+        .iter()
+        .find(|r| r.instance_id == "cut")
+        .expect("cut listed");
+    assert_eq!(cut_entry.mode, "failover_read_only");
+    assert!(cut_entry.at_unix_ms > 0, "report time filled in");
+    assert!(cut.metrics_text().contains("failway_fleet_connected 1"));
+
+    // A stopped instance revokes its lease: its registration goes at once.
+    stopping.stop.send_replace(true);
+    eventually_async(
+        Duration::from_secs(2),
+        "stopped instance unlisted",
+        || async { !direct.listed("stopping").await },
+    )
+    .await;
+    assert!(!stopping.fleet.connected());
+
+    // Cut off: the lease is no longer known alive within lease_ttl (+1 s).
+    relay.black_hole();
+    let cut_at = Instant::now();
+    eventually(
+        TTL + Duration::from_secs(1),
+        "lease_alive turns false",
+        || !cut.fleet.lease_alive(),
+    )
+    .await;
+    assert!(!cut.fleet.connected());
+    assert!(cut_at.elapsed() <= TTL + Duration::from_secs(1));
+    eventually(Duration::from_secs(1), "connected gauge 0", || {
+        cut.metrics_text().contains("failway_fleet_connected 0")
+    })
+    .await;
+    // etcd lets the lease lapse too, and the registration with it.
+    eventually_async(
+        TTL + Duration::from_secs(3),
+        "cut instance unlisted",
+        || async { !direct.listed("cut").await },
+    )
+    .await;
+    // The fleet moves on meanwhile; the cut instance keeps what it last saw.
+    won(&direct.fleet, Some(1), Mode::FailoverReadWrite).await;
+    assert_eq!(
+        cut.epoch(),
+        Some(1),
+        "last record seen is kept while cut off"
+    );
+    assert!(matches!(
+        cut.fleet
+            .compare_and_swap(Some(2), &state(Mode::Primary), "cut", "x")
+            .await,
+        Err(FleetError::Timeout { .. } | FleetError::Etcd(_))
+    ));
+
+    relay.restore();
+    eventually(
+        Duration::from_secs(8),
+        "lease alive and synced again",
+        || cut.fleet.lease_alive() && cut.fleet.connected(),
+    )
+    .await;
+    assert_eq!(cut.epoch(), Some(2), "sees the record again");
+    // Its last report comes back with the new lease.
+    eventually_async(
+        Duration::from_secs(3),
+        "cut instance listed again",
+        || async { direct.listed("cut").await },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_killed_and_restarted_is_reconnected() {
+    let Some(mut etcd) = Etcd::start().await else {
+        return;
+    };
+    let a = Handle::start(&etcd.endpoint(), "a").await;
+    won(&a.fleet, None, Mode::FailoverReadOnly).await;
+    eventually(Duration::from_secs(5), "a connected", || {
+        a.fleet.connected()
+    })
+    .await;
+
+    etcd.kill();
+    eventually(TTL + Duration::from_secs(1), "a disconnected", || {
+        !a.fleet.connected()
+    })
+    .await;
+    assert_eq!(a.epoch(), Some(1), "last record kept");
+    assert!(a
+        .fleet
+        .compare_and_swap(Some(1), &state(Mode::Primary), "a", "x")
+        .await
+        .is_err());
+    assert!(a
+        .metrics_text()
+        .contains("failway_fleet_transitions_total{result=\"error\"} 1"));
+
+    // Starting while etcd is down is not an error; it just is not connected.
+    let late = Handle::start(&etcd.endpoint(), "late").await;
+    assert!(!late.fleet.connected());
+    assert_eq!(late.epoch(), None);
+
+    etcd.restart().await;
+    for h in [&a, &late] {
+        eventually(
+            Duration::from_secs(10),
+            "reconnected with the record",
+            || h.fleet.connected() && h.epoch() == Some(1),
+        )
+        .await;
+    }
+    let second = won(&late.fleet, Some(1), Mode::FailoverReadWrite).await;
+    assert_eq!(second.epoch, 2);
+    eventually(Duration::from_secs(1), "a follows", || a.epoch() == Some(2)).await;
+}
+
+#[tokio::test]
+async fn mixed_schemes_are_refused_at_start() {
+    let registry = prometheus::Registry::new();
+    let metrics = FleetMetrics::register(&registry).expect("metrics");
+    let (_stop, stop_rx) = watch::channel(false);
+    let port = free_port();
+    let cfg = config(&[
+        &format!("http://127.0.0.1:{port}"),
+        &format!("https://127.0.0.1:{port}"),
+    ]);
+    let err = Fleet::start(&cfg, "x".to_owned(), metrics, stop_rx)
+        .await
+        .err()
+        .expect("mixed schemes refused");
+    assert!(err.to_string().contains("mixes http and https"), "{err}");
+}
