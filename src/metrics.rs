@@ -7,8 +7,8 @@
 //! key ID, a raw path or a client address, so the series count is fixed.
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::classify::Class;
@@ -34,11 +34,11 @@ pub fn new_registry() -> Registry {
         // Registering twice is the only failure; a fresh registry cannot hit it.
         let _ = registry.register(Box::new(pc));
     }
-    if let Ok(info) = IntCounterVec::new(
+    if let Ok(info) = IntGaugeVec::new(
         Opts::new("failway_build_info", "failway build information; always 1."),
         &["version"],
     ) {
-        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).inc();
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
         let _ = registry.register(Box::new(info));
     }
     registry

@@ -49,6 +49,15 @@ impl Handle {
             .expect("encode metrics")
     }
 
+    /// `failway_fleet_transitions_total{result}` as exported.
+    fn transitions(&self, result: &str) -> u64 {
+        let series = format!("failway_fleet_transitions_total{{result=\"{result}\"}} ");
+        let text = self.metrics_text();
+        let line = text.lines().find_map(|l| l.strip_prefix(series.as_str()));
+        line.and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
     async fn listed(&self, id: &str) -> bool {
         matches!(self.fleet.instances().await, Ok(list) if list.iter().any(|r| r.instance_id == id))
     }
@@ -153,16 +162,9 @@ async fn cas_on_the_epoch_has_exactly_one_winner() {
     assert_eq!(winner.epoch, 2);
     assert_eq!(loser, Some(winner.clone()));
 
-    let won_total = |h: &Handle| {
-        h.metrics_text()
-            .contains("failway_fleet_transitions_total{result=\"won\"} 1")
-    };
-    assert!(
-        won_total(&a) || won_total(&b),
-        "{}\n{}",
-        a.metrics_text(),
-        b.metrics_text()
-    );
+    // a won the creation, the race had one winner; three calls lost.
+    let total = |result: &str| a.transitions(result) + b.transitions(result);
+    assert_eq!((total("won"), total("lost"), total("error")), (2, 3, 0));
     for h in [&a, &b] {
         eventually(Duration::from_secs(2), "both see epoch 2", || {
             h.epoch() == Some(2)
@@ -345,9 +347,7 @@ async fn etcd_killed_and_restarted_is_reconnected() {
         .compare_and_swap(Some(1), &state(Mode::Primary), "a", "x")
         .await
         .is_err());
-    assert!(a
-        .metrics_text()
-        .contains("failway_fleet_transitions_total{result=\"error\"} 1"));
+    assert_eq!(a.transitions("error"), 1);
 
     // Starting while etcd is down is not an error; it just is not connected.
     let late = Handle::start(&etcd.endpoint(), "late").await;

@@ -2,24 +2,18 @@
 //! (compare-and-swap, reports, listing instances) are made here, each bounded
 //! by a timeout; the lease and the record watch run as background tasks
 //! (`tasks.rs`) that share [`Shared`] with the handle.
-//!
-//! Updates to the local view of the record are ordered by etcd revision, so a
-//! slow read can never overwrite a newer record this instance already saw
-//! (for example its own compare-and-swap racing the watch's initial read).
 
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, KeyValue, PutOptions, TlsOptions, Txn,
-    TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
-use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
+use tokio::sync::watch;
 
 use super::metrics::{CasResult, FleetMetrics};
-use super::record::{unix_ms, CasOutcome, FleetRecord, InstanceReport};
+use super::record::{CasOutcome, FleetRecord, InstanceReport};
+use super::shared::Shared;
 use super::{tasks, FleetError};
 use crate::config::FleetConfig;
 use crate::failover::machine::State;
@@ -50,43 +44,6 @@ pub struct FleetStatus {
     /// Epoch of the record followed; `None` before the first read, or when
     /// the key is absent.
     pub epoch: Option<u64>,
-}
-
-pub(super) struct Shared {
-    pub(super) client: Client,
-    pub(super) key: String,
-    pub(super) instance_id: String,
-    pub(super) lease_ttl: Duration,
-    /// Bound on each single request to etcd.
-    pub(super) op_timeout: Duration,
-    pub(super) metrics: FleetMetrics,
-    record_tx: watch::Sender<Option<FleetRecord>>,
-    view: Mutex<View>,
-    /// True while the view was read from etcd after the last trouble and a
-    /// watch is live.
-    synced_tx: watch::Sender<bool>,
-    lease: Mutex<Lease>,
-    last_report: Mutex<Option<InstanceReport>>,
-    /// Asks the watch task to drop its watch and read the record anew (the
-    /// lease task saw the connection fail).
-    pub(super) resync: Notify,
-}
-
-/// Where the local view of the record stands in etcd's history.
-#[derive(Default)]
-struct View {
-    /// The revision the view was true at.
-    revision: i64,
-    /// The key's mod revision at that point (0: absent).
-    mod_revision: i64,
-}
-
-#[derive(Default)]
-struct Lease {
-    id: Option<i64>,
-    /// Until when etcd surely keeps the lease: `lease_ttl` after the
-    /// *sending* of the last keep-alive that etcd confirmed.
-    alive_until: Option<Instant>,
 }
 
 impl Fleet {
@@ -129,22 +86,14 @@ impl Fleet {
         let client = Client::connect(&endpoints, Some(options))
             .await
             .map_err(FleetError::Client)?;
-        metrics.set_connected(false);
-        metrics.set_epoch(0);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Shared::new(
             client,
-            key: cfg.key.clone(),
+            cfg.key.clone(),
             instance_id,
-            lease_ttl: cfg.lease_ttl,
+            cfg.lease_ttl,
             op_timeout,
             metrics,
-            record_tx: watch::Sender::new(None),
-            view: Mutex::new(View::default()),
-            synced_tx: watch::Sender::new(false),
-            lease: Mutex::new(Lease::default()),
-            last_report: Mutex::new(None),
-            resync: Notify::new(),
-        });
+        ));
         tokio::spawn(tasks::lease_loop(shared.clone(), stop.clone()));
         tokio::spawn(tasks::watch_loop(shared.clone(), stop));
         Ok(Fleet { shared })
@@ -154,14 +103,14 @@ impl Fleet {
     /// delivers (within about a second). `None` until the first read, or
     /// while the key is absent. Kept as it was while etcd is unreachable.
     pub fn record(&self) -> watch::Receiver<Option<FleetRecord>> {
-        self.shared.record_tx.subscribe()
+        self.shared.subscribe_record()
     }
 
     /// True while [`Fleet::record`] follows etcd live: the record was read
     /// after the last loss of contact and a watch is established. After a
     /// lapse of the lease, "seeing the record again" is this turning true.
     pub fn synced(&self) -> watch::Receiver<bool> {
-        self.shared.synced_tx.subscribe()
+        self.shared.subscribe_synced()
     }
 
     /// True while etcd surely still holds this instance's lease: the last
@@ -186,7 +135,7 @@ impl Fleet {
             key: self.shared.key.clone(),
             connected: self.connected(),
             lease_alive: self.lease_alive(),
-            epoch: self.shared.record_tx.borrow().as_ref().map(|r| r.epoch),
+            epoch: self.shared.held_epoch(),
         }
     }
 
@@ -229,15 +178,20 @@ impl Fleet {
         // first the one of the record already held, then the one read back.
         let mut mod_revision = sh.held_mod_revision(expected);
         let mut current = None;
+        let key = sh.key.as_str();
         for _ in 0..CAS_ATTEMPTS {
+            // An absent key compares as mod revision 0: require presence too.
             let compare = match expected {
-                None => Compare::create_revision(sh.key.as_str(), CompareOp::Equal, 0),
-                Some(_) => Compare::mod_revision(sh.key.as_str(), CompareOp::Equal, mod_revision),
+                None => vec![Compare::create_revision(key, CompareOp::Equal, 0)],
+                Some(_) => vec![
+                    Compare::create_revision(key, CompareOp::Greater, 0),
+                    Compare::mod_revision(key, CompareOp::Equal, mod_revision),
+                ],
             };
             let txn = Txn::new()
-                .when([compare])
-                .and_then([TxnOp::put(sh.key.as_str(), value.clone(), None)])
-                .or_else([TxnOp::get(sh.key.as_str(), None)]);
+                .when(compare)
+                .and_then([TxnOp::put(key, value.clone(), None)])
+                .or_else([TxnOp::get(key, None)]);
             let resp = sh
                 .timed("compare-and-swap", sh.client.clone().txn(txn))
                 .await?;
@@ -281,8 +235,8 @@ impl Fleet {
         let sh = &self.shared;
         let mut report = report.clone();
         report.instance_id.clone_from(&sh.instance_id);
-        *lock(&sh.last_report) = Some(report.clone());
-        let lease = lock(&sh.lease).id.ok_or(FleetError::NoLease)?;
+        sh.remember_report(report.clone());
+        let lease = sh.lease_id().ok_or(FleetError::NoLease)?;
         sh.put_report(lease, &report).await
     }
 
@@ -312,145 +266,4 @@ impl Fleet {
         out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(out)
     }
-}
-
-impl Shared {
-    pub(super) fn instances_prefix(&self) -> String {
-        format!("{}/instances/", self.key)
-    }
-
-    /// Runs one etcd request with the per-request timeout.
-    pub(super) async fn timed<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, FleetError> {
-        match tokio::time::timeout(self.op_timeout, fut).await {
-            Ok(r) => r.map_err(FleetError::from),
-            Err(_) => Err(FleetError::Timeout {
-                op,
-                timeout: self.op_timeout,
-            }),
-        }
-    }
-
-    pub(super) fn decode_record(&self, kv: &KeyValue) -> Result<FleetRecord, FleetError> {
-        FleetRecord::from_json(kv.value()).map_err(|source| FleetError::BadValue {
-            key: self.key.clone(),
-            source,
-        })
-    }
-
-    /// Takes `record` (stored at `mod_revision`; 0 and `None`: absent) as
-    /// the state of the key at etcd `revision`, unless a newer view is held.
-    /// `force` takes it regardless: the store's revision went backwards, so
-    /// etcd was replaced and its word is all there is.
-    pub(super) fn apply(
-        &self,
-        revision: i64,
-        mod_revision: i64,
-        record: Option<FleetRecord>,
-        force: bool,
-    ) {
-        let mut view = lock(&self.view);
-        if revision < view.revision && !force {
-            return;
-        }
-        *view = View {
-            revision,
-            mod_revision,
-        };
-        self.metrics
-            .set_epoch(record.as_ref().map_or(0, |r| r.epoch));
-        self.record_tx.send_if_modified(|current| {
-            if *current == record {
-                return false;
-            }
-            if let Some(r) = &record {
-                tracing::info!(epoch = r.epoch, mode = %r.state.mode, changed_by = %r.changed_by, reason = %r.reason, "fleet record changed");
-            }
-            *current = record;
-            true
-        });
-    }
-
-    pub(super) fn view_revision(&self) -> i64 {
-        lock(&self.view).revision
-    }
-
-    /// The mod revision of the held record when its epoch is `expected`, else
-    /// 0 (which never matches a stored key, so the first try reads back).
-    fn held_mod_revision(&self, expected: Option<u64>) -> i64 {
-        // Same lock order as `apply`: the view, then the record.
-        let view = lock(&self.view);
-        let held = self.record_tx.borrow();
-        match (held.as_ref(), expected) {
-            (Some(r), Some(e)) if r.epoch == e => view.mod_revision,
-            _ => 0,
-        }
-    }
-
-    pub(super) fn set_synced(&self, synced: bool) {
-        self.synced_tx
-            .send_if_modified(|s| std::mem::replace(s, synced) != synced);
-        self.refresh_connected();
-    }
-
-    pub(super) fn lease_alive(&self) -> bool {
-        lock(&self.lease)
-            .alive_until
-            .is_some_and(|until| Instant::now() < until)
-    }
-
-    pub(super) fn connected(&self) -> bool {
-        *self.synced_tx.borrow() && self.lease_alive()
-    }
-
-    pub(super) fn refresh_connected(&self) {
-        self.metrics.set_connected(self.connected());
-    }
-
-    /// Records a keep-alive (or grant) that etcd confirmed for `id`, sent at
-    /// `sent` with `ttl_secs` granted.
-    pub(super) fn lease_renewed(&self, id: i64, sent: Instant, ttl_secs: i64) {
-        let granted = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0));
-        let until = sent + granted.min(self.lease_ttl);
-        let mut lease = lock(&self.lease);
-        if lease.id != Some(id) {
-            lease.id = Some(id);
-            lease.alive_until = None;
-        }
-        lease.alive_until = Some(lease.alive_until.map_or(until, |u| u.max(until)));
-    }
-
-    pub(super) fn lease_lost(&self) {
-        *lock(&self.lease) = Lease::default();
-        self.refresh_connected();
-    }
-
-    pub(super) fn last_report(&self) -> Option<InstanceReport> {
-        lock(&self.last_report).clone()
-    }
-
-    pub(super) async fn put_report(
-        &self,
-        lease: i64,
-        report: &InstanceReport,
-    ) -> Result<(), FleetError> {
-        let key = format!("{}{}", self.instances_prefix(), self.instance_id);
-        let mut report = report.clone();
-        if report.at_unix_ms == 0 {
-            report.at_unix_ms = unix_ms(SystemTime::now());
-        }
-        let value = report.to_json()?;
-        let mut client = self.client.clone();
-        let put = client.put(key, value, Some(PutOptions::new().with_lease(lease)));
-        self.timed("report", put).await.map(drop)
-    }
-}
-
-/// Locks `m`, taking the data as it is if a panic poisoned it (every value
-/// guarded here is valid after any single assignment).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -24,6 +24,7 @@
 mod etcd;
 mod metrics;
 mod record;
+mod shared;
 mod tasks;
 
 pub use self::etcd::{Fleet, FleetStatus};

@@ -17,7 +17,7 @@ use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::etcd::Shared;
+use super::shared::Shared;
 use super::FleetError;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);

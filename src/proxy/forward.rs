@@ -77,6 +77,9 @@ impl BodySource {
 }
 
 impl Proxy {
+    // The request's parts, its body and what the handler already derived
+    // (class, correlation id, body watch, connection): one flow, one call.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn forward(
         &self,
         d: &Dynamic,
