@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, SystemTime};
 
-use common::etcd::{free_port, Etcd, Relay};
+use common::etcd::{Etcd, Relay};
 use common::{eventually, eventually_async};
 use failway::config::{FleetBackend, FleetConfig};
 use failway::failover::machine::{Mode, State};
@@ -83,10 +83,11 @@ fn state(mode: Mode) -> State {
     s
 }
 
-fn report(mode: &str) -> InstanceReport {
+/// What an instance in `failover_read_only` reports (its ID is filled in).
+fn report() -> InstanceReport {
     InstanceReport {
         instance_id: String::new(),
-        mode: mode.to_owned(),
+        mode: "failover_read_only".to_owned(),
         primary_down: true,
         replica_healthy: true,
         epoch_seen: 1,
@@ -225,6 +226,37 @@ async fn watch_delivers_changes_to_other_handles_within_a_second() {
     .await
     .expect("b sees a change made by hand within 1 s")
     .expect("record channel open");
+
+    // An unreadable record is not followed: the last good one is kept, the
+    // instance is not in sync, and no compare-and-swap can win over it.
+    raw.put(KEY, "not a record", None).await.expect("put");
+    eventually(Duration::from_secs(1), "b out of sync", || {
+        !b.fleet.connected()
+    })
+    .await;
+    assert_eq!(b.epoch(), Some(3));
+    let refused = b
+        .fleet
+        .compare_and_swap(Some(3), &state(Mode::Primary), "b", "x")
+        .await;
+    assert!(
+        matches!(refused, Err(FleetError::BadValue { .. })),
+        "{refused:?}"
+    );
+    let fixed = FleetRecord::new(
+        4,
+        state(Mode::Primary),
+        "operator",
+        "fixed",
+        SystemTime::now(),
+    );
+    raw.put(KEY, fixed.to_json().expect("json"), None)
+        .await
+        .expect("put");
+    eventually(Duration::from_secs(1), "b follows again", || {
+        b.fleet.connected() && b.epoch() == Some(4)
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -244,7 +276,7 @@ async fn cut_off_instance_loses_its_lease_keeps_the_record_and_recovers() {
         })
         .await;
         h.fleet
-            .report(&report("failover_read_only"))
+            .report(&report())
             .await
             .expect("report");
     }
@@ -366,21 +398,4 @@ async fn etcd_killed_and_restarted_is_reconnected() {
     let second = won(&late.fleet, Some(1), Mode::FailoverReadWrite).await;
     assert_eq!(second.epoch, 2);
     eventually(Duration::from_secs(1), "a follows", || a.epoch() == Some(2)).await;
-}
-
-#[tokio::test]
-async fn mixed_schemes_are_refused_at_start() {
-    let registry = prometheus::Registry::new();
-    let metrics = FleetMetrics::register(&registry).expect("metrics");
-    let (_stop, stop_rx) = watch::channel(false);
-    let port = free_port();
-    let cfg = config(&[
-        &format!("http://127.0.0.1:{port}"),
-        &format!("https://127.0.0.1:{port}"),
-    ]);
-    let err = Fleet::start(&cfg, "x".to_owned(), metrics, stop_rx)
-        .await
-        .err()
-        .expect("mixed schemes refused");
-    assert!(err.to_string().contains("mixes http and https"), "{err}");
 }

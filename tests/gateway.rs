@@ -205,10 +205,6 @@ impl Traffic {
         }
     }
 
-    fn ok(&self) -> usize {
-        self.ok.load(Ordering::SeqCst)
-    }
-
     /// Stops the loop; panics if any request failed.
     async fn finish(self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
@@ -217,13 +213,14 @@ impl Traffic {
             .expect("traffic loop stops")
             .expect("traffic loop did not panic");
         let failures = self.failures.lock().expect("failures lock").clone();
+        let ok = self.ok.load(Ordering::SeqCst);
         assert!(
             failures.is_empty(),
             "{} of {} requests failed: {failures:#?}",
             failures.len(),
-            failures.len() + self.ok()
+            failures.len() + ok
         );
-        self.ok()
+        ok
     }
 }
 
@@ -241,7 +238,10 @@ fn tls_client(ca: &TestCa, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-async fn tls_connect(addr: SocketAddr, config: Arc<ClientConfig>) -> io::Result<TlsStream<TcpStream>> {
+async fn tls_connect(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> io::Result<TlsStream<TcpStream>> {
     let name = ServerName::try_from("localhost").expect("server name");
     tokio::time::timeout(WAIT, async {
         let tcp = TcpStream::connect(addr).await?;
@@ -342,13 +342,18 @@ fn write_atomic(path: &Path, contents: &str) {
 }
 
 /// failway with `proxy.tls` serving `leaf` from files in `dir`, in front of
-/// a plain upstream.
-async fn tls_gateway(dir: &Path, leaf: &Leaf, upstream: &FakeUpstream) -> (Running, ServerTls) {
+/// plain upstreams.
+async fn tls_gateway(
+    dir: &Path,
+    leaf: &Leaf,
+    primary: &FakeUpstream,
+    replica: &FakeUpstream,
+) -> (Running, ServerTls) {
     let files = ServerTls {
         cert: write_pem(dir, "tls.crt", &leaf.cert_pem),
         key: write_pem(dir, "tls.key", &leaf.key_pem),
     };
-    let mut cfg = fw::config(&upstream.url(), &upstream.url(), "");
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
     cfg.proxy.tls = Some(files.clone());
     (fw::start(cfg).await, files)
 }
@@ -360,8 +365,8 @@ async fn downstream_tls_serves_h2_and_http1_by_alpn() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ca = TestCa::new("gateway CA");
     let leaf = ca.server("failway gateway", &["localhost"]);
-    let upstream = FakeUpstream::start().await;
-    let (app, _) = tls_gateway(dir.path(), &leaf, &upstream).await;
+    let (upstream, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let (app, _) = tls_gateway(dir.path(), &leaf, &upstream, &replica).await;
 
     let stream = tls_connect(app.proxy_addr, tls_client(&ca, &[b"h2"]))
         .await
@@ -425,8 +430,8 @@ async fn certificate_rotation_under_traffic_fails_nothing() {
     let ca = TestCa::new("gateway CA");
     let old = ca.server("failway gateway old", &["localhost"]);
     let new = ca.server("failway gateway new", &["localhost"]);
-    let upstream = FakeUpstream::start().await;
-    let (app, files) = tls_gateway(dir.path(), &old, &upstream).await;
+    let (upstream, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let (app, files) = tls_gateway(dir.path(), &old, &upstream, &replica).await;
     let addr = app.proxy_addr;
     let loops = Arc::new(Loops::default());
 
@@ -468,9 +473,12 @@ async fn certificate_rotation_under_traffic_fails_nothing() {
             }
         }
     });
-    // A new connection (and handshake) per request.
+    // A new connection and a full handshake per request: a resumed session
+    // would report the certificate of the session it resumes.
     let fresh_task = tokio::spawn({
-        let (loops, ca) = (loops.clone(), tls_client(&ca, &[b"http/1.1"]));
+        let mut config = (*tls_client(&ca, &[b"http/1.1"])).clone();
+        config.resumption = rustls::client::Resumption::disabled();
+        let (loops, ca) = (loops.clone(), Arc::new(config));
         async move {
             let mut tick = tokio::time::interval(PACE);
             while !loops.stop.load(Ordering::SeqCst) {
@@ -525,9 +533,11 @@ async fn certificate_rotation_under_traffic_fails_nothing() {
     .await;
     // The connections opened before the rotation keep working after it.
     let after = counts(&loops);
-    eventually(WAIT, "every loop keeps being served after the rotation", || {
-        counts(&loops).iter().zip(after).all(|(&n, a)| n >= a + 5)
-    })
+    eventually(
+        WAIT,
+        "every loop keeps being served after the rotation",
+        || counts(&loops).iter().zip(after).all(|(&n, a)| n >= a + 5),
+    )
     .await;
 
     loops.stop.store(true, Ordering::SeqCst);
@@ -549,10 +559,11 @@ async fn certificate_rotation_under_traffic_fails_nothing() {
 
 // ----------------------------------------------------- upstream TLS setup
 
-/// Both regions at `url` with `tls`; retries then cannot reach anything
-/// else, so what one upstream saw is all failway sent.
-fn upstream_tls_config(url: &str, tls: UpstreamTls) -> Config {
-    let mut cfg = fw::config(url, url, "");
+/// Both regions over TLS with the same `tls` settings; a test points the
+/// replica at a twin of the primary, so that retries on the other region
+/// meet the same verification.
+fn upstream_tls_config(primary: &str, replica: &str, tls: UpstreamTls) -> Config {
+    let mut cfg = fw::config(primary, replica, "");
     cfg.upstreams.primary.tls = Some(tls.clone());
     cfg.upstreams.replica.tls = Some(tls);
     cfg
@@ -573,9 +584,10 @@ async fn upstream_mtls_with_a_private_ca() {
     let resolver = TestResolver::with("localhost", "127.0.0.1");
 
     let up = TlsUpstream::start_mtls(&server, &client_ca).await;
-    let url = format!("https://localhost:{}", up.port());
+    let twin = TlsUpstream::start_mtls(&server, &client_ca).await;
     let cfg = upstream_tls_config(
-        &url,
+        &format!("https://localhost:{}", up.port()),
+        &format!("https://localhost:{}", twin.port()),
         UpstreamTls {
             ca: Some(ca_pem.clone()),
             client_cert: Some(cert),
@@ -590,13 +602,17 @@ async fn upstream_mtls_with_a_private_ca() {
     assert_eq!(up.request_count(), 1);
     assert_eq!(up.client_chains(), vec![vec![client.der.clone()]]);
     assert_eq!(up.snis(), vec![Some("localhost".to_owned())]);
+    assert_eq!(twin.connection_count(), 0);
     app.shutdown().await;
 
     // Without a client certificate the upstream refuses the handshake.
-    let up = TlsUpstream::start_mtls(&server, &client_ca).await;
-    let url = format!("https://localhost:{}", up.port());
+    let ups = [
+        TlsUpstream::start_mtls(&server, &client_ca).await,
+        TlsUpstream::start_mtls(&server, &client_ca).await,
+    ];
     let cfg = upstream_tls_config(
-        &url,
+        &format!("https://localhost:{}", ups[0].port()),
+        &format!("https://localhost:{}", ups[1].port()),
         UpstreamTls {
             ca: Some(ca_pem),
             ..Default::default()
@@ -606,15 +622,17 @@ async fn upstream_mtls_with_a_private_ca() {
     let ans = get(&format!("{}{PATH}", fw::url(&app))).await;
     assert_eq!(ans.status, 502, "{:?}", String::from_utf8_lossy(&ans.body));
     assert_eq!(error_code(&ans), TLS_ERR);
-    assert!(up.connection_count() >= 1, "failway did connect");
-    assert_eq!(up.handshake_count(), 0, "no handshake completed");
-    assert_eq!(
-        up.app_byte_count(),
-        0,
-        "the upstream decrypted request bytes: {:?}",
-        String::from_utf8_lossy(&up.app_data())
-    );
-    assert_eq!(up.request_count(), 0);
+    assert!(ups[0].connection_count() >= 1, "failway did connect");
+    for up in &ups {
+        assert_eq!(up.handshake_count(), 0, "no handshake completed");
+        assert_eq!(
+            up.app_byte_count(),
+            0,
+            "the upstream decrypted request bytes: {:?}",
+            String::from_utf8_lossy(&up.app_data())
+        );
+        assert_eq!(up.request_count(), 0);
+    }
     app.shutdown().await;
 }
 
@@ -626,8 +644,10 @@ async fn sni_override_reaches_an_ip_addressed_upstream() {
     let ca = TestCa::new("internal CA");
     let server = ca.server("kms.internal", &["kms.internal"]);
     let up = TlsUpstream::start(&server).await;
+    let twin = TlsUpstream::start(&server).await;
     let cfg = upstream_tls_config(
         &format!("https://127.0.0.1:{}", up.port()),
+        &format!("https://127.0.0.1:{}", twin.port()),
         UpstreamTls {
             ca: Some(write_pem(dir.path(), "ca.pem", &ca.pem())),
             server_name: Some("kms.internal".into()),
@@ -647,7 +667,8 @@ async fn sni_override_reaches_an_ip_addressed_upstream() {
 
 /// An upstream failway must refuse, and the `tls` that makes it refuse.
 struct Refused {
-    up: TlsUpstream,
+    /// The primary and the replica, alike.
+    ups: [TlsUpstream; 2],
     tls: UpstreamTls,
     /// Part of the rustls reason a log line must carry (lower case).
     why: &'static [&'static str],
@@ -656,9 +677,12 @@ struct Refused {
 async fn wrong_ca(dir: &Path) -> Refused {
     let trusted = TestCa::new("trusted CA");
     let other = TestCa::new("some other CA");
-    let up = TlsUpstream::start(&other.server("kms.internal", &["kms.internal"])).await;
+    let leaf = other.server("kms.internal", &["kms.internal"]);
     Refused {
-        up,
+        ups: [
+            TlsUpstream::start(&leaf).await,
+            TlsUpstream::start(&leaf).await,
+        ],
         tls: UpstreamTls {
             ca: Some(write_pem(dir, "trusted-ca.pem", &trusted.pem())),
             server_name: Some("kms.internal".into()),
@@ -670,9 +694,12 @@ async fn wrong_ca(dir: &Path) -> Refused {
 
 async fn wrong_name(dir: &Path) -> Refused {
     let ca = TestCa::new("internal CA");
-    let up = TlsUpstream::start(&ca.server("other.example", &["other.example"])).await;
+    let leaf = ca.server("other.example", &["other.example"]);
     Refused {
-        up,
+        ups: [
+            TlsUpstream::start(&leaf).await,
+            TlsUpstream::start(&leaf).await,
+        ],
         tls: UpstreamTls {
             ca: Some(write_pem(dir, "internal-ca.pem", &ca.pem())),
             server_name: Some("kms.internal".into()),
@@ -682,11 +709,18 @@ async fn wrong_name(dir: &Path) -> Refused {
     }
 }
 
-/// Sends a read and a write through failway to `r.up`; both must be a 502
-/// `FAILWAY_UPSTREAM_TLS_ERR` with no application byte reaching the upstream.
-async fn assert_refused(r: &Refused, what: &str) {
-    let cfg = upstream_tls_config(&format!("https://127.0.0.1:{}", r.up.port()), r.tls.clone());
-    let app = fw::start(cfg).await;
+impl Refused {
+    fn config(&self) -> Config {
+        let url = |up: &TlsUpstream| format!("https://127.0.0.1:{}", up.port());
+        upstream_tls_config(&url(&self.ups[0]), &url(&self.ups[1]), self.tls.clone())
+    }
+}
+
+/// Sends a read and a write through failway to `r`'s upstreams; both must
+/// be a 502 (and not "outcome unknown") with no application byte reaching
+/// either upstream. Returns the error codes answered.
+async fn assert_refused(r: &Refused, what: &str) -> Vec<String> {
+    let app = fw::start(r.config()).await;
     let read = get(&format!("{}{PATH}", fw::url(&app))).await;
     let write = fw::send(
         &fw::client(),
@@ -696,6 +730,7 @@ async fn assert_refused(r: &Refused, what: &str) {
         r#"{"secret":"must not leave"}"#,
     )
     .await;
+    let mut codes = Vec::new();
     for (ans, method) in [(read, "GET"), (write, "POST")] {
         assert_eq!(
             ans.status,
@@ -703,26 +738,34 @@ async fn assert_refused(r: &Refused, what: &str) {
             "{what}, {method}: {:?}",
             String::from_utf8_lossy(&ans.body)
         );
-        assert_eq!(error_code(&ans), TLS_ERR, "{what}, {method}");
         assert!(
             ans.header("failway-outcome").is_none(),
             "{what}, {method}: nothing was sent, the outcome is known"
         );
+        codes.push(error_code(&ans));
     }
-    assert!(r.up.connection_count() >= 2, "{what}: failway did connect");
     assert!(
-        r.up.snis().iter().all(|s| s.as_deref() == Some("kms.internal")),
-        "{what}: {:?}",
-        r.up.snis()
+        r.ups[0].connection_count() >= 2,
+        "{what}: failway did connect"
     );
-    assert_eq!(r.up.handshake_count(), 0, "{what}: no handshake completed");
-    assert_eq!(
-        r.up.app_byte_count(),
-        0,
-        "{what}: the upstream decrypted request bytes: {:?}",
-        String::from_utf8_lossy(&r.up.app_data())
-    );
+    for up in &r.ups {
+        assert!(
+            up.snis()
+                .iter()
+                .all(|s| s.as_deref() == Some("kms.internal")),
+            "{what}: {:?}",
+            up.snis()
+        );
+        assert_eq!(up.handshake_count(), 0, "{what}: no handshake completed");
+        assert_eq!(
+            up.app_byte_count(),
+            0,
+            "{what}: the upstream decrypted request bytes: {:?}",
+            String::from_utf8_lossy(&up.app_data())
+        );
+    }
     app.shutdown().await;
+    codes
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -735,6 +778,20 @@ async fn upstream_with_an_untrusted_ca_is_refused_before_sending() {
 async fn upstream_with_the_wrong_name_is_refused_before_sending() {
     let dir = tempfile::tempdir().expect("tempdir");
     assert_refused(&wrong_name(dir.path()).await, "wrong name").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "failway bug: UpstreamFailure::classify misses certificate verification failures; hyper-rustls wraps tokio-rustls' io::Error(rustls::Error) in io::Error::other, and io::Error::source() skips the wrapped error, so they are answered FAILWAY_UPSTREAM_CONNECT_ERR"]
+async fn verification_failures_are_answered_with_the_tls_code() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases = [
+        (wrong_ca(dir.path()).await, "wrong CA"),
+        (wrong_name(dir.path()).await, "wrong name"),
+    ];
+    for (r, what) in &cases {
+        let codes = assert_refused(r, what).await;
+        assert_eq!(codes, [TLS_ERR, TLS_ERR], "{what}");
+    }
 }
 
 /// Log output of the current thread, at `info` and above (what an operator
@@ -760,7 +817,7 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
 }
 
 /// Refuses `r` through failway on this thread's runtime and returns the
-/// log lines that carry the TLS error code.
+/// log lines written meanwhile.
 async fn refusal_log(r: &Refused) -> Vec<String> {
     let capture = Capture::default();
     let subscriber = tracing_subscriber::fmt()
@@ -768,33 +825,41 @@ async fn refusal_log(r: &Refused) -> Vec<String> {
         .with_writer(capture.clone())
         .with_ansi(false)
         .finish();
+    // tracing asks only the global dispatcher about a callsite first hit
+    // while a single dispatcher is registered, so a lone scoped one would
+    // miss callsites other tests hit meanwhile; a global no-op one beside
+    // it makes every callsite consult both.
+    static GLOBAL: std::sync::Once = std::sync::Once::new();
+    GLOBAL.call_once(|| {
+        let _ = tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::new());
+    });
     // Scoped to this thread: the test runs on a current-thread runtime, so
     // failway's tasks log here too, and other tests are not captured.
     let _guard = tracing::subscriber::set_default(subscriber);
-    let cfg = upstream_tls_config(&format!("https://127.0.0.1:{}", r.up.port()), r.tls.clone());
-    let app = fw::start(cfg).await;
+    // Callsites registered while the dispatcher was being added.
+    tracing::callsite::rebuild_interest_cache();
+    let app = fw::start(r.config()).await;
     let ans = get(&format!("{}{PATH}", fw::url(&app))).await;
     assert_eq!(ans.status, 502);
     app.shutdown().await;
     let logs = String::from_utf8_lossy(&capture.0.lock().expect("capture lock")).into_owned();
-    logs.lines()
-        .filter(|l| l.contains(TLS_ERR) || l.to_lowercase().contains("certificate"))
-        .map(str::to_owned)
-        .collect()
+    logs.lines().map(str::to_owned).collect()
 }
 
 #[tokio::test]
-async fn upstream_tls_refusal_is_logged_with_its_code() {
+async fn upstream_tls_refusal_is_logged_as_a_warning() {
     let dir = tempfile::tempdir().expect("tempdir");
     let lines = refusal_log(&wrong_ca(dir.path()).await).await;
     assert!(
-        lines.iter().any(|l| l.contains(TLS_ERR) && l.contains("WARN")),
-        "no warning carries {TLS_ERR}: {lines:#?}"
+        lines
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("FAILWAY_UPSTREAM_")),
+        "no warning about the upstream failure: {lines:#?}"
     );
 }
 
 #[tokio::test]
-#[ignore = "failway bug: the upstream TLS failure is logged without its cause; the warning says only \"the upstream region's TLS handshake failed\" and the debug line prints hyper-util's \"client error (Connect)\", dropping the rustls error (unknown issuer, name mismatch)"]
+#[ignore = "failway bug: the upstream TLS failure is logged without its cause; the warning says only what its error code says, and the debug line prints hyper-util's \"client error (Connect)\", dropping the rustls error (unknown issuer, name mismatch)"]
 async fn upstream_tls_refusal_log_says_why() {
     let dir = tempfile::tempdir().expect("tempdir");
     for r in [wrong_ca(dir.path()).await, wrong_name(dir.path()).await] {
@@ -802,9 +867,9 @@ async fn upstream_tls_refusal_log_says_why() {
         assert!(
             lines.iter().any(|l| {
                 let l = l.to_lowercase();
-                r.why.iter().any(|w| l.contains(w))
+                l.contains("warn") && r.why.iter().any(|w| l.contains(w))
             }),
-            "no log line says why ({:?}): {lines:#?}",
+            "no warning says why ({:?}): {lines:#?}",
             r.why
         );
     }
@@ -847,9 +912,11 @@ async fn reloads(app: &Running, result: &str) -> f64 {
 
 /// Waits until `reloads{result}` exceeds `than`.
 async fn reloads_above(app: &Running, result: &str, than: f64, what: &str) {
-    eventually_async(FOLLOW, what, || async move {
-        reloads(app, result).await > than
-    })
+    eventually_async(
+        FOLLOW,
+        what,
+        || async move { reloads(app, result).await > than },
+    )
     .await;
 }
 
@@ -858,7 +925,11 @@ async fn reloads_above(app: &Running, result: &str, than: f64, what: &str) {
 async fn only_to(to: &FakeUpstream, not_to: &FakeUpstream, n: usize, what: &str) {
     let (t0, n0) = (to.request_count(), not_to.request_count());
     eventually(WAIT, what, || to.request_count() >= t0 + n).await;
-    assert_eq!(not_to.request_count(), n0, "{what}: traffic reached the other upstream");
+    assert_eq!(
+        not_to.request_count(),
+        n0,
+        "{what}: traffic reached the other upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -874,12 +945,18 @@ async fn config_file_changes_are_followed_under_traffic() {
     let cfg = Config::load(&path).expect("valid config");
     let app = start(cfg, options(TestResolver::default(), Some(path.clone()))).await;
     let traffic = Traffic::start(format!("{}{PATH}", fw::url(&app)));
-    eventually(WAIT, "traffic flows to upstream A", || a.request_count() >= 5).await;
+    eventually(WAIT, "traffic flows to upstream A", || {
+        a.request_count() >= 5
+    })
+    .await;
 
     // (a) A valid change: the primary moves to B.
     let ok0 = reloads(&app, "success").await;
     write_atomic(&path, &config_text(&b.url(), &replica.url(), ANY_PORT, ""));
-    eventually(FOLLOW, "traffic moves to upstream B", || b.request_count() > 0).await;
+    eventually(FOLLOW, "traffic moves to upstream B", || {
+        b.request_count() > 0
+    })
+    .await;
     reloads_above(&app, "success", ok0, "the reload is counted as a success").await;
     only_to(&b, &a, 10, "after the reload").await;
 
@@ -898,7 +975,10 @@ async fn config_file_changes_are_followed_under_traffic() {
         .and_then(|l| l.local_addr())
         .expect("a free port");
     let ok1 = reloads(&app, "success").await;
-    write_atomic(&path, &config_text(&a.url(), &replica.url(), &free.to_string(), ""));
+    write_atomic(
+        &path,
+        &config_text(&a.url(), &replica.url(), &free.to_string(), ""),
+    );
     reloads_above(&app, "success", ok1, "the listen change is reloaded").await;
     only_to(&a, &b, 10, "after the listen change").await;
     assert!(
@@ -925,7 +1005,10 @@ async fn sighup_reload_applies_at_once() {
     let cfg = Config::load(&path).expect("valid config");
     let app = start(cfg, options(TestResolver::default(), Some(path.clone()))).await;
     let traffic = Traffic::start(format!("{}{PATH}", fw::url(&app)));
-    eventually(WAIT, "traffic flows to upstream A", || a.request_count() >= 5).await;
+    eventually(WAIT, "traffic flows to upstream A", || {
+        a.request_count() >= 5
+    })
+    .await;
     let probe = |tag: &str| format!("{}{PATH}/{tag}", fw::url(&app));
     let reached = |up: &FakeUpstream, tag: &str| {
         up.requests()
@@ -984,14 +1067,20 @@ async fn configmap_symlink_swap_is_followed() {
     let cfg = Config::load(&path).expect("valid config");
     let app = start(cfg, options(TestResolver::default(), Some(path))).await;
     let traffic = Traffic::start(format!("{}{PATH}", fw::url(&app)));
-    eventually(WAIT, "traffic flows to upstream A", || a.request_count() >= 5).await;
+    eventually(WAIT, "traffic flows to upstream A", || {
+        a.request_count() >= 5
+    })
+    .await;
 
     let ok0 = reloads(&app, "success").await;
     version("..v2", &b.url());
     std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).expect("symlink ..data_tmp");
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).expect("swap ..data");
     std::fs::remove_dir_all(root.join("..v1")).expect("remove the old version");
-    eventually(FOLLOW, "traffic moves to upstream B", || b.request_count() > 0).await;
+    eventually(FOLLOW, "traffic moves to upstream B", || {
+        b.request_count() > 0
+    })
+    .await;
     reloads_above(&app, "success", ok0, "the swap is counted as a reload").await;
     only_to(&b, &a, 10, "after the swap").await;
 
@@ -1026,7 +1115,10 @@ async fn dns_change_is_followed_without_failing_requests() {
     let app = start(cfg, options(resolver.clone(), None)).await;
 
     let traffic = Traffic::start(format!("{}{PATH}", fw::url(&app)));
-    eventually(WAIT, "traffic flows to 127.0.0.1", || a.request_count() >= 20).await;
+    eventually(WAIT, "traffic flows to 127.0.0.1", || {
+        a.request_count() >= 20
+    })
+    .await;
     assert_eq!(b.request_count(), 0);
     let a_conns = a.connection_count();
     assert!(
@@ -1036,13 +1128,19 @@ async fn dns_change_is_followed_without_failing_requests() {
     );
 
     resolver.set("upstream.test", "127.0.0.2");
-    eventually(FOLLOW, "traffic moves to 127.0.0.2", || b.request_count() > 0).await;
+    eventually(FOLLOW, "traffic moves to 127.0.0.2", || {
+        b.request_count() > 0
+    })
+    .await;
     // Connections to the old address are retired after their next response:
     // soon a run of requests goes to the new address only.
     let deadline = tokio::time::Instant::now() + FOLLOW;
     loop {
         let (a0, b0) = (a.request_count(), b.request_count());
-        eventually(WAIT, "traffic keeps flowing", || b.request_count() >= b0 + 20).await;
+        eventually(WAIT, "traffic keeps flowing", || {
+            b.request_count() >= b0 + 20
+        })
+        .await;
         if a.request_count() == a0 {
             break;
         }

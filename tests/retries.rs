@@ -198,7 +198,7 @@ async fn retry_after_is_honoured_as_a_lower_bound_and_a_larger_one_passed_back()
     primary.set_behavior(Behavior::script(move |_| {
         if c.fetch_add(1, Ordering::SeqCst) == 0 {
             let at = std::time::SystemTime::now() + Duration::from_secs(2);
-            Response::status(429).header("retry-after", &httpdate(at))
+            Response::status(429).header("retry-after", httpdate(at))
         } else {
             Response::ok("fine")
         }

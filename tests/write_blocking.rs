@@ -467,7 +467,6 @@ async fn region_ids_are_mapped_only_towards_the_replica_and_misses_are_counted()
 }
 
 #[tokio::test]
-#[ignore = "misses are counted once per attempt, not per request (src/proxy/forward.rs build)"]
 async fn a_read_retried_on_the_replica_counts_its_misses_once() {
     let s = setup(&rewrites(
         "[retry]\nbackoff_base = \"1ms\"\nbackoff_max = \"2ms\"",

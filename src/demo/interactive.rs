@@ -2,9 +2,15 @@
 //! and the demo prints where everything listens and ready-to-paste commands
 //! (Key Protect calls with curl, `failway ctl`, the simulators' fault
 //! switches), so the incident can be replayed by hand.
+//!
+//! The signal handlers are installed before "Press Ctrl-C" is printed: a
+//! Ctrl-C sent as soon as the prompt shows must not be lost.
+
+use tokio::signal::unix::{signal, SignalKind};
 
 use super::narrator::Narrator;
 use super::stack::{Stack, DEMO_TOKEN};
+use super::DemoError;
 
 /// The commands for this stack, one paragraph per purpose.
 pub fn commands(stack: &Stack) -> String {
@@ -47,7 +53,24 @@ Press Ctrl-C to stop.",
     )
 }
 
-pub fn print_commands(stack: &Stack, n: &Narrator) {
+/// Prints the commands and waits for SIGINT or SIGTERM; a second signal
+/// while the stack stops exits at once.
+pub async fn keep_running(stack: &Stack, n: &Narrator) -> Result<(), DemoError> {
+    let mut int = signal(SignalKind::interrupt()).map_err(DemoError::Signal)?;
+    let mut term = signal(SignalKind::terminate()).map_err(DemoError::Signal)?;
     n.plain("");
     n.plain(&commands(stack));
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+    n.plain("stopping");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        std::process::exit(130);
+    });
+    Ok(())
 }

@@ -60,6 +60,8 @@ pub enum DemoError {
     Start(#[from] crate::app::StartError),
     #[error("cannot create a state folder for the demo: {0}")]
     StateDir(#[source] std::io::Error),
+    #[error("cannot listen for Ctrl-C: {0}")]
+    Signal(#[source] std::io::Error),
     #[error("the regions were not probed healthy within {0:?}")]
     NotReady(std::time::Duration),
 }
@@ -108,10 +110,11 @@ pub async fn run(args: DemoArgs) -> Result<bool, DemoError> {
     ));
     narrator.ok("both regions probed healthy; mode primary");
     let passed = scenario::play(&stack, &narrator, args.fast).await;
-    if args.interactive {
-        interactive::print_commands(&stack, &narrator);
-        crate::shutdown::wait_for_signal().await;
-    }
+    let waited = if args.interactive {
+        interactive::keep_running(&stack, &narrator).await
+    } else {
+        Ok(())
+    };
     stack.stop().await;
-    Ok(passed)
+    waited.map(|()| passed)
 }

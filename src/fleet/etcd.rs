@@ -95,7 +95,8 @@ impl Fleet {
             metrics,
         ));
         tokio::spawn(tasks::lease_loop(shared.clone(), stop.clone()));
-        tokio::spawn(tasks::watch_loop(shared.clone(), stop));
+        tokio::spawn(tasks::watch_loop(shared.clone(), stop.clone()));
+        tokio::spawn(tasks::gauge_loop(shared.clone(), stop));
         Ok(Fleet { shared })
     }
 
@@ -265,5 +266,33 @@ impl Fleet {
             .collect();
         out.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FleetBackend;
+
+    #[tokio::test]
+    async fn mixed_schemes_are_refused_at_start() {
+        let metrics = FleetMetrics::register(&prometheus::Registry::new()).expect("metrics");
+        let (_stop, stop_rx) = watch::channel(false);
+        let cfg = FleetConfig {
+            backend: FleetBackend::Etcd,
+            endpoints: vec![
+                "http://127.0.0.1:1".parse().expect("uri"),
+                "https://127.0.0.1:2".parse().expect("uri"),
+            ],
+            key: "/k".to_owned(),
+            lease_ttl: Duration::from_secs(2),
+            failover_quorum: 1,
+            instance_id: None,
+        };
+        let err = Fleet::start(&cfg, "x".to_owned(), metrics, stop_rx)
+            .await
+            .err()
+            .expect("mixed schemes refused");
+        assert!(err.to_string().contains("mixes http and https"), "{err}");
     }
 }

@@ -9,6 +9,7 @@
 //! comes first.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -38,6 +39,8 @@ pub(super) struct Shared {
     /// Asks the watch task to drop its watch and read the record anew (the
     /// lease task saw the connection fail).
     pub(super) resync: Notify,
+    /// What `failway_fleet_connected` last said, to log changes once.
+    was_connected: AtomicBool,
 }
 
 /// Where the local view of the record stands in etcd's history.
@@ -81,6 +84,7 @@ impl Shared {
             lease: Mutex::new(Lease::default()),
             last_report: Mutex::new(None),
             resync: Notify::new(),
+            was_connected: AtomicBool::new(false),
         }
     }
 
@@ -195,8 +199,17 @@ impl Shared {
         *self.synced_tx.borrow() && self.lease_alive()
     }
 
+    /// Brings `failway_fleet_connected` up to date, logging a change.
     pub(super) fn refresh_connected(&self) {
-        self.metrics.set_connected(self.connected());
+        let now = self.connected();
+        self.metrics.set_connected(now);
+        if self.was_connected.swap(now, Ordering::Relaxed) != now {
+            if now {
+                tracing::info!(key = %self.key, "fleet: following the shared record; lease held");
+            } else {
+                tracing::warn!(key = %self.key, lease_alive = self.lease_alive(), "fleet: lost contact with etcd; keeping the last record seen");
+            }
+        }
     }
 
     /// Records a keep-alive (or grant) that etcd confirmed for `id`, sent at

@@ -1,7 +1,8 @@
-//! The two background tasks behind a [`super::Fleet`]: one keeps the
-//! instance's lease alive, one follows the shared record with a watch. Both
-//! retry with capped, jittered backoff for as long as etcd is unreachable and
-//! stop when the stop signal turns true.
+//! The background tasks behind a [`super::Fleet`]: one keeps the instance's
+//! lease alive, one follows the shared record with a watch (both retry with
+//! capped, jittered backoff for as long as etcd is unreachable), and one keeps
+//! `failway_fleet_connected` current. All stop when the stop signal turns
+//! true.
 //!
 //! The lease task stamps each keep-alive with the time it was *sent*: etcd
 //! renewed the lease no earlier than that, so "alive until sent + ttl" never
@@ -24,6 +25,7 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// Bound on revoking the lease at stop; a lease not revoked lapses anyway.
 const REVOKE_TIMEOUT: Duration = Duration::from_secs(1);
+const GAUGE_EVERY: Duration = Duration::from_millis(250);
 
 /// Keeps this instance's lease alive until `stop`, then revokes it.
 pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -146,6 +148,19 @@ async fn keep_lease(shared: &Shared, lease: &mut Option<i64>, backoff: &mut Back
     }
 }
 
+/// Keeps `failway_fleet_connected` current as the lease ages between
+/// keep-alives (nothing else happens at the moment it lapses), until `stop`.
+pub(super) async fn gauge_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(GAUGE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => shared.refresh_connected(),
+            () = stopped(&mut stop) => return,
+        }
+    }
+}
+
 /// Follows the record: reads it, watches from the next revision, and starts
 /// over on any trouble (or when the lease task asks), until `stop`.
 pub(super) async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
@@ -158,9 +173,6 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
         shared.set_synced(false);
         match result {
             Ok(()) => tracing::debug!("fleet record watch restarting after lost contact"),
-            Err(FleetError::BadValue { key, source }) => {
-                tracing::error!(%key, error = %source, "fleet record unreadable; keeping the last one seen");
-            }
             Err(e) => tracing::debug!(error = %e, "fleet record watch interrupted"),
         }
         tokio::select! {
@@ -177,14 +189,25 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
         .timed("read record", client.get(shared.key.as_str(), None))
         .await?;
     let revision = got.header().map_or(0, |h| h.revision());
-    let (record, mod_revision) = match got.kvs().first() {
-        Some(kv) => (Some(shared.decode_record(kv)?), kv.mod_revision()),
-        None => (None, 0),
-    };
-    // Revisions never go back within one etcd cluster: if they did, this is
-    // a new (or restored) cluster, and its record is the truth.
-    let replaced = revision < shared.view_revision();
-    shared.apply(revision, mod_revision, record, replaced);
+    // An unreadable record is not followed: the last good one is kept and
+    // `synced` stays false until a readable one is stored.
+    let mut readable = true;
+    match got.kvs().first().map(|kv| (shared.decode_record(kv), kv)) {
+        Some((Err(e), _)) => {
+            readable = false;
+            tracing::error!(error = %e, "fleet record unreadable; keeping the last one seen");
+        }
+        found => {
+            let (record, mod_revision) = match found {
+                Some((Ok(r), kv)) => (Some(r), kv.mod_revision()),
+                _ => (None, 0),
+            };
+            // Revisions never go back within one etcd cluster: if they did,
+            // this is a new (or restored) cluster, and its record is the truth.
+            let replaced = revision < shared.view_revision();
+            shared.apply(revision, mod_revision, record, replaced);
+        }
+    }
 
     let options = WatchOptions::new().with_start_revision(revision + 1);
     let mut stream = shared
@@ -193,6 +216,7 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
             client.watch(shared.key.as_str(), Some(options)),
         )
         .await?;
+    let mut created = false;
     loop {
         let msg = tokio::select! {
             msg = stream.message() => msg?,
@@ -201,25 +225,35 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
         let Some(resp) = msg else {
             return Err(FleetError::StreamEnded("watch"));
         };
-        if resp.created() {
-            shared.set_synced(true);
-            backoff.reset();
-        }
         if resp.canceled() {
             // Compacted past our revision, or refused: read anew.
             return Err(FleetError::StreamEnded("watch"));
+        }
+        if resp.created() {
+            created = true;
+            backoff.reset();
         }
         for event in resp.events() {
             let Some(kv) = event.kv() else { continue };
             match event.event_type() {
                 EventType::Put => match shared.decode_record(kv) {
-                    Ok(r) => shared.apply(kv.mod_revision(), kv.mod_revision(), Some(r), false),
+                    Ok(r) => {
+                        readable = true;
+                        shared.apply(kv.mod_revision(), kv.mod_revision(), Some(r), false);
+                    }
                     Err(e) => {
-                        tracing::error!(error = %e, "fleet record changed to an unreadable value; keeping the last one seen")
+                        readable = false;
+                        tracing::error!(error = %e, "fleet record changed to an unreadable value; keeping the last one seen");
                     }
                 },
-                EventType::Delete => shared.apply(kv.mod_revision(), 0, None, false),
+                EventType::Delete => {
+                    readable = true;
+                    shared.apply(kv.mod_revision(), 0, None, false);
+                }
             }
+        }
+        if created {
+            shared.set_synced(readable);
         }
     }
 }

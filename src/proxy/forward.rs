@@ -183,13 +183,17 @@ impl Proxy {
         let mut region = first;
         let mut first_answer: Option<FirstAnswer> = None;
         let mut attempt: u32 = 0;
+        let mut replica_tried = false;
         loop {
             attempt += 1;
             let Some(req_body) = source.take() else {
                 // A streamed body cannot be sent twice; the loop never asks.
                 return Err(ProxyError::UpstreamReset.into());
             };
-            let mut req = self.build(d, &template, region, req_body)?;
+            // Misses are counted once per request, not once per attempt.
+            let count_misses = region == Region::Replica && !replica_tried;
+            replica_tried |= region == Region::Replica;
+            let mut req = self.build(d, &template, region, req_body, count_misses)?;
             let capture = hyper_util::client::legacy::connect::capture_connection(&mut req);
             let attempt_deadline = deadline.min(Instant::now() + s.per_try_timeout);
             let up = &d.upstreams[region.index()];
@@ -361,6 +365,7 @@ impl Proxy {
         t: &Template,
         region: Region,
         body: RequestBody,
+        count_misses: bool,
     ) -> Result<Request<RequestBody>, Refusal> {
         let up = &d.upstreams[region.index()];
         let mut headers = t.headers.clone();
@@ -369,7 +374,9 @@ impl Proxy {
             let r = d
                 .rewriter
                 .to_replica(t.path_and_query.as_str(), &mut headers);
-            self.metrics.rewrite_misses(&r.misses);
+            if count_misses {
+                self.metrics.rewrite_misses(&r.misses);
+            }
             if let Some(p) = r.path_and_query {
                 path_and_query = p
                     .parse()
