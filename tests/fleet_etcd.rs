@@ -275,10 +275,7 @@ async fn cut_off_instance_loses_its_lease_keeps_the_record_and_recovers() {
             h.fleet.connected() && h.fleet.lease_alive() && h.epoch() == Some(1)
         })
         .await;
-        h.fleet
-            .report(&report())
-            .await
-            .expect("report");
+        h.fleet.report(&report()).await.expect("report");
     }
     eventually_async(Duration::from_secs(2), "both registered", || async {
         direct.listed("cut").await && direct.listed("stopping").await

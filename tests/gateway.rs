@@ -621,7 +621,16 @@ async fn upstream_mtls_with_a_private_ca() {
     let app = start(cfg, options(resolver, None)).await;
     let ans = get(&format!("{}{PATH}", fw::url(&app))).await;
     assert_eq!(ans.status, 502, "{:?}", String::from_utf8_lossy(&ans.body));
-    assert_eq!(error_code(&ans), TLS_ERR);
+    // In TLS 1.3 the client's side of the handshake is over before the
+    // server checks the client certificate, so failway has already sent
+    // its (encrypted) request when the refusal comes: the alert when it
+    // arrives first, a reset when the server's close (with that request
+    // unread) overtakes it.
+    let code = error_code(&ans);
+    assert!(
+        code == TLS_ERR || code == "FAILWAY_UPSTREAM_RESET_ERR",
+        "{code}"
+    );
     assert!(ups[0].connection_count() >= 1, "failway did connect");
     for up in &ups {
         assert_eq!(up.handshake_count(), 0, "no handshake completed");

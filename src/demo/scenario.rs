@@ -5,7 +5,7 @@
 //! The step bodies live in `steps`; this file holds their order, titles,
 //! the shared checks and the waits (deadline-bounded polls of `/status`).
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::Value;
 
@@ -108,7 +108,8 @@ pub struct Incident<'a> {
     /// The data encryption key (base64) and its ciphertext under `root_id`.
     pub dek: String,
     pub ciphertext: String,
-    pub outage_at: Option<Instant>,
+    /// When the outage was switched on (wall clock, as `/status` is).
+    pub outage_at: Option<SystemTime>,
     pub detected_in: Option<Duration>,
     /// The key created on the replica during the incident.
     pub incident_key: String,

@@ -3,7 +3,7 @@
 //! through failway's proxy and admin listeners, prints the equivalent
 //! command, and checks what came back: status, answering region, mode.
 
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use http::Method;
 use serde_json::{json, Value};
@@ -113,7 +113,7 @@ impl Incident<'_> {
             self.stack.primary_control_url()
         ));
         self.stack.primary.faults().set_outage(true);
-        self.outage_at = Some(Instant::now());
+        self.outage_at = Some(SystemTime::now());
         let addr = self.stack.primary.addr();
         let started = Instant::now();
         while tokio::net::TcpStream::connect(addr).await.is_ok() {
@@ -136,14 +136,22 @@ impl Incident<'_> {
                 s["mode"] == "failover_read_only"
             })
             .await?;
-        let took = self.outage_at.map(|t| t.elapsed()).unwrap_or_default();
+        let last = status["transitions"].as_array().and_then(|t| t.last());
+        // From the transition's own timestamp, not from when it was seen.
+        let failed_over_at = last
+            .and_then(|t| t["at"].as_str())
+            .and_then(|at| humantime::parse_rfc3339(at).ok())
+            .unwrap_or_else(SystemTime::now);
+        let took = self
+            .outage_at
+            .and_then(|t| failed_over_at.duration_since(t).ok())
+            .unwrap_or_default();
         self.detected_in = Some(took);
         self.n.ok(&format!(
             "mode failover_read_only, {:.1}s after the outage began",
             took.as_secs_f64()
         ));
         let primary = &status["regions"]["primary"];
-        let last = status["transitions"].as_array().and_then(|t| t.last());
         self.n.detail(&format!(
             "/status: primary {} ({}); transition trigger {}",
             primary["health"].as_str().unwrap_or("-"),

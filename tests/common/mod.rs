@@ -163,3 +163,25 @@ pub async fn raw_exchange(addr: SocketAddr, request: &[u8], timeout: Duration) -
     }
     response
 }
+
+/// Whether `program` (a name on PATH or a path) is installed. When it is
+/// not, a test skips with a message on a developer's machine, but fails in
+/// CI (`CI=true`), where `.ci/run` installs it, so no check is skipped
+/// silently there. `install` says how to get it.
+pub fn tool_available(program: &str, install: &str) -> bool {
+    let found = if program.contains('/') {
+        std::path::Path::new(program).exists()
+    } else {
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| dir.join(program).is_file())
+        })
+    };
+    if found {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{program} is required in CI and is missing; {install}");
+    }
+    eprintln!("skipped: {program} is not installed ({install}); `bash .ci/run` installs it");
+    false
+}
