@@ -158,7 +158,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         )?),
     ];
     let (drain, drain_rx) = watch::channel(false);
-    let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone())?;
+    let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone()).await?;
     let rewriter = Rewriter::new(&config.rewrite);
     let mut tasks = vec![failover_task];
     let probers = Probers::start(

@@ -1,7 +1,8 @@
 //! `failway ctl`: the operator's client for the admin API. `status` prints the
 //! mode, deadline, latch and regions as a table (or the raw JSON with
 //! `--json`); `failover`, `enable-writes` and `failback` post an action with
-//! its reason. Exit codes: 0 done (or nothing to do), 1 refused by failway
+//! its reason; `fleet status` lists what each fleet instance last reported
+//! (in fleet mode the actions move the whole fleet). Exit codes: 0 done (or nothing to do), 1 refused by failway
 //! (409, 400, 401), 69 the admin API cannot be reached.
 
 use std::path::PathBuf;
@@ -52,6 +53,17 @@ pub enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Fleet mode: the instances sharing this instance's record.
+    Fleet {
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum FleetCommand {
+    /// List what each instance last reported (id, mode, primary down, replica healthy, epoch, age).
+    Status,
 }
 
 pub const EXIT_REFUSED: u8 = 1;
@@ -90,6 +102,9 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     let base = args.admin.trim_end_matches('/');
     let (method, path, body) = match &args.command {
         CtlCommand::Status => (Method::GET, "/status", None),
+        CtlCommand::Fleet {
+            command: FleetCommand::Status,
+        } => (Method::GET, "/fleet/instances", None),
         CtlCommand::Failover { reason, force } => (
             Method::POST,
             "/admin/failover",
@@ -141,6 +156,8 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         );
     } else if matches!(args.command, CtlCommand::Status) && status == 200 {
         print!("{}", status_table(&value, SystemTime::now()));
+    } else if matches!(args.command, CtlCommand::Fleet { .. }) && status == 200 {
+        print!("{}", fleet_table(&value, SystemTime::now()));
     } else {
         println!("{}", action_line(status, &value));
     }
@@ -249,6 +266,34 @@ pub fn status_table(v: &Value, now: SystemTime) -> String {
     out
 }
 
+/// The `fleet status` table: one line per instance.
+pub fn fleet_table(v: &Value, now: SystemTime) -> String {
+    let mut out = format!(
+        "{:<28}{:<22}{:<14}{:<17}{:<8}{}\n",
+        "instance", "mode", "primary_down", "replica_healthy", "epoch", "age"
+    );
+    let yes_no = |b: &Value| if b == &Value::Bool(true) { "yes" } else { "no" };
+    for r in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let age = r["at_unix_ms"]
+            .as_u64()
+            .map(|ms| std::time::UNIX_EPOCH + Duration::from_millis(ms))
+            .map_or("-".into(), |at| match now.duration_since(at) {
+                Ok(d) => format!("{} ago", short(d)),
+                Err(_) => "0s ago".into(),
+            });
+        out.push_str(&format!(
+            "{:<28}{:<22}{:<14}{:<17}{:<8}{}\n",
+            s(&r["instance_id"]),
+            s(&r["mode"]),
+            yes_no(&r["primary_down"]),
+            yes_no(&r["replica_healthy"]),
+            r["epoch_seen"].as_u64().unwrap_or(0),
+            age
+        ));
+    }
+    out
+}
+
 fn action_line(status: u16, v: &Value) -> String {
     match (status, v["result"].as_str()) {
         (200, Some("changed")) => format!(
@@ -269,6 +314,30 @@ fn action_line(status: u16, v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_table_lists_each_instance() {
+        let v = serde_json::json!([
+            {"instance_id": "pod-a", "mode": "failover_read_only", "primary_down": true, "replica_healthy": true, "epoch_seen": 4, "at_unix_ms": 1_000_000},
+            {"instance_id": "pod-b", "mode": "failover_read_only", "primary_down": false, "replica_healthy": true, "epoch_seen": 4, "at_unix_ms": 995_000}
+        ]);
+        let now = std::time::UNIX_EPOCH + Duration::from_millis(1_002_000);
+        let t = fleet_table(&v, now);
+        assert!(t.starts_with("instance"), "{t}");
+        let a = t
+            .lines()
+            .find(|l| l.starts_with("pod-a"))
+            .expect("pod-a line");
+        assert!(
+            a.contains("failover_read_only") && a.contains("yes") && a.contains("2s ago"),
+            "{a}"
+        );
+        let b = t
+            .lines()
+            .find(|l| l.starts_with("pod-b"))
+            .expect("pod-b line");
+        assert!(b.contains("no") && b.contains("7s ago"), "{b}");
+    }
 
     #[test]
     fn status_table_names_mode_latch_and_regions() {

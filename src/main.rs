@@ -40,6 +40,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Play a scripted regional incident against two local simulated regions (--interactive: then keep them running).
+    Demo(failway::demo::DemoArgs),
     /// Run a local Key Protect-compatible region simulator (for demos and failover drills).
     Sim(failway::sim::SimArgs),
     /// Talk to a running failway's admin API (status, failover, enable-writes, failback).
@@ -84,6 +86,27 @@ fn main() -> ExitCode {
             method,
             target,
         } => classify(config, &method, &target),
+        Command::Demo(args) => {
+            failway::demo::init_logging(cli.log_format);
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("cannot start the runtime: {e}");
+                    return ExitCode::from(EXIT_START);
+                }
+            };
+            match rt.block_on(failway::demo::run(args)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => {
+                    eprintln!("failway demo: {e}");
+                    ExitCode::from(EXIT_START)
+                }
+            }
+        }
         Command::Sim(args) => {
             telemetry::init(cli.log_format);
             let rt = match tokio::runtime::Builder::new_multi_thread()

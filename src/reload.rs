@@ -262,8 +262,10 @@ impl Reloader {
     pub fn spawn_watcher(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
         let this = self.clone();
         let mut stop = self.stop.clone();
+        // Taken now, not in the task: an edit between start and the task's
+        // first run must still count as a change.
+        let mut last = fingerprint(&self.path);
         tokio::spawn(async move {
-            let mut last = fingerprint(&this.path);
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}

@@ -74,6 +74,8 @@ pub fn route(class: Class, snap: &Snapshot) -> Route {
         }
         Class::Write => match snap.mode {
             Mode::FailoverReadOnly => Route::BlockWrite,
+            // Fleet mode, lease lapsed: refused exactly as in read-only mode.
+            Mode::FailoverReadWrite if snap.writes_suspended => Route::BlockWrite,
             _ if down(home) => Route::WriteRegionDown(home),
             _ => Route::Forward(home),
         },
@@ -134,6 +136,14 @@ mod tests {
             assert_eq!(route(Class::Write, &s), Route::BlockWrite);
         }
         let s = snap(Mode::FailoverReadOnly, Down, Up);
+        assert_eq!(route(Class::Read, &s), Route::Forward(Region::Replica));
+    }
+
+    #[test]
+    fn suspended_writes_are_blocked_reads_still_go() {
+        let mut s = snap(Mode::FailoverReadWrite, Down, Up);
+        s.writes_suspended = true;
+        assert_eq!(route(Class::Write, &s), Route::BlockWrite);
         assert_eq!(route(Class::Read, &s), Route::Forward(Region::Replica));
     }
 

@@ -790,7 +790,6 @@ async fn upstream_with_the_wrong_name_is_refused_before_sending() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "failway bug: UpstreamFailure::classify misses certificate verification failures; hyper-rustls wraps tokio-rustls' io::Error(rustls::Error) in io::Error::other, and io::Error::source() skips the wrapped error, so they are answered FAILWAY_UPSTREAM_CONNECT_ERR"]
 async fn verification_failures_are_answered_with_the_tls_code() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cases = [
@@ -868,7 +867,6 @@ async fn upstream_tls_refusal_is_logged_as_a_warning() {
 }
 
 #[tokio::test]
-#[ignore = "failway bug: the upstream TLS failure is logged without its cause; the warning says only what its error code says, and the debug line prints hyper-util's \"client error (Connect)\", dropping the rustls error (unknown issuer, name mismatch)"]
 async fn upstream_tls_refusal_log_says_why() {
     let dir = tempfile::tempdir().expect("tempdir");
     for r in [wrong_ca(dir.path()).await, wrong_name(dir.path()).await] {

@@ -4,7 +4,9 @@
 //! primary outage and a refused write (see the script's docstring).
 //!
 //! The interpreter is `$FAILWAY_PY`, else `.venv/bin/python` in the
-//! repository; without either the test fails and says how to make the venv.
+//! repository (`bash .ci/run` makes it). Without either the test is skipped
+//! with a message saying how to make the venv, except in CI (`CI=true`),
+//! where it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -13,23 +15,28 @@ use std::time::{Duration, Instant};
 /// The script polls for at most 15 s twice; anything longer is a hang.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn python() -> PathBuf {
+fn python() -> Option<PathBuf> {
     if let Some(py) = std::env::var_os("FAILWAY_PY").filter(|v| !v.is_empty()) {
-        return PathBuf::from(py);
+        return Some(PathBuf::from(py));
     }
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
     if venv.exists() {
-        return venv;
+        return Some(venv);
     }
-    panic!(
-        "no Python with the keyprotect client: set FAILWAY_PY to one, or create the venv from the \
-         repository root:\n  python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt"
-    );
+    let how = "no Python with the keyprotect client: set FAILWAY_PY to one, or create the venv from the \
+         repository root:\n  python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt";
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("{how}");
+    }
+    eprintln!("skipped: {how}");
+    None
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_python_client_reads_through_a_failover_and_sees_writes_refused() {
-    let py = python();
+    let Some(py) = python() else {
+        return;
+    };
     let stack = failway::demo::start_stack()
         .await
         .expect("the stack starts");

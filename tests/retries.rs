@@ -506,3 +506,35 @@ async fn measure_reads_against_a_primary_resetting_30_percent_of_connections() {
     );
     assert_eq!(errors, 0);
 }
+
+#[tokio::test]
+async fn a_read_in_flight_during_a_failover_is_retried_where_the_mode_now_points() {
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let mut cfg = fw::config(
+        &primary.url(),
+        &replica.url(),
+        r#"
+[health]
+path = "/health"
+interval = "100ms"
+timeout = "80ms"
+unhealthy_threshold = 2
+healthy_threshold = 1
+"#,
+    );
+    cfg.retry.per_try_timeout = Duration::from_millis(1500);
+    cfg.proxy.request_timeout = Duration::from_secs(8);
+    let app = fw::start_probing(cfg).await;
+    common::eventually(T, "both regions healthy", || {
+        let s = app.failover.snapshot();
+        s.regions.iter().all(|r| r.health == failway::failover::machine::Health::Healthy)
+    })
+    .await;
+    primary.set_behavior(Behavior::Hang);
+    let started = Instant::now();
+    let ans = send(&fw::client(), "GET", &format!("{}/api/v2/keys", fw::url(&app)), &[], "").await;
+    assert_eq!(ans.status, 200);
+    assert_eq!(ans.header("failway-region"), Some("replica"));
+    assert!(started.elapsed() < Duration::from_millis(3000), "{:?}", started.elapsed());
+    app.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! The admin API (DESIGN.md §6) on its own listener: `/livez`, `/readyz`,
-//! `/metrics`, `/status`, and the operator actions under `/admin/`. A second,
+//! `/metrics`, `/status`, `/fleet/instances` (fleet mode: what each instance
+//! last reported), and the operator actions under `/admin/`. A second,
 //! GET-only probe listener (`admin.probe_listen`) serves the read endpoints
 //! to kubelet and Prometheus on the pod IP while operator actions stay on
 //! the loopback admin listener.
@@ -83,7 +84,9 @@ async fn route(state: &AdminState, listener: Listener, req: Request<Incoming>) -
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/livez" | "/readyz" | "/metrics" | "/status" if !get => method_not_allowed("GET, HEAD"),
+        "/livez" | "/readyz" | "/metrics" | "/status" | "/fleet/instances" if !get => {
+            method_not_allowed("GET, HEAD")
+        }
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
             // Ready means serving: config loaded, listeners bound, not
@@ -104,10 +107,30 @@ async fn route(state: &AdminState, listener: Listener, req: Request<Incoming>) -
             );
             r
         }
-        "/status" => json(
-            StatusCode::OK,
-            &status::status_json(&state.failover.snapshot(), &state.urls),
-        ),
+        "/status" => {
+            let mut doc = status::status_json(&state.failover.snapshot(), &state.urls);
+            doc["fleet"] = match state.failover.fleet() {
+                Some(f) => serde_json::to_value(f.status()).unwrap_or_default(),
+                None => serde_json::Value::Null,
+            };
+            json(StatusCode::OK, &doc)
+        }
+        "/fleet/instances" => match state.failover.fleet() {
+            None => json(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({"error": "fleet mode is off (no [fleet] section)"}),
+            ),
+            Some(f) => match f.instances().await {
+                Ok(list) => json(
+                    StatusCode::OK,
+                    &serde_json::to_value(list).unwrap_or_default(),
+                ),
+                Err(e) => json(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &serde_json::json!({"error": e.to_string()}),
+                ),
+            },
+        },
         p => match Action::from_path(p) {
             Some(_) if listener == Listener::Probe => text(
                 StatusCode::NOT_FOUND,

@@ -33,6 +33,19 @@ pub struct ProbeReport {
     pub error: Option<String>,
 }
 
+/// Why an operator command could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("the failover driver stopped")]
+    Stopped,
+    /// Fleet mode: the shared record could not be changed (etcd unreachable,
+    /// or the change was refused); nothing changed on any instance.
+    #[error(
+        "the shared fleet record could not be changed (etcd unreachable); nothing was changed"
+    )]
+    Fleet,
+}
+
 /// Why a write may not go to the replica.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WriteRefusal {
@@ -52,7 +65,7 @@ pub(super) enum Event {
     },
     Command {
         command: Command,
-        reply: oneshot::Sender<Result<CommandOutcome, Conflict>>,
+        reply: oneshot::Sender<Result<Result<CommandOutcome, Conflict>, CommandError>>,
     },
     BeginWrite {
         reply: oneshot::Sender<Result<(), WriteRefusal>>,
@@ -76,20 +89,35 @@ pub(super) struct Driver {
     pub metrics: FailoverMetrics,
     pub clock: Clock,
     pub passive: Arc<super::PassiveSignals>,
+    /// Fleet mode: the shared record this instance follows.
+    pub fleet: Option<super::fleet_sync::FleetSync>,
+    /// Fleet mode: transitions made locally and not yet agreed by the fleet;
+    /// logged and counted only once the shared record carries them.
+    pub pending: Vec<super::machine::Transition>,
 }
 
 impl Driver {
     pub async fn run(mut self, mut rx: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
         self.settle();
+        // Not agreed: the machine is back on the shared record either way.
+        let _ = self.reconcile().await;
         loop {
             let now = self.clock.now();
+            // Fleet mode re-checks the lease and the record more often: a
+            // lapsed lease must stop writes promptly.
+            let every = if self.fleet.is_some() {
+                super::fleet_sync::FLEET_EVERY
+            } else {
+                Duration::from_secs(1)
+            };
             let wake = self
                 .machine
                 .next_wakeup()
                 .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
                 // Re-evaluate live-traffic signals now and then even when no
                 // request arrives (a quiet window ages out).
-                .map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+                .map_or(every, |d| d.min(every));
+            let mut record = self.fleet.as_ref().map(|f| f.record_rx.clone());
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev).await,
@@ -97,11 +125,14 @@ impl Driver {
                 },
                 _ = tokio::time::sleep(wake) => {}
                 _ = stop.changed() => return,
+                () = super::fleet_sync::record_changed(record.as_mut()) => {}
             }
             self.refresh_passive();
             self.settle();
+            let _ = self.reconcile().await;
             self.persist_if_changed().await;
             self.publish();
+            self.report_if_due();
         }
     }
 
@@ -166,24 +197,60 @@ impl Driver {
                     }
                     Command::EnableWrites { reason } => (reason.clone(), false),
                 };
-                let result = self.machine.command(command, now);
+                let mut result = self.machine.command(command.clone(), now);
+                let mut outcome = Ok(());
+                if self.fleet.is_some() {
+                    if let Ok(CommandOutcome::Changed(t)) = &result {
+                        self.pending.push(t.clone());
+                    }
+                    self.settle();
+                    outcome = self.reconcile().await;
+                    if outcome == Err(super::fleet_sync::Unagreed::Lost) {
+                        // Another instance changed the record first: apply
+                        // the command once more to what the fleet agreed.
+                        result = self.machine.command(command, self.clock.now());
+                        if let Ok(CommandOutcome::Changed(t)) = &result {
+                            self.pending.push(t.clone());
+                        }
+                        self.settle();
+                        outcome = self.reconcile().await;
+                    }
+                }
+                if outcome.is_err()
+                    && matches!(
+                        result,
+                        Ok(CommandOutcome::Changed(_) | CommandOutcome::HoldSet)
+                    )
+                {
+                    tracing::warn!(action = what, force, reason = ?reason, "operator action not applied: the shared fleet record could not be changed");
+                    self.publish();
+                    let _ = reply.send(Err(CommandError::Fleet));
+                    return;
+                }
                 match &result {
                     Ok(CommandOutcome::Changed(t)) => {
-                        tracing::info!(action = what, force, reason = %reason, "operator action applied");
-                        self.record(Some(t.clone()));
+                        tracing::info!(action = what, force, reason = ?reason, "operator action applied");
+                        if self.fleet.is_none() {
+                            self.record(Some(t.clone()));
+                        }
                     }
                     Ok(other) => {
-                        tracing::info!(action = what, force, reason = %reason, outcome = ?other, "operator action applied")
+                        tracing::info!(action = what, force, reason = ?reason, outcome = ?other, "operator action applied")
                     }
                     Err(c) => {
-                        tracing::warn!(action = what, force, reason = %reason, refused = %c, "operator action refused")
+                        tracing::warn!(action = what, force, reason = ?reason, refused = %c, "operator action refused")
                     }
                 }
                 self.settle();
                 // The answer goes out once the new state is on disk.
                 self.persist_if_changed().await;
                 self.publish();
-                let _ = reply.send(result);
+                let _ = reply.send(Ok(result));
+            }
+            Event::BeginWrite { reply } if self.fleet.is_some() => {
+                let answer = self.begin_fleet_write().await;
+                self.publish();
+                let _ = reply.send(answer);
             }
             Event::BeginWrite { reply } => {
                 let answer = match self.machine.begin_replica_write(now) {
@@ -251,19 +318,28 @@ impl Driver {
 
     fn record(&mut self, t: Option<super::machine::Transition>) {
         if let Some(t) = t {
-            tracing::info!(
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                trigger = t.trigger.as_str(),
-                reason = %t.reason,
-                latch_cleared = t.latch_cleared,
-                "mode transition"
-            );
-            self.metrics.transition(&t);
+            if self.fleet.is_some() {
+                // Logged and counted once the fleet agrees (`reconcile`).
+                self.pending.push(t);
+                return;
+            }
+            self.log_transition(&t);
         }
     }
 
-    async fn save(&mut self, state: &State) -> bool {
+    pub(super) fn log_transition(&self, t: &super::machine::Transition) {
+        tracing::info!(
+            from = t.from.as_str(),
+            to = t.to.as_str(),
+            trigger = t.trigger.as_str(),
+            reason = %t.reason,
+            latch_cleared = t.latch_cleared,
+            "mode transition"
+        );
+        self.metrics.transition(t);
+    }
+
+    pub(super) async fn save(&mut self, state: &State) -> bool {
         let Some(file) = self.file.clone() else {
             // No state.path: nothing survives a restart, and nothing to fail.
             self.persisted = Some(state.clone());
@@ -307,6 +383,8 @@ impl Driver {
             latch: m.latch(),
             latch_persisted: m.latch_persisted(),
             operator_hold: m.operator_hold(),
+            writes_suspended: m.mode() == Mode::FailoverReadWrite
+                && self.fleet.as_ref().is_some_and(|f| !f.fleet.lease_alive()),
             failback_blocked: m.failback_blocked(),
             regions: self.regions.clone(),
             transitions: m.transitions().cloned().collect(),

@@ -154,6 +154,19 @@ impl Machine {
         }
     }
 
+    /// Takes `state` as the truth (fleet mode: the shared record), keeping
+    /// what the health signals say. Unlike [`restore`](Self::restore) no
+    /// observation is lost, so a failback hysteresis already running goes on;
+    /// no transition is evaluated until the next call that evaluates. A latch
+    /// in `state` counts as persisted: the record it came from is stored.
+    pub fn adopt(&mut self, mut state: State) {
+        while state.transitions.len() > MAX_TRANSITIONS {
+            state.transitions.pop_front();
+        }
+        self.latch_persisted = state.replica_writes_latch;
+        self.state = state;
+    }
+
     /// New settings (config reload); they apply from the next event. A
     /// deadline already set is kept.
     pub fn set_settings(&mut self, settings: Settings) {

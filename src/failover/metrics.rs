@@ -28,6 +28,9 @@ pub enum BlockReason {
     StatePersistFailed,
     /// The region writes must go to is down.
     RegionDown,
+    /// Fleet mode: this instance could not renew its etcd lease, so it stops
+    /// forwarding writes until it follows the shared record again.
+    FleetLeaseLost,
 }
 
 impl BlockReason {
@@ -36,6 +39,7 @@ impl BlockReason {
             BlockReason::ReadOnly => "read_only",
             BlockReason::StatePersistFailed => "state_persist_failed",
             BlockReason::RegionDown => "region_down",
+            BlockReason::FleetLeaseLost => "fleet_lease_lost",
         }
     }
 }

@@ -8,6 +8,7 @@
 //! first write to the replica; the admin API sends operator commands.
 
 pub mod driver;
+mod fleet_sync;
 pub mod machine;
 pub mod metrics;
 pub mod persist;
@@ -22,13 +23,14 @@ use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use self::driver::{CommandError, ProbeReport, WriteRefusal};
 use self::driver::{Driver, Event};
-pub use self::driver::{ProbeReport, WriteRefusal};
 use self::machine::{Command, CommandOutcome, Conflict, Machine, Mode, Settings};
 pub use self::metrics::{BlockReason, FailoverMetrics};
 use self::persist::{PersistError, StateFile};
 pub use self::snapshot::{RegionView, Snapshot};
 use crate::config::{Config, FailbackMode, FailoverMode};
+use crate::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
 use crate::health::counter::HealthCounter;
 use crate::health::passive::{Outcome, PassiveDetector};
 use crate::routing::Region;
@@ -97,6 +99,8 @@ pub enum FailoverError {
     State(#[from] PersistError),
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error(transparent)]
+    Fleet(#[from] FleetError),
 }
 
 /// The handle to the failover engine.
@@ -106,6 +110,7 @@ pub struct Failover {
     tx: mpsc::Sender<Event>,
     passive: Arc<PassiveSignals>,
     metrics: FailoverMetrics,
+    fleet: Option<Fleet>,
 }
 
 fn settings(cfg: &Config) -> Settings {
@@ -120,7 +125,12 @@ fn settings(cfg: &Config) -> Settings {
 impl Failover {
     /// Loads the persisted state (a corrupt file is an error), checks the
     /// state file can be written, and starts the driver task.
-    pub fn start(
+    ///
+    /// With `[fleet]`, also connects to etcd and waits up to `lease_ttl` for
+    /// the shared record, which then replaces the local state (or is created
+    /// from it when absent). Without etcd, the instance starts from the local
+    /// state and adopts the record once it sees it.
+    pub async fn start(
         cfg: &Config,
         registry: &Registry,
         stop: watch::Receiver<bool>,
@@ -147,6 +157,14 @@ impl Failover {
                 m
             }
         };
+        let (machine, fleet) = match &cfg.fleet {
+            Some(fc) => {
+                let (machine, sync) = start_fleet(cfg, fc, registry, &stop, machine).await?;
+                (machine, Some(sync))
+            }
+            None => (machine, None),
+        };
+        let fleet_handle = fleet.as_ref().map(|f| f.fleet.clone());
         let persisted = file.as_ref().map(|_| machine.state().clone());
         let (tx, rx) = mpsc::channel(1024);
         let p = &cfg.health.passive;
@@ -178,6 +196,8 @@ impl Failover {
             metrics: metrics.clone(),
             clock,
             passive: passive.clone(),
+            fleet,
+            pending: Vec::new(),
         };
         driver.publish();
         let task = tokio::spawn(driver.run(rx, stop));
@@ -187,6 +207,7 @@ impl Failover {
                 tx,
                 passive,
                 metrics,
+                fleet: fleet_handle,
             },
             task,
         ))
@@ -225,13 +246,18 @@ impl Failover {
     pub async fn command(
         &self,
         command: Command,
-    ) -> Result<Result<CommandOutcome, Conflict>, WriteRefusal> {
+    ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Command { command, reply })
             .await
-            .map_err(|_| WriteRefusal::Stopped)?;
-        rx.await.map_err(|_| WriteRefusal::Stopped)
+            .map_err(|_| CommandError::Stopped)?;
+        rx.await.map_err(|_| CommandError::Stopped)?
+    }
+
+    /// Fleet mode's connection to etcd; `None` without `[fleet]`.
+    pub fn fleet(&self) -> Option<&Fleet> {
+        self.fleet.as_ref()
     }
 
     /// Must succeed before a write is forwarded to the replica: sets the
@@ -240,7 +266,13 @@ impl Failover {
         {
             let snap = self.snapshot.load();
             if snap.mode == Mode::FailoverReadWrite && snap.latch_persisted {
-                return Ok(());
+                match &self.fleet {
+                    None => return Ok(()),
+                    // Checked here too, not only in the snapshot: the lease
+                    // may lapse between two snapshots.
+                    Some(f) if f.lease_alive() && !snap.writes_suspended => return Ok(()),
+                    Some(_) => return Err(WriteRefusal::Mode(snap.mode)),
+                }
             }
         }
         let (reply, rx) = oneshot::channel();
@@ -250,4 +282,72 @@ impl Failover {
             .map_err(|_| WriteRefusal::Stopped)?;
         rx.await.map_err(|_| WriteRefusal::Stopped)?
     }
+}
+
+/// Connects to etcd and settles which state the instance starts from.
+async fn start_fleet(
+    cfg: &Config,
+    fc: &crate::config::FleetConfig,
+    registry: &Registry,
+    stop: &watch::Receiver<bool>,
+    mut machine: Machine,
+) -> Result<(Machine, fleet_sync::FleetSync), FailoverError> {
+    let metrics = FleetMetrics::register(registry)?;
+    let id = fc
+        .instance_id
+        .clone()
+        .unwrap_or_else(|| crate::fleet::default_instance_id(cfg.admin.listen.port()));
+    let fleet = Fleet::start(fc, id, metrics, stop.clone()).await?;
+    let mut synced = fleet.synced();
+    let waited = tokio::time::timeout(fc.lease_ttl, synced.wait_for(|s| *s)).await;
+    let mut epoch = None;
+    if matches!(waited, Ok(Ok(_))) {
+        let held = fleet.record().borrow().clone();
+        let record = match held {
+            Some(r) => Some(r),
+            None => {
+                let local = machine.state().clone();
+                match fleet
+                    .compare_and_swap(None, &local, fleet.instance_id(), "first fleet record")
+                    .await
+                {
+                    Ok(CasOutcome::Won(r)) | Ok(CasOutcome::Lost(Some(r))) => Some(r),
+                    Ok(CasOutcome::Lost(None)) => None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fleet: cannot create the shared record yet");
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(r) = record {
+            tracing::info!(
+                epoch = r.epoch,
+                mode = r.state.mode.as_str(),
+                latch = r.state.replica_writes_latch,
+                "failover state taken from the fleet record"
+            );
+            machine = Machine::restore(settings(cfg), r.state);
+            epoch = Some(r.epoch);
+        }
+    } else {
+        tracing::warn!(
+            "fleet: etcd not reachable at start; starting from the local state and following the shared record once reachable"
+        );
+    }
+    let base = machine.state().clone();
+    let record_rx = fleet.record();
+    Ok((
+        machine,
+        fleet_sync::FleetSync {
+            fleet,
+            record_rx,
+            base,
+            epoch,
+            quorum: fc.failover_quorum,
+            lease_ttl: fc.lease_ttl,
+            last_report: None,
+            reported_at: None,
+        },
+    ))
 }

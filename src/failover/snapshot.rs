@@ -50,6 +50,10 @@ pub struct Snapshot {
     /// go without asking the driver.
     pub latch_persisted: bool,
     pub operator_hold: bool,
+    /// Fleet mode only: in `failover_read_write` but the etcd lease lapsed,
+    /// so writes are refused as in `failover_read_only` until this instance
+    /// follows the shared record again. Always false without `[fleet]`.
+    pub writes_suspended: bool,
     pub failback_blocked: Option<FailbackBlocked>,
     pub regions: [RegionView; 2],
     /// Most recent last.
@@ -71,6 +75,7 @@ impl Snapshot {
             latch: false,
             latch_persisted: false,
             operator_hold: false,
+            writes_suspended: false,
             failback_blocked: None,
             regions: [RegionView::unknown(), RegionView::unknown()],
             transitions: Vec::new(),

@@ -240,6 +240,49 @@ fn read_key(
     })
 }
 
+/// Whether `io` carries a rustls error, however deeply: hyper-rustls wraps
+/// the handshake's `io::Error` (which holds the `rustls::Error`) in another
+/// `io::Error`, and `io::Error::source` skips both levels.
+fn wraps_tls_error(io: &io::Error) -> bool {
+    let mut inner = io.get_ref();
+    for _ in 0..4 {
+        let Some(e) = inner else { return false };
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        inner = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+    }
+    false
+}
+
+/// The error and its causes on one line, for logs ("client error
+/// (Connect): invalid peer certificate: UnknownIssuer"). `io::Error::source`
+/// skips a wrapped error's own text, so those are followed by hand. Upstream
+/// errors carry no request data.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let push = |text: String, out: &mut String| {
+        if !text.is_empty() && !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    };
+    let mut source = err.source();
+    for _ in 0..8 {
+        let Some(e) = source else { break };
+        push(e.to_string(), &mut out);
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            let mut inner = io.get_ref();
+            while let Some(i) = inner {
+                push(i.to_string(), &mut out);
+                inner = i.downcast_ref::<io::Error>().and_then(io::Error::get_ref);
+            }
+        }
+        source = e.source();
+    }
+    out
+}
+
 /// What went wrong on an upstream attempt, as far as the client can tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamFailure {
@@ -282,10 +325,7 @@ impl UpstreamFailure {
                 if io.kind() == io::ErrorKind::TimedOut && connect {
                     return UpstreamFailure::ConnectTimeout;
                 }
-                if io
-                    .get_ref()
-                    .is_some_and(|inner| inner.is::<rustls::Error>())
-                {
+                if wraps_tls_error(io) {
                     return UpstreamFailure::TlsHandshake;
                 }
             }

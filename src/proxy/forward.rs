@@ -116,7 +116,11 @@ impl Proxy {
                     return Err(Refusal::WriteBlocked {
                         mode: snap.mode,
                         deadline: snap.read_only_deadline,
-                        reason: BlockReason::ReadOnly,
+                        reason: if snap.writes_suspended {
+                            BlockReason::FleetLeaseLost
+                        } else {
+                            BlockReason::ReadOnly
+                        },
                         close: !body.is_end_stream(),
                     })
                 }
@@ -227,7 +231,14 @@ impl Proxy {
                         return Err(body_error(f, s.max_body).into());
                     }
                     let kind = UpstreamFailure::classify(&e);
-                    tracing::debug!(region = region.as_str(), attempt, error = %e, ?kind, "upstream attempt failed");
+                    let why = super::client::error_chain(&e);
+                    if kind == UpstreamFailure::TlsHandshake {
+                        // A verification failure is a configuration problem
+                        // an operator must see, with its reason.
+                        tracing::warn!(region = region.as_str(), attempt, error = %why, "upstream TLS handshake failed");
+                    } else {
+                        tracing::debug!(region = region.as_str(), attempt, error = %why, ?kind, "upstream attempt failed");
+                    }
                     let (failure, outcome) = match kind {
                         UpstreamFailure::ConnectRefused => {
                             (Failure::ConnectRefused, Outcome::ConnectError)
@@ -278,14 +289,34 @@ impl Proxy {
             if attempt >= s.max_attempts {
                 return self.give_up(answer, false, region, first_answer, first);
             }
+            // Where the next attempt goes. A read follows the mode when it
+            // moved on meanwhile (a failover during a hung first attempt),
+            // and may use the other region while the mode is still
+            // `primary` and probes are still counting failures. A write
+            // stays where the mode sent it.
+            let next = if class == Class::Read {
+                let snap = self.failover.snapshot();
+                let other = region.other();
+                match routing::route(class, &snap) {
+                    Route::Forward(home) if home != region => home,
+                    _ if prefer_other
+                        && region == first
+                        && snap.mode == Mode::Primary
+                        && !snap.region(other).is_down() =>
+                    {
+                        other
+                    }
+                    _ => region,
+                }
+            } else {
+                region
+            };
             let backoff = s.backoff.delay(attempt - 1, &mut rng);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait = match retry::decide_wait(
-                backoff,
-                failure_retry_after(&failure),
-                s.max_retry_after,
-                remaining,
-            ) {
+            // Retry-After speaks for the region that sent it.
+            let retry_after = failure_retry_after(&failure).filter(|_| next == region);
+            let wait = match retry::decide_wait(backoff, retry_after, s.max_retry_after, remaining)
+            {
                 WaitDecision::Wait(w) => w,
                 WaitDecision::GiveUp(why) => {
                     tracing::debug!(reason = why.as_str(), "not retrying");
@@ -296,20 +327,6 @@ impl Proxy {
                 self.metrics.retry_budget_exhausted.inc();
                 return self.give_up(answer, false, region, first_answer, first);
             }
-
-            // A read may use its next attempt on the other region (the mode
-            // is still `primary` while probes are counting failures).
-            let next = if prefer_other && class == Class::Read && region == first {
-                let snap = self.failover.snapshot();
-                let other = region.other();
-                if snap.mode == Mode::Primary && !snap.region(other).is_down() {
-                    other
-                } else {
-                    region
-                }
-            } else {
-                region
-            };
             if first_answer.is_none() && next != first {
                 first_answer = Some(match answer {
                     Ok(resp) => FirstAnswer::Response(resp),
