@@ -567,3 +567,66 @@ async fn metrics_follow_the_mode() {
     .await;
     app.shutdown().await;
 }
+
+/// Detection time, primary killed (connections refused) to the mode
+/// switching: by the probes alone (no traffic), and with a client reading
+/// every 20 ms (live-traffic detection, and when the first read is served
+/// by the replica), for the default health settings and for
+/// `interval = "1s"` (with `timeout = "500ms"`, since the timeout must stay
+/// under the interval):
+/// `cargo test --test failover -- --ignored --nocapture measure_detection`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a check; run by hand"]
+async fn measure_detection_time() {
+    for (label, health) in [
+        (
+            "default (interval 2s, timeout 1s, unhealthy_threshold 3)",
+            "[health]\npath = \"/health\"\n",
+        ),
+        (
+            "interval 1s, timeout 500ms",
+            "[health]\npath = \"/health\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n",
+        ),
+    ] {
+        for with_traffic in [false, true] {
+            let primary = FakeUpstream::start().await;
+            let replica = FakeUpstream::start().await;
+            let app = fw::start_probing(fw::config(&primary.url(), &replica.url(), health)).await;
+            eventually(Duration::from_secs(30), "both healthy", || {
+                let s = app.failover.snapshot();
+                s.regions
+                    .iter()
+                    .all(|r| r.health == failway::failover::machine::Health::Healthy)
+            })
+            .await;
+            let url = format!("{}/api/v2/keys", fw::url(&app));
+            primary.stop().await;
+            let killed = Instant::now();
+            let mut first_replica_read = None;
+            let client = fw::client();
+            while mode(&app) != Mode::FailoverReadOnly {
+                if with_traffic {
+                    let ans = send(&client, "GET", &url, &[], "").await;
+                    if first_replica_read.is_none()
+                        && ans.header("failway-region") == Some("replica")
+                    {
+                        first_replica_read = Some(killed.elapsed());
+                    }
+                }
+                assert!(killed.elapsed() < Duration::from_secs(30), "no failover");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let traffic = if with_traffic {
+                "reads every 20 ms"
+            } else {
+                "no traffic, probes only"
+            };
+            println!(
+                "{label}, {traffic}: failover_read_only after {:?}; first read served by the replica after {:?}",
+                killed.elapsed(),
+                first_replica_read
+            );
+            app.shutdown().await;
+        }
+    }
+}

@@ -158,13 +158,27 @@ async fn a_reset_read_is_retried() {
         "",
     )
     .await;
-    // A reset is one connection's fate: the same region is tried again.
+    // A reset is most often one connection's fate: the same region is tried
+    // again; the last attempt goes to the other region.
+    assert_eq!(ans.status, 200);
+    assert_eq!(ans.header("failway-region"), Some("replica"));
+    assert_eq!(primary.request_count(), 2);
+    assert_eq!(replica.request_count(), 1, "max_attempts = 3 in all");
+
+    replica.set_behavior(Behavior::ResetAfterRequest);
+    let ans = send(
+        &fw::client(),
+        "GET",
+        &format!("{}/api/v2/keys/k", fw::url(&app)),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(ans.status, 502);
     assert!(
         ans.header("failway-outcome").is_none(),
         "a read's outcome is never unknown"
     );
-    assert_eq!(primary.request_count(), 3, "max_attempts = 3");
     app.shutdown().await;
 }
 
@@ -255,16 +269,19 @@ fn httpdate(t: std::time::SystemTime) -> String {
 async fn a_body_over_the_replay_buffer_is_not_retried() {
     let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
     primary.set_behavior(Behavior::ResetAfterRequest);
+    replica.set_behavior(Behavior::ResetAfterRequest);
     let mut cfg = fw::config(&primary.url(), &replica.url(), "");
     cfg.retry.buffer_body = failway::config::ByteSize(1024);
     let app = fw::start(cfg).await;
     let url = format!("{}/api/v2/keys/k/actions/unwrap", fw::url(&app));
+    let arrivals = || primary.request_count() + replica.request_count();
     let small = send(&fw::client(), "POST", &url, &[], vec![b'a'; 512]).await;
     assert_eq!(small.status, 502);
-    assert_eq!(primary.request_count(), 3, "a small read body is replayed");
+    assert_eq!(arrivals(), 3, "a small read body is replayed");
+    assert_eq!(replica.requests()[0].body_len, 512, "byte-identical replay");
     let big = send(&fw::client(), "POST", &url, &[], vec![b'a'; 8192]).await;
     assert_eq!(big.status, 502);
-    assert_eq!(primary.request_count(), 4, "a streamed body goes once");
+    assert_eq!(arrivals(), 4, "a streamed body goes once");
     app.shutdown().await;
 }
 
@@ -492,19 +509,31 @@ async fn measure_reads_against_a_primary_resetting_30_percent_of_connections() {
         (errors, lat[lat.len() / 2], lat[lat.len() * 99 / 100])
     };
     let clean = fw::start(fw::config(&origin.url(), &replica.url(), "")).await;
-    let (_, p50_clean, p99_clean) = measure(format!("{}/x", fw::url(&clean))).await;
-    let faulty = fw::start(fw::config(
-        &format!("http://{relay_addr}"),
-        &replica.url(),
-        "",
-    ))
-    .await;
-    let (errors, p50, p99) = measure(format!("{}/x", fw::url(&faulty))).await;
-    println!(
-        "1000 reads, 30% of primary connections reset: client-visible errors {errors}; p50 {p50:?} (clean {p50_clean:?}); p99 {p99:?} (clean {p99_clean:?}); added p99 {:?}",
-        p99.saturating_sub(p99_clean)
-    );
-    assert_eq!(errors, 0);
+    let (_, _, p99_clean) = measure(format!("{}/x", fw::url(&clean))).await;
+    let mut last_errors = 0;
+    // With the default budget (20% of requests plus 10/s) and a generous one.
+    for (label, budget) in [
+        ("default retry budget (0.2)", 0.2),
+        ("budget_ratio = 0.5", 0.5),
+    ] {
+        let mut cfg = fw::config(&format!("http://{relay_addr}"), &replica.url(), "");
+        cfg.retry.budget_ratio = budget;
+        let faulty = fw::start(cfg).await;
+        let (errors, p50, p99) = measure(format!("{}/x", fw::url(&faulty))).await;
+        let retries = metric(
+            &faulty,
+            "failway_retries_total{reason=\"reset\",region=\"primary\"}",
+        )
+        .await;
+        let exhausted = metric(&faulty, "failway_retry_budget_exhausted_total").await;
+        println!(
+            "1000 reads, 30% of primary connections reset, {label}: client-visible errors {errors}; retries {retries}; budget exhausted {exhausted}; p50 {p50:?}; p99 {p99:?} (clean {p99_clean:?}); added p99 {:?}",
+            p99.saturating_sub(p99_clean)
+        );
+        last_errors = errors;
+        faulty.shutdown().await;
+    }
+    assert_eq!(last_errors, 0);
 }
 
 #[tokio::test]
@@ -527,14 +556,27 @@ healthy_threshold = 1
     let app = fw::start_probing(cfg).await;
     common::eventually(T, "both regions healthy", || {
         let s = app.failover.snapshot();
-        s.regions.iter().all(|r| r.health == failway::failover::machine::Health::Healthy)
+        s.regions
+            .iter()
+            .all(|r| r.health == failway::failover::machine::Health::Healthy)
     })
     .await;
     primary.set_behavior(Behavior::Hang);
     let started = Instant::now();
-    let ans = send(&fw::client(), "GET", &format!("{}/api/v2/keys", fw::url(&app)), &[], "").await;
+    let ans = send(
+        &fw::client(),
+        "GET",
+        &format!("{}/api/v2/keys", fw::url(&app)),
+        &[],
+        "",
+    )
+    .await;
     assert_eq!(ans.status, 200);
     assert_eq!(ans.header("failway-region"), Some("replica"));
-    assert!(started.elapsed() < Duration::from_millis(3000), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(3000),
+        "{:?}",
+        started.elapsed()
+    );
     app.shutdown().await;
 }

@@ -110,9 +110,13 @@ impl Driver {
             } else {
                 Duration::from_secs(1)
             };
+            let held_back = self.fleet.as_ref().is_some_and(|f| f.held_back);
             let wake = self
                 .machine
                 .next_wakeup()
+                // A change the fleet did not take is proposed again at the
+                // next look, not in a tight loop on a past deadline.
+                .filter(|_| !held_back)
                 .map(|at| at.duration_since(now).unwrap_or(Duration::ZERO))
                 // Re-evaluate live-traffic signals now and then even when no
                 // request arrives (a quiet window ages out).

@@ -45,6 +45,10 @@ pub(super) struct FleetSync {
     pub epoch: Option<u64>,
     pub quorum: u32,
     pub lease_ttl: Duration,
+    /// The last local change was taken back: the driver then waits
+    /// [`FLEET_EVERY`] before proposing again rather than at a deadline or
+    /// hysteresis end that has already passed.
+    pub held_back: bool,
     pub last_report: Option<InstanceReport>,
     pub reported_at: Option<Instant>,
 }
@@ -75,6 +79,14 @@ impl Driver {
     /// module docs. `Ok` when they agree (nothing to do, or this instance's
     /// change won).
     pub(super) async fn reconcile(&mut self) -> Result<(), Unagreed> {
+        let result = self.reconcile_once().await;
+        if let Some(f) = self.fleet.as_mut() {
+            f.held_back = result == Err(Unagreed::Reverted);
+        }
+        result
+    }
+
+    async fn reconcile_once(&mut self) -> Result<(), Unagreed> {
         let Some(f) = self.fleet.as_mut() else {
             return Ok(());
         };

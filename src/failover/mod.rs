@@ -299,9 +299,12 @@ async fn start_fleet(
         .unwrap_or_else(|| crate::fleet::default_instance_id(cfg.admin.listen.port()));
     let fleet = Fleet::start(fc, id, metrics, stop.clone()).await?;
     let mut synced = fleet.synced();
-    let waited = tokio::time::timeout(fc.lease_ttl, synced.wait_for(|s| *s)).await;
+    // The guard `wait_for` returns must not be held: it blocks the watch.
+    let synced_now = tokio::time::timeout(fc.lease_ttl, synced.wait_for(|s| *s))
+        .await
+        .is_ok_and(|r| r.is_ok());
     let mut epoch = None;
-    if matches!(waited, Ok(Ok(_))) {
+    if synced_now {
         let held = fleet.record().borrow().clone();
         let record = match held {
             Some(r) => Some(r),
@@ -346,6 +349,7 @@ async fn start_fleet(
             epoch,
             quorum: fc.failover_quorum,
             lease_ttl: fc.lease_ttl,
+            held_back: false,
             last_report: None,
             reported_at: None,
         },

@@ -299,7 +299,9 @@ impl Proxy {
                 let other = region.other();
                 match routing::route(class, &snap) {
                     Route::Forward(home) if home != region => home,
-                    _ if prefer_other
+                    // The last attempt goes to the other region whatever
+                    // the failure: a read has nothing to lose there.
+                    _ if (prefer_other || attempt + 1 >= s.max_attempts)
                         && region == first
                         && snap.mode == Mode::Primary
                         && !snap.region(other).is_down() =>

@@ -905,3 +905,28 @@ fn next_wakeup_tracks_what_tick_would_do() {
     assert_eq!(endless.next_wakeup(), None);
     assert_eq!(endless.tick(t(1000 * HOUR)), None);
 }
+
+#[test]
+fn adopt_takes_the_state_and_keeps_the_health_observations() {
+    // The local machine failed over; the fleet says primary: adopting puts
+    // the mode back without forgetting that the primary is down, so the next
+    // evaluation proposes the failover again.
+    let mut m = failed_over(settings());
+    let shared = State::initial(t(0));
+    m.adopt(shared.clone());
+    assert_eq!(m.state(), &shared);
+    assert!(m.primary_down());
+    assert_eq!(m.replica_health(), Health::Healthy);
+    assert_eq!(m.tick(t(11)).map(|tr| tr.to), Some(Mode::FailoverReadOnly));
+
+    // A latch in the adopted state counts as stored: no second persist.
+    let mut latched_state = latched(settings()).state().clone();
+    latched_state.transitions.clear();
+    let mut m = healthy(settings());
+    m.adopt(latched_state);
+    assert!(m.latch_persisted());
+    assert_eq!(
+        m.begin_replica_write(t(40)),
+        Ok(LatchChange::AlreadyPersisted)
+    );
+}
