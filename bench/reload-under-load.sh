@@ -2,7 +2,8 @@
 # Live configuration reloads while wrk drives failway at full speed: the
 # config file is rewritten (atomic rename) and SIGHUP sent several times
 # during the run; wrk's count of non-2xx/3xx answers must stay 0.
-# Usage (from the repository root, after `cargo build --release`):
+# Needs nginx and wrk (Debian packages). Usage (from the repository root,
+# after `cargo build --release`):
 #   bash bench/reload-under-load.sh [SECONDS]
 set -euo pipefail
 BIN=${BIN:-target/release/failway}
@@ -13,8 +14,15 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-python3 "$(dirname "$0")/origin.py" $ORIGIN_PORT 1 & pids+=($!)
-python3 "$(dirname "$0")/origin.py" $REPLICA_PORT 1 & pids+=($!)
+# nginx as both regions' origin, so the origin is not the bottleneck.
+cat > "$WORK/origin.conf" <<NGINX
+worker_processes 1; daemon off; pid $WORK/origin.pid; error_log $WORK/origin.err warn;
+events { worker_connections 4096; }
+http { access_log off;
+  server { listen 127.0.0.1:$ORIGIN_PORT; location / { return 200 "ok"; } }
+  server { listen 127.0.0.1:$REPLICA_PORT; location / { return 200 "ok"; } } }
+NGINX
+nginx -c "$WORK/origin.conf" & pids+=($!)
 config() { # $1: max_attempts, $2: backoff_base
   cat > "$WORK/failway.toml.tmp" <<TOML
 [proxy]
@@ -38,7 +46,7 @@ RUST_LOG=warn "$BIN" run --config "$WORK/failway.toml" & FW=$!; pids+=($FW)
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ADMIN_PORT/readyz" >/dev/null && break; sleep 0.1; done
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ORIGIN_PORT/health" >/dev/null && break; sleep 0.1; done
 
-wrk -t1 -c20 -d"${SECS}s" "http://127.0.0.1:$PROXY_PORT/health" > "$WORK/wrk.txt" &
+wrk -t1 -c50 -d"${SECS}s" "http://127.0.0.1:$PROXY_PORT/health" > "$WORK/wrk.txt" &
 WRK=$!
 reloads=0
 for i in $(seq 1 $((SECS - 1))); do

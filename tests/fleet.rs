@@ -337,6 +337,7 @@ async fn an_instance_cut_off_from_etcd_stops_writes_once_its_lease_lapses() {
         return;
     };
     assert_eq!(admin(&c.apps[1], "failover", "drill").await.status, 200);
+    c.wait_all(Mode::FailoverReadOnly).await;
     assert_eq!(
         admin(&c.apps[2], "enable-writes", "drill").await.status,
         200
