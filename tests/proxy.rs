@@ -527,7 +527,9 @@ async fn upstream_failures_map_to_502_and_504() {
         "failway's own answers name no region"
     );
 
+    // Reset by both regions (a read's last attempt goes to the replica).
     primary.set_behavior(Behavior::ResetAfterRequest);
+    replica.set_behavior(Behavior::ResetAfterRequest);
     assert_eq!(get().await.status, 502);
 
     primary.set_behavior(Behavior::Hang);

@@ -15,6 +15,11 @@
   proxy.shutdown_grace, non-root and read-only, every file the configuration
   names mounted from the right kind of volume, and for the gateway the
   replicas, PodDisruptionBudget, Service and ServiceMonitor.
+- Failback: a configuration without [fleet] must set failback = "manual"
+  (its instances decide alone and could split). The fleet manifest
+  (fleet.yaml) must have [fleet] with etcd endpoints every pod can reach,
+  a per-service key, a per-pod instance ID ($POD_NAME from the downward
+  API) and a quorum its replicas can meet.
 - The Dockerfile's structure: multi-stage, locked release build, non-root
   numeric USER, and the `failway run --config /etc/failway/failway.toml`
   command.
@@ -352,12 +357,12 @@ def check_failway_pod(where: str, deployment: dict, c: dict, cfg: dict,
     else:
         check_file(where, pod, c, "state.path", state, "emptyDir", secrets, writable=True)
 
-    # Every instance decides alone, so failback is left
-    # to an operator. Kept strict even with [fleet] in the file: failway parses
-    # [fleet] but does not act on it yet, so it would not prevent a split.
+    # Without [fleet] every instance decides alone, so failback is left to an
+    # operator. With [fleet] failback happens once for the whole fleet, so
+    # "safe" is allowed too (`failway check` has already validated the value).
     failback = cfg.get("failover", {}).get("failback")
-    if failback != "manual":
-        problem(where, f'failover.failback is {failback!r}; with several instances it must be "manual"')
+    if "fleet" not in cfg and failback != "manual":
+        problem(where, f'failover.failback is {failback!r}; without [fleet] it must be "manual"')
 
 
 def failway_container(deployment: dict, sidecar: bool, where: str) -> dict | None:
@@ -379,7 +384,7 @@ def failway_container(deployment: dict, sidecar: bool, where: str) -> dict | Non
     return main[0]
 
 
-# --- the two manifests ---------------------------------------------------------
+# --- the three manifests ---------------------------------------------------------
 
 
 def load_manifest(path: Path) -> list[dict]:
@@ -442,20 +447,22 @@ def config_of(rel: str, deployment: dict, c: dict, cfgs: dict):
     return cfgs[name]
 
 
-def check_sidecar(path: Path) -> None:
+def check_sidecar(path: Path) -> tuple[str, dict, dict, dict] | None:
+    """Checks a sidecar manifest; returns (rel, deployment, failway
+    container, effective configuration) when all of them were found."""
     rel = str(path.relative_to(ROOT))
     docs = load_manifest(path)
     cfgs = configs(rel, docs)
     deployment = one_deployment(rel, docs)
     if deployment is None:
-        return
+        return None
     where = f"{rel} {kn(deployment)} failway"
     c = failway_container(deployment, sidecar=True, where=where)
     if c is None:
-        return
+        return None
     cfg = config_of(rel, deployment, c, cfgs)
     if cfg is None:
-        return
+        return None
     check_failway_pod(where, deployment, c, cfg, by_kind(docs, "ConfigMap"), by_kind(docs, "Secret"))
 
     listen = cfg.get("proxy", {}).get("listen", "")
@@ -472,6 +479,87 @@ def check_sidecar(path: Path) -> None:
     if ann.get("prometheus.io/scrape") != "true" or ann.get("prometheus.io/port") != str(PROBE_PORT):
         problem(f"{rel} {kn(deployment)}",
                 f'pod annotations need prometheus.io/scrape: "true" and prometheus.io/port: "{PROBE_PORT}"')
+    return rel, deployment, c, cfg
+
+
+FLEET_KEY = re.compile(r"/failway/[A-Za-z0-9][A-Za-z0-9._-]*/mode")
+
+
+def pod_name_env(c: dict) -> bool:
+    """Whether the container gets POD_NAME from the downward API."""
+    for e in c.get("env") or []:
+        if e.get("name") == "POD_NAME":
+            ref = ((e.get("valueFrom") or {}).get("fieldRef") or {})
+            return ref.get("fieldPath") == "metadata.name"
+    return False
+
+
+def check_fleet(path: Path) -> None:
+    """fleet.yaml: the sidecar checks, plus what makes the pods one fleet."""
+    found = check_sidecar(path)
+    if found is None:
+        return
+    rel, deployment, c, cfg = found
+    dwhere = f"{rel} {kn(deployment)}"
+    where = f"{dwhere} failway"
+    fleet = cfg.get("fleet")
+    if not isinstance(fleet, dict):
+        problem(where, "the fleet manifest's configuration has no [fleet]")
+        return
+
+    replicas = deployment["spec"].get("replicas", 1)
+    if not isinstance(replicas, int) or replicas < 2:
+        problem(dwhere, f"replicas must be 2 or more for a fleet, got {replicas!r}")
+
+    if fleet.get("backend") != "etcd":
+        problem(where, f"fleet.backend must be \"etcd\", got {fleet.get('backend')!r}")
+    endpoints = fleet.get("endpoints") or []
+    if not endpoints:
+        problem(where, "fleet.endpoints must list the etcd cluster's endpoints")
+    schemes = {str(e).partition("://")[0] for e in endpoints}
+    if len(schemes) > 1:
+        # failway refuses to start with mixed schemes; `failway check` does not see it.
+        problem(where, f"fleet.endpoints mix schemes {sorted(schemes)}; use http or https for all")
+    for e in endpoints:
+        host = str(e).partition("://")[2].rpartition(":")[0].strip("[]")
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if loopback:
+            problem(where, f"fleet.endpoints {e!r} is the pod's loopback; every pod must reach the same etcd")
+
+    key = fleet.get("key", "")
+    if not FLEET_KEY.fullmatch(key):
+        problem(where, f'fleet.key {key!r} must be "/failway/<service>/mode"')
+
+    try:
+        ttl = parse_duration(fleet.get("lease_ttl", ""))
+    except ValueError as e:
+        problem(where, f"fleet.lease_ttl: {e}")
+    else:
+        if not 2 <= ttl <= 60:
+            problem(where, f"fleet.lease_ttl is {ttl:g}s; writes stop within it after etcd is lost, "
+                           "keep it between 2s and 60s")
+
+    quorum = fleet.get("failover_quorum")
+    if not isinstance(quorum, int) or quorum < 1:
+        problem(where, f"fleet.failover_quorum must be at least 1, got {quorum!r}")
+    elif isinstance(replicas, int) and quorum > replicas:
+        problem(where, f"fleet.failover_quorum {quorum} exceeds replicas {replicas}: "
+                       "the fleet could never fail over on its own")
+
+    # One ConfigMap serves every pod, so a fixed instance_id would be shared by
+    # all of them and their reports would overwrite each other.
+    if "instance_id" in fleet:
+        problem(where, "fleet.instance_id must stay unset: every pod shares the ConfigMap "
+                       "and needs its own ID ($POD_NAME)")
+    if not pod_name_env(c):
+        problem(where, "needs env POD_NAME from fieldRef metadata.name (the fleet instance ID)")
+
+    failback = cfg.get("failover", {}).get("failback")
+    if failback not in ("safe", "manual"):
+        problem(where, f'failover.failback must be "safe" or "manual", got {failback!r}')
 
 
 def check_gateway(path: Path) -> None:
@@ -658,14 +746,15 @@ def main() -> int:
     k8s = DEPLOY / "kubernetes"
     check_sidecar(k8s / "sidecar.yaml")
     check_gateway(k8s / "gateway.yaml")
+    check_fleet(k8s / "fleet.yaml")
     check_dockerfile(DEPLOY / "Dockerfile")
     if problems:
         print(f"check_manifests.py: {len(problems)} problem(s):", file=sys.stderr)
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print("check_manifests.py: deploy/kubernetes/sidecar.yaml, deploy/kubernetes/gateway.yaml "
-          "and deploy/Dockerfile pass")
+    print("check_manifests.py: deploy/kubernetes/sidecar.yaml, deploy/kubernetes/gateway.yaml, "
+          "deploy/kubernetes/fleet.yaml and deploy/Dockerfile pass")
     return 0
 
 
