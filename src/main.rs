@@ -58,6 +58,20 @@ enum Command {
     },
 }
 
+/// A multi-thread runtime with `workers` threads (default: the CPUs
+/// available to the process).
+fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = workers {
+        rt.worker_threads(n);
+    }
+    rt.build().map_err(|e| {
+        eprintln!("cannot start the runtime: {e}");
+        ExitCode::from(EXIT_START)
+    })
+}
+
 fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     Config::load(path).map_err(|errors| {
         eprintln!("{}: {} error(s):", path.display(), errors.len());
@@ -88,15 +102,9 @@ fn main() -> ExitCode {
         } => classify(config, &method, &target),
         Command::Demo(args) => {
             failway::demo::init_logging(cli.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(None) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("cannot start the runtime: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
+                Err(code) => return code,
             };
             match rt.block_on(failway::demo::run(args)) {
                 Ok(true) => ExitCode::SUCCESS,
@@ -109,15 +117,9 @@ fn main() -> ExitCode {
         }
         Command::Sim(args) => {
             telemetry::init(cli.log_format);
-            let rt = match tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-            {
+            let rt = match runtime(None) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the runtime: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
+                Err(code) => return code,
             };
             match rt.block_on(failway::sim::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -163,17 +165,9 @@ fn main() -> ExitCode {
                 tracing::error!("{e}");
                 return ExitCode::from(EXIT_START);
             }
-            let mut rt = tokio::runtime::Builder::new_multi_thread();
-            rt.enable_all();
-            if let Some(n) = cfg.proxy.worker_threads {
-                rt.worker_threads(n);
-            }
-            let rt = match rt.build() {
+            let rt = match runtime(cfg.proxy.worker_threads) {
                 Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!("cannot start the runtime: {e}");
-                    return ExitCode::from(EXIT_START);
-                }
+                Err(code) => return code,
             };
             rt.block_on(run(cfg, config))
         }

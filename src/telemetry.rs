@@ -15,9 +15,16 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; later calls are ignored (tests).
+/// Installs the global subscriber with the default filter `info`; later
+/// calls are ignored (tests).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    init_with_default(format, "info");
+}
+
+/// [`init`] with another default filter (`RUST_LOG` still wins).
+pub fn init_with_default(format: LogFormat, default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -69,16 +69,7 @@ pub enum DemoError {
 /// Logging for the demo: failway's own events stay at `warn` (unless
 /// `RUST_LOG` says otherwise) so the narration on stdout stays readable.
 pub fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match format {
-        LogFormat::Pretty => builder.with_target(true).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    crate::telemetry::init_with_default(format, "warn");
 }
 
 /// Whether to colour stdout: only a terminal, and never with `NO_COLOR` set.
