@@ -13,11 +13,14 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http::{Method, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
+mod attempt;
+
+use self::attempt::{body_error, declared_length, failure_retry_after, FirstAnswer, Template};
 use super::body::{self, BodyFailure, BodyWatch, Prefetched, UpstreamBody, Watched};
 use super::client::{RequestBody, UpstreamFailure};
 use super::error::ProxyError;
@@ -25,32 +28,11 @@ use super::headers::{self, Provenance};
 use super::refusal::Refusal;
 use super::{ConnInfo, Dynamic, Proxy};
 use crate::classify::Class;
-use crate::config::HostHeader;
 use crate::failover::machine::Mode;
-use crate::failover::{BlockReason, WriteRefusal};
+use crate::failover::BlockReason;
 use crate::health::passive::Outcome;
 use crate::retry::{self, Failure, Verdict, WaitDecision};
 use crate::routing::{self, Region, Route};
-
-/// Statuses a read retried on the other region may answer when that region
-/// merely lags behind; the first region's answer is returned instead.
-fn lagging(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 404 | 410 | 422)
-}
-
-/// What the first region said, kept in case the other region only lags.
-enum FirstAnswer {
-    Error(Refusal),
-    Response(Response<Incoming>),
-}
-
-/// The parts of the request each attempt is built from.
-struct Template {
-    method: Method,
-    path_and_query: http::uri::PathAndQuery,
-    headers: HeaderMap,
-    original_host: Option<HeaderValue>,
-}
 
 enum BodySource {
     /// Fully read: every attempt sends a copy.
@@ -351,143 +333,5 @@ impl Proxy {
             region = next;
             tokio::time::sleep(wait).await;
         }
-    }
-
-    /// Sets and persists the latch before a write leaves for the replica.
-    async fn latch_before_replica_write(&self, unread_body: bool) -> Result<(), Refusal> {
-        match self.failover.begin_replica_write().await {
-            Ok(()) => Ok(()),
-            Err(WriteRefusal::Mode(mode)) => {
-                let snap = self.failover.snapshot();
-                Err(Refusal::WriteBlocked {
-                    mode,
-                    deadline: snap.read_only_deadline,
-                    reason: BlockReason::ReadOnly,
-                    close: unread_body,
-                })
-            }
-            Err(WriteRefusal::PersistFailed) | Err(WriteRefusal::Stopped) => {
-                Err(Refusal::WriteBlocked {
-                    mode: self.failover.snapshot().mode,
-                    deadline: None,
-                    reason: BlockReason::StatePersistFailed,
-                    close: unread_body,
-                })
-            }
-        }
-    }
-
-    /// One attempt's request for `region`.
-    fn build(
-        &self,
-        d: &Dynamic,
-        t: &Template,
-        region: Region,
-        body: RequestBody,
-        count_misses: bool,
-    ) -> Result<Request<RequestBody>, Refusal> {
-        let up = &d.upstreams[region.index()];
-        let mut headers = t.headers.clone();
-        let mut path_and_query = t.path_and_query.clone();
-        if region == Region::Replica && !d.rewriter.is_empty() {
-            let r = d
-                .rewriter
-                .to_replica(t.path_and_query.as_str(), &mut headers);
-            if count_misses {
-                self.metrics.rewrite_misses(&r.misses);
-            }
-            if let Some(p) = r.path_and_query {
-                path_and_query = p
-                    .parse()
-                    .map_err(|_| ProxyError::BadRequest("rewritten request target is invalid"))?;
-            }
-        }
-        let host = match d.settings.host_header {
-            HostHeader::Upstream => up.host.clone(),
-            HostHeader::Preserve => t.original_host.clone().unwrap_or_else(|| up.host.clone()),
-        };
-        headers.insert(header::HOST, host);
-        let uri = Uri::builder()
-            .scheme(up.scheme.clone())
-            .authority(up.authority.clone())
-            .path_and_query(path_and_query)
-            .build()
-            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
-        let mut req = Request::new(body);
-        *req.method_mut() = t.method.clone();
-        *req.uri_mut() = uri;
-        // The upstream's version is the client's choice (h2 by config/ALPN).
-        *req.version_mut() = Version::HTTP_11;
-        *req.headers_mut() = headers;
-        Ok(req)
-    }
-
-    /// A response to relay: unless a read that moved to the other region got
-    /// a "not there yet" answer, in which case the first region's answer wins.
-    fn finish(
-        &self,
-        first_answer: Option<FirstAnswer>,
-        region: Region,
-        first: Region,
-        resp: Response<Incoming>,
-    ) -> Result<(Response<Incoming>, Region), Refusal> {
-        if region != first && lagging(resp.status()) {
-            match first_answer {
-                Some(FirstAnswer::Response(r)) => return Ok((r, first)),
-                Some(FirstAnswer::Error(e)) => return Err(e),
-                None => {}
-            }
-        }
-        Ok((resp, region))
-    }
-
-    fn give_up(
-        &self,
-        answer: Result<Response<Incoming>, Refusal>,
-        outcome_unknown: bool,
-        region: Region,
-        first_answer: Option<FirstAnswer>,
-        first: Region,
-    ) -> Result<(Response<Incoming>, Region), Refusal> {
-        match answer {
-            Ok(resp) => self.finish(first_answer, region, first, resp),
-            Err(Refusal::Error { error, .. }) => {
-                if outcome_unknown {
-                    self.metrics.outcome_unknown(region);
-                }
-                Err(Refusal::Error {
-                    error,
-                    outcome_unknown,
-                })
-            }
-            Err(other) => Err(other),
-        }
-    }
-}
-
-fn failure_retry_after(f: &Failure) -> Option<std::time::Duration> {
-    f.retry_after()
-}
-
-fn body_error(f: BodyFailure, limit: u64) -> ProxyError {
-    match f {
-        BodyFailure::TooLarge => ProxyError::BodyTooLarge { limit },
-        BodyFailure::Idle => ProxyError::BodyTimeout,
-        BodyFailure::Client => {
-            ProxyError::BadRequest("the request body is malformed or was cut short")
-        }
-    }
-}
-
-/// The client's declared body length (hyper already refused conflicting ones).
-fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
-    match headers.get(header::CONTENT_LENGTH) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .map(Some)
-            .ok_or(ProxyError::BadRequest("Content-Length is not a number")),
     }
 }

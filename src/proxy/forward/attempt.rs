@@ -1,0 +1,181 @@
+//! One attempt's request for a region (rewritten for the replica, `Host` per
+//! `proxy.host_header`), the latch before a write leaves for the replica,
+//! and what is relayed when the attempts end (the first region's answer
+//! when the other one only lags behind).
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+
+use super::super::body::BodyFailure;
+use super::super::client::RequestBody;
+use super::super::error::ProxyError;
+use super::super::refusal::Refusal;
+use super::super::{Dynamic, Proxy};
+use crate::config::HostHeader;
+use crate::failover::{BlockReason, WriteRefusal};
+use crate::retry::Failure;
+use crate::routing::Region;
+
+/// Statuses a read retried on the other region may answer when that region
+/// merely lags behind; the first region's answer is returned instead.
+pub(super) fn lagging(status: StatusCode) -> bool {
+    matches!(status.as_u16(), 404 | 410 | 422)
+}
+
+/// What the first region said, kept in case the other region only lags.
+pub(super) enum FirstAnswer {
+    Error(Refusal),
+    Response(Response<Incoming>),
+}
+
+/// The parts of the request each attempt is built from.
+pub(super) struct Template {
+    pub(super) method: Method,
+    pub(super) path_and_query: http::uri::PathAndQuery,
+    pub(super) headers: HeaderMap,
+    pub(super) original_host: Option<HeaderValue>,
+}
+
+impl Proxy {
+    /// Sets and persists the latch before a write leaves for the replica.
+    pub(super) async fn latch_before_replica_write(
+        &self,
+        unread_body: bool,
+    ) -> Result<(), Refusal> {
+        match self.failover.begin_replica_write().await {
+            Ok(()) => Ok(()),
+            Err(WriteRefusal::Mode(mode)) => {
+                let snap = self.failover.snapshot();
+                Err(Refusal::WriteBlocked {
+                    mode,
+                    deadline: snap.read_only_deadline,
+                    reason: BlockReason::ReadOnly,
+                    close: unread_body,
+                })
+            }
+            Err(WriteRefusal::PersistFailed) | Err(WriteRefusal::Stopped) => {
+                Err(Refusal::WriteBlocked {
+                    mode: self.failover.snapshot().mode,
+                    deadline: None,
+                    reason: BlockReason::StatePersistFailed,
+                    close: unread_body,
+                })
+            }
+        }
+    }
+
+    /// One attempt's request for `region`.
+    pub(super) fn build(
+        &self,
+        d: &Dynamic,
+        t: &Template,
+        region: Region,
+        body: RequestBody,
+        count_misses: bool,
+    ) -> Result<Request<RequestBody>, Refusal> {
+        let up = &d.upstreams[region.index()];
+        let mut headers = t.headers.clone();
+        let mut path_and_query = t.path_and_query.clone();
+        if region == Region::Replica && !d.rewriter.is_empty() {
+            let r = d
+                .rewriter
+                .to_replica(t.path_and_query.as_str(), &mut headers);
+            if count_misses {
+                self.metrics.rewrite_misses(&r.misses);
+            }
+            if let Some(p) = r.path_and_query {
+                path_and_query = p
+                    .parse()
+                    .map_err(|_| ProxyError::BadRequest("rewritten request target is invalid"))?;
+            }
+        }
+        let host = match d.settings.host_header {
+            HostHeader::Upstream => up.host.clone(),
+            HostHeader::Preserve => t.original_host.clone().unwrap_or_else(|| up.host.clone()),
+        };
+        headers.insert(header::HOST, host);
+        let uri = Uri::builder()
+            .scheme(up.scheme.clone())
+            .authority(up.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| ProxyError::BadRequest("request target cannot be forwarded"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = t.method.clone();
+        *req.uri_mut() = uri;
+        // The upstream's version is the client's choice (h2 by config/ALPN).
+        *req.version_mut() = Version::HTTP_11;
+        *req.headers_mut() = headers;
+        Ok(req)
+    }
+
+    /// A response to relay: unless a read that moved to the other region got
+    /// a "not there yet" answer, in which case the first region's answer wins.
+    pub(super) fn finish(
+        &self,
+        first_answer: Option<FirstAnswer>,
+        region: Region,
+        first: Region,
+        resp: Response<Incoming>,
+    ) -> Result<(Response<Incoming>, Region), Refusal> {
+        if region != first && lagging(resp.status()) {
+            match first_answer {
+                Some(FirstAnswer::Response(r)) => return Ok((r, first)),
+                Some(FirstAnswer::Error(e)) => return Err(e),
+                None => {}
+            }
+        }
+        Ok((resp, region))
+    }
+
+    pub(super) fn give_up(
+        &self,
+        answer: Result<Response<Incoming>, Refusal>,
+        outcome_unknown: bool,
+        region: Region,
+        first_answer: Option<FirstAnswer>,
+        first: Region,
+    ) -> Result<(Response<Incoming>, Region), Refusal> {
+        match answer {
+            Ok(resp) => self.finish(first_answer, region, first, resp),
+            Err(Refusal::Error { error, .. }) => {
+                if outcome_unknown {
+                    self.metrics.outcome_unknown(region);
+                }
+                Err(Refusal::Error {
+                    error,
+                    outcome_unknown,
+                })
+            }
+            Err(other) => Err(other),
+        }
+    }
+}
+
+pub(super) fn failure_retry_after(f: &Failure) -> Option<std::time::Duration> {
+    f.retry_after()
+}
+
+pub(super) fn body_error(f: BodyFailure, limit: u64) -> ProxyError {
+    match f {
+        BodyFailure::TooLarge => ProxyError::BodyTooLarge { limit },
+        BodyFailure::Idle => ProxyError::BodyTimeout,
+        BodyFailure::Client => {
+            ProxyError::BadRequest("the request body is malformed or was cut short")
+        }
+    }
+}
+
+/// The client's declared body length (hyper already refused conflicting ones).
+pub(super) fn declared_length(headers: &HeaderMap) -> Result<Option<u64>, ProxyError> {
+    match headers.get(header::CONTENT_LENGTH) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or(ProxyError::BadRequest("Content-Length is not a number")),
+    }
+}
