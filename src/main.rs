@@ -58,12 +58,18 @@ enum Command {
     },
 }
 
-/// A multi-thread runtime with `workers` threads (default: the CPUs
-/// available to the process).
+/// The runtime: `workers` threads (default: the CPUs available to the
+/// process).
 fn runtime(workers: Option<usize>) -> Result<tokio::runtime::Runtime, ExitCode> {
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    // One worker: tokio's single-threaded scheduler does the same work
+    // without the work-stealing bookkeeping.
+    let mut rt = if workers == Some(1) {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if let Some(n) = workers {
+    if let Some(n) = workers.filter(|n| *n > 1) {
         rt.worker_threads(n);
     }
     rt.build().map_err(|e| {
