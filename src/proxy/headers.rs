@@ -166,7 +166,7 @@ pub fn prepare_request(headers: &mut HeaderMap, p: &Provenance<'_>) {
     headers.remove(header::CONTENT_LENGTH);
     headers.remove(header::EXPECT);
 
-    let peer = HeaderValue::from_str(&p.peer.to_string()).unwrap_or(HeaderValue::from_static(""));
+    let peer = ip_value(p.peer);
     let xff = if p.peer_trusted {
         let prior: Vec<&str> = headers
             .get_all(X_FORWARDED_FOR)
@@ -225,20 +225,33 @@ pub fn correlation_id(headers: &HeaderMap) -> HeaderValue {
 }
 
 fn new_uuid() -> HeaderValue {
-    let a = fastrand::u64(..);
-    let b = fastrand::u64(..);
-    // Version 4, variant 10xx.
-    let a = (a & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (b & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let s = format!(
-        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xffff,
-        b >> 48,
-        b & 0xffff_ffff_ffff
-    );
-    HeaderValue::from_str(&s).unwrap_or(HeaderValue::from_static("0"))
+    // Version 4, variant 10xx; written into a stack buffer, since this runs
+    // for every request that arrives without an id.
+    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
+    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let bits = (u128::from(a) << 64) | u128::from(b);
+    let mut nibble = 0;
+    for (i, slot) in out.iter_mut().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            *slot = b'-';
+        } else {
+            *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
+            nibble += 1;
+        }
+    }
+    HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// The peer's address as a header value, formatted without a heap string.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    let mut buf = [0u8; 45];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cursor, "{ip}");
+    let len = cursor.position() as usize;
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static(""))
 }
 
 #[cfg(test)]

@@ -190,16 +190,30 @@ async fn serve_connection<S>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
+    // One timer for the connection's life, moved rather than re-created:
+    // each request would otherwise register and drop a timer.
+    let far = || tokio::time::Instant::now() + settings.idle_timeout;
+    let sleep = tokio::time::sleep_until(far());
+    tokio::pin!(sleep);
     loop {
         let head = tracker.head_deadline(settings.header_read_timeout);
-        let idle = tracker.idle_deadline(settings.idle_timeout);
+        // Once closing, the idle deadline has done its job.
+        let idle = if closing {
+            None
+        } else {
+            tracker.idle_deadline(settings.idle_timeout)
+        };
         let next = match (head, idle) {
             (Some(h), Some(i)) => Some(h.min(i)),
             (h, i) => h.or(i),
         };
-        // With nothing to wait for (a request in flight), re-check now and
-        // then: its end moves the idle deadline.
-        let next = next.unwrap_or_else(|| tokio::time::Instant::now() + settings.idle_timeout);
+        match next {
+            Some(at) if at != sleep.deadline() => sleep.as_mut().reset(at),
+            // With a request in flight there is nothing to wait for; look
+            // again after a while (its end moves the idle deadline).
+            None if sleep.is_elapsed() => sleep.as_mut().reset(far()),
+            _ => {}
+        }
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -212,7 +226,7 @@ async fn serve_connection<S>(
                 conn.as_mut().graceful_shutdown();
             }
             _ = tracker.changed() => {}
-            _ = tokio::time::sleep_until(next) => {
+            _ = &mut sleep => {
                 let now = tokio::time::Instant::now();
                 if tracker.head_deadline(settings.header_read_timeout).is_some_and(|d| d <= now) {
                     // A head that does not arrive in time: cut the connection
@@ -223,6 +237,9 @@ async fn serve_connection<S>(
                 if !closing && tracker.idle_deadline(settings.idle_timeout).is_some_and(|d| d <= now) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
+                }
+                if sleep.is_elapsed() {
+                    sleep.as_mut().reset(far());
                 }
             }
         }
