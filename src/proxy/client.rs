@@ -126,7 +126,9 @@ impl Upstream {
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
             .pool_max_idle_per_host(1024)
-            .http1_max_buf_size(1024 * 1024);
+            // The read buffer for upstream responses; bodies stream through it,
+            // so a large one only costs memory per connection.
+            .http1_max_buf_size(64 * 1024);
         // Over plain HTTP there is no ALPN: `http2 = true` means prior knowledge.
         if cfg.http2 && !cfg.is_https() {
             b.http2_only(true);
