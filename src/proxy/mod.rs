@@ -168,9 +168,9 @@ impl Proxy {
             .classify(&parts.method, parts.uri.path(), parts.uri.query())
             .class;
         let watch = Arc::new(BodyWatch::default());
-        let mut log = Box::new(AccessLog {
+        let mut log = AccessLog {
             method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
+            uri: parts.uri.clone(),
             correlation_id: correlation_id.clone(),
             class,
             region: None,
@@ -180,7 +180,7 @@ impl Proxy {
             request_body: watch.clone(),
             conn: conn.tracker.clone(),
             complete: false,
-        });
+        };
 
         let result = self
             .forward(&d, parts, body, class, &correlation_id, watch, conn)

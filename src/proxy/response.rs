@@ -22,8 +22,8 @@ use crate::routing::Region;
 /// One request's access-log record; logged on drop.
 pub struct AccessLog {
     pub method: http::Method,
-    /// Path only: the query may carry identifiers and is left out.
-    pub path: String,
+    /// Logged as its path only: the query may carry identifiers.
+    pub uri: http::Uri,
     pub correlation_id: http::HeaderValue,
     pub class: Class,
     pub region: Option<Region>,
@@ -42,7 +42,7 @@ impl Drop for AccessLog {
         tracing::info!(
             target: "failway::access",
             method = %self.method,
-            path = %self.path,
+            path = self.uri.path(),
             status = self.status,
             region = self.region.map_or("none", Region::as_str),
             class = self.class.as_str(),
@@ -68,12 +68,12 @@ pin_project! {
     pub struct ResponseBody {
         #[pin]
         kind: Kind,
-        log: Option<Box<AccessLog>>,
+        log: Option<AccessLog>,
     }
 }
 
 impl ResponseBody {
-    pub fn upstream(inner: hyper::body::Incoming, mut log: Box<AccessLog>) -> Self {
+    pub fn upstream(inner: hyper::body::Incoming, mut log: AccessLog) -> Self {
         log.complete = inner.is_end_stream();
         ResponseBody {
             kind: Kind::Upstream { inner },
@@ -81,7 +81,7 @@ impl ResponseBody {
         }
     }
 
-    pub fn local(inner: Full<Bytes>, mut log: Option<Box<AccessLog>>) -> Self {
+    pub fn local(inner: Full<Bytes>, mut log: Option<AccessLog>) -> Self {
         if let Some(log) = log.as_mut() {
             log.complete = inner.is_end_stream();
         }
