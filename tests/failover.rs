@@ -16,20 +16,7 @@ const T: Duration = Duration::from_secs(10);
 
 /// Fast probes: a region is judged down after 2 failures 100 ms apart.
 fn fast(extra: &str) -> String {
-    format!(
-        r#"
-[health]
-path = "/health"
-interval = "100ms"
-timeout = "80ms"
-unhealthy_threshold = 2
-healthy_threshold = 2
-
-[failover]
-failback_after = "400ms"
-{extra}
-"#
-    )
+    fw::fast_health(extra)
 }
 
 async fn start(

@@ -46,18 +46,10 @@ impl Cluster {
             } else {
                 etcd.endpoint()
             };
+            let health = fw::fast_health(failover);
             let extra = format!(
                 r#"
-[health]
-path = "/health"
-interval = "100ms"
-timeout = "80ms"
-unhealthy_threshold = 2
-healthy_threshold = 2
-
-[failover]
-failback_after = "400ms"
-{failover}
+{health}
 
 [fleet]
 endpoints = ["{endpoint}"]

@@ -25,22 +25,6 @@ use failway::failover::machine::{Health, Mode};
 /// few scrapes and a loaded machine.
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// Fast probes, as in `tests/failover.rs`.
-const FAST: &str = r#"
-[classify]
-profile = "key-protect"
-
-[health]
-path = "/health"
-interval = "100ms"
-timeout = "80ms"
-unhealthy_threshold = 2
-healthy_threshold = 2
-
-[failover]
-failback_after = "400ms"
-"#;
-
 /// The `prometheus` binary: on PATH, else Debian's location.
 fn prometheus_binary() -> Option<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
@@ -205,7 +189,12 @@ async fn prometheus_sees_the_failover_and_every_request() {
         return;
     };
     let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
-    let app = fw::start_probing(fw::config(&primary.url(), &replica.url(), FAST)).await;
+    let app = fw::start_probing(fw::config(
+        &primary.url(),
+        &replica.url(),
+        &fw::fast_health(""),
+    ))
+    .await;
     eventually(DEADLINE, "both regions probed healthy", || {
         app.failover
             .snapshot()

@@ -33,6 +33,26 @@ url = "{replica}"
     }
 }
 
+/// Fast probes for failover tests: a region is judged down after 2 failed
+/// probes 100 ms apart, and failback waits 400 ms. `failover_extra` goes
+/// into the `[failover]` section.
+pub fn fast_health(failover_extra: &str) -> String {
+    format!(
+        r#"
+[health]
+path = "/health"
+interval = "100ms"
+timeout = "80ms"
+unhealthy_threshold = 2
+healthy_threshold = 2
+
+[failover]
+failback_after = "400ms"
+{failover_extra}
+"#
+    )
+}
+
 /// Starts failway with `cfg`, without active health checks: the fake
 /// regions then see only the traffic a test sends.
 pub async fn start(cfg: Config) -> Running {
