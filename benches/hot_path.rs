@@ -18,7 +18,7 @@ use failway::config::Config;
 use failway::failover::machine::{Health, Mode};
 use failway::failover::Snapshot;
 use failway::metrics::{new_registry, ProxyMetrics};
-use failway::proxy::headers::{check_request, prepare_request, HeadLimits, Provenance};
+use failway::proxy::headers::{check_request, ip_value, prepare_request, HeadLimits, Provenance};
 use failway::rewrite::Rewriter;
 use failway::routing::{route, Region};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
@@ -178,8 +178,10 @@ fn headers(c: &mut Criterion) {
     };
     let upstream_host = HeaderValue::from_static("us-south.kms.cloud.ibm.com");
     let cid = HeaderValue::from_static("6f1e2d3c-4b5a-4978-8877-665544332211");
+    let peer_value = ip_value(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let provenance = Provenance {
         peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        peer_value: &peer_value,
         peer_trusted: false,
         downstream_tls: false,
         original_host: Some(HeaderValue::from_static("127.0.0.1:8080")),

@@ -1164,3 +1164,34 @@ async fn dns_change_is_followed_without_failing_requests() {
     assert!(resolver.lookups.load(Ordering::SeqCst) >= 2);
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connections_are_retired_after_pool_max_lifetime() {
+    let primary = FakeUpstream::start().await;
+    let replica = FakeUpstream::start().await;
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
+    cfg.upstreams.primary.pool_max_lifetime = Duration::from_millis(300);
+    let app = fw::start(cfg).await;
+
+    let traffic = Traffic::start(format!("{}{PATH}", fw::url(&app)));
+    eventually(WAIT, "traffic flows", || primary.request_count() >= 20).await;
+    let (c0, r0) = (primary.connection_count(), primary.request_count());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (c1, r1) = (primary.connection_count(), primary.request_count());
+    let served = traffic.finish().await;
+    // Sequential requests need one upstream connection; each lives about
+    // 300 ms, so 1.5 s of traffic needs several, each used many times.
+    assert!(
+        c1 >= c0 + 3,
+        "{} new upstream connections in 1.5 s with a 300 ms lifetime",
+        c1 - c0
+    );
+    assert!(
+        r1 - r0 > 2 * (c1 - c0),
+        "connections are still reused: {} requests over {} connections",
+        r1 - r0,
+        c1 - c0
+    );
+    assert!(served >= 40, "only {served} requests were served");
+    app.shutdown().await;
+}

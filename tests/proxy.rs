@@ -677,6 +677,45 @@ async fn slowloris_heads_are_cut_off_after_the_header_read_timeout() {
 }
 
 #[tokio::test]
+async fn a_slow_head_after_keep_alive_requests_is_cut_off_on_time() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (primary, replica) = pair().await;
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
+    cfg.proxy.header_read_timeout = Duration::from_millis(300);
+    cfg.proxy.idle_timeout = Duration::from_secs(60);
+    let app = fw::start(cfg).await;
+    let mut s = tokio::net::TcpStream::connect(app.proxy_addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    for _ in 0..3 {
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    }
+    // Idle for a while (keep-alive allows it), then a head that never ends.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let forwarded = primary.raw_byte_count();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let n = tokio::time::timeout(T, s.read(&mut buf))
+        .await
+        .expect("closed in time");
+    assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
+        "cut off after {took:?}, header_read_timeout is 300 ms"
+    );
+    assert_eq!(primary.raw_byte_count(), forwarded);
+    app.shutdown().await;
+}
+
+#[tokio::test]
 async fn idle_keep_alive_connections_outlive_the_header_timeout_until_idle_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (primary, replica) = pair().await;

@@ -16,7 +16,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{BodyFailure, UpstreamBody, Watched};
-use super::dns::{AgedConnector, DnsResolver, Resolve, Staleness};
+use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::error::ProxyError;
 use crate::config::UpstreamConfig;
 use crate::routing::Region;
@@ -90,7 +90,8 @@ impl Upstream {
             message: "host is not a valid Host header".into(),
         })?;
 
-        let resolver = DnsResolver::new(resolve, cfg.resolve_every);
+        let ages = Ages::new(cfg.pool_max_lifetime);
+        let resolver = DnsResolver::new(resolve, cfg.resolve_every, ages.clone());
         let mut http = HttpConnector::new_with_resolver(resolver.clone());
         http.enforce_http(false);
         http.set_nodelay(true);
@@ -114,7 +115,7 @@ impl Upstream {
             }
             None => builder,
         };
-        let aged = AgedConnector::new(http);
+        let aged = AgedConnector::new(http, ages.clone());
         let connector = if cfg.http2 {
             builder.enable_all_versions().wrap_connector(aged)
         } else {
@@ -142,6 +143,7 @@ impl Upstream {
                 .trim_end_matches(']')
                 .to_owned(),
             max_lifetime: cfg.pool_max_lifetime,
+            ages,
         };
         Ok(Upstream {
             region,

@@ -16,7 +16,6 @@ use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Shared between a connection's IO, its requests and its task.
@@ -32,7 +31,6 @@ pub struct ConnTracker {
     h2: AtomicBool,
     /// Set once the first bytes were seen.
     started: AtomicBool,
-    notify: Notify,
 }
 
 impl ConnTracker {
@@ -45,7 +43,6 @@ impl ConnTracker {
             last_activity: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             started: AtomicBool::new(false),
-            notify: Notify::new(),
         };
         Arc::new(t)
     }
@@ -85,7 +82,6 @@ impl ConnTracker {
         if self.head_started.load(Ordering::Relaxed) == 0 {
             self.head_started
                 .store(self.now_ms() + 1, Ordering::Relaxed);
-            self.notify.notify_one();
         }
     }
 
@@ -106,11 +102,6 @@ impl ConnTracker {
             return None;
         }
         Some(self.at(self.last_activity.load(Ordering::Relaxed)) + idle_timeout)
-    }
-
-    /// Resolves when a head starts arriving (deadlines may have moved closer).
-    pub async fn changed(&self) {
-        self.notify.notified().await
     }
 }
 

@@ -5,17 +5,22 @@
 //!   `upstreams.*.resolve_every` and re-resolves after that, in the
 //!   background when only pooled connections are in use;
 //! - [`AgedConnector`] stamps each new connection with its birth time;
-//! - after each response the data path checks the connection it used
+//! - after a response the data path checks the connection it used
 //!   ([`Staleness`]): older than `pool_max_lifetime`, or to an address the
-//!   host no longer resolves to, and it is poisoned (never reused).
+//!   host no longer resolves to, and it is poisoned (never reused);
+//! - [`Ages`] knows when such a check can find anything (the oldest live
+//!   connection's lifetime ends, the cached addresses expire, or they changed
+//!   while older connections live), so that the per-request cost of looking
+//!   at the connection (a channel and two allocations) is paid only then.
 //!
 //! [`Resolve`] is the seam tests use to control what a name resolves to.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -55,14 +60,16 @@ pub struct DnsResolver {
     inner: Arc<dyn Resolve>,
     ttl: Duration,
     cache: Arc<Mutex<HashMap<String, Entry>>>,
+    ages: Arc<Ages>,
 }
 
 impl DnsResolver {
-    pub fn new(inner: Arc<dyn Resolve>, ttl: Duration) -> DnsResolver {
+    pub fn new(inner: Arc<dyn Resolve>, ttl: Duration, ages: Arc<Ages>) -> DnsResolver {
         DnsResolver {
             inner,
             ttl,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            ages,
         }
     }
 
@@ -82,21 +89,24 @@ impl DnsResolver {
             ));
         }
         if let Ok(mut cache) = self.cache.lock() {
+            let now = Instant::now();
             let old = cache.insert(
                 host.to_owned(),
                 Entry {
-                    at: Instant::now(),
+                    at: now,
                     ips: ips.clone(),
                     refreshing: false,
                 },
             );
-            if old.is_some_and(|o| o.ips != ips) {
+            let changed = old.is_some_and(|o| o.ips != ips);
+            if changed {
                 tracing::info!(
                     host,
                     ?ips,
                     "upstream address changed; connections to the old one are retired"
                 );
             }
+            self.ages.resolved(now, now + self.ttl, changed);
         }
         Ok(ips)
     }
@@ -120,8 +130,10 @@ impl DnsResolver {
                     tracing::warn!(host, error = %err, "re-resolving an upstream failed; keeping the last addresses");
                     if let Ok(mut cache) = this.cache.lock() {
                         if let Some(e) = cache.get_mut(&host) {
+                            let now = Instant::now();
                             e.refreshing = false;
-                            e.at = Instant::now();
+                            e.at = now;
+                            this.ages.resolved(now, now + this.ttl, false);
                         }
                     }
                 }
@@ -164,6 +176,7 @@ pin_project! {
         #[pin]
         inner: T,
         born: Instant,
+        _life: Life,
     }
 }
 
@@ -213,11 +226,12 @@ impl<T: Connection> Connection for AgedIo<T> {
 #[derive(Clone)]
 pub struct AgedConnector<C> {
     inner: C,
+    ages: Arc<Ages>,
 }
 
 impl<C> AgedConnector<C> {
-    pub fn new(inner: C) -> Self {
-        AgedConnector { inner }
+    pub fn new(inner: C, ages: Arc<Ages>) -> Self {
+        AgedConnector { inner, ages }
     }
 }
 
@@ -236,14 +250,120 @@ where
     }
 
     fn call(&mut self, uri: http::Uri) -> Self::Future {
+        // Registered from the start of the connect: one that resolved the
+        // old addresses just before a change still counts as older than it.
+        let life = Ages::register(&self.ages, Instant::now());
         let fut = self.inner.call(uri);
         Box::pin(async move {
             let inner = fut.await?;
             Ok(AgedIo {
                 inner,
                 born: Instant::now(),
+                _life: life,
             })
         })
+    }
+}
+
+/// The live connections' ages and the address cache's timing, kept so the
+/// data path can tell in one atomic load whether a connection check may find
+/// anything.
+pub struct Ages {
+    base: Instant,
+    max_lifetime: Duration,
+    state: Mutex<AgesState>,
+    /// Milliseconds since `base` from which checks are due.
+    check_from: AtomicU64,
+}
+
+#[derive(Default)]
+struct AgesState {
+    /// Connect start (ms since `base`) -> live connections started then.
+    live: BTreeMap<u64, usize>,
+    /// When the cached addresses expire (a check starts the refresh).
+    dns_due: Option<u64>,
+    /// When the addresses last changed.
+    dns_changed: Option<u64>,
+}
+
+impl Ages {
+    pub fn new(max_lifetime: Duration) -> Arc<Ages> {
+        Arc::new(Ages {
+            base: Instant::now(),
+            max_lifetime,
+            state: Mutex::new(AgesState::default()),
+            check_from: AtomicU64::new(u64::MAX),
+        })
+    }
+
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.base).as_millis() as u64
+    }
+
+    /// Whether a response arriving now must have its connection checked.
+    pub fn check_due(&self, now: Instant) -> bool {
+        self.ms(now) >= self.check_from.load(Ordering::Relaxed)
+    }
+
+    fn register(this: &Arc<Ages>, started: Instant) -> Life {
+        let at = this.ms(started);
+        this.update(|s| *s.live.entry(at).or_default() += 1);
+        Life {
+            ages: this.clone(),
+            at,
+        }
+    }
+
+    fn resolved(&self, now: Instant, due: Instant, changed: bool) {
+        let (now, due) = (self.ms(now), self.ms(due));
+        self.update(|s| {
+            s.dns_due = Some(due);
+            if changed {
+                s.dns_changed = Some(now);
+            }
+        });
+    }
+
+    fn update(&self, f: impl FnOnce(&mut AgesState)) {
+        let Ok(mut s) = self.state.lock() else {
+            // Poisoned: check every response rather than miss one.
+            self.check_from.store(0, Ordering::Relaxed);
+            return;
+        };
+        f(&mut s);
+        let oldest = s.live.keys().next().copied();
+        let lifetime = self.max_lifetime.as_millis().min(u128::from(u64::MAX)) as u64;
+        let mut from = u64::MAX;
+        if let Some(o) = oldest {
+            from = from.min(o.saturating_add(lifetime));
+            if s.dns_changed.is_some_and(|c| o <= c) {
+                from = 0;
+            }
+        }
+        if let Some(d) = s.dns_due {
+            from = from.min(d);
+        }
+        self.check_from.store(from, Ordering::Relaxed);
+    }
+}
+
+/// A live connection's entry in [`Ages`], removed when it closes.
+struct Life {
+    ages: Arc<Ages>,
+    at: u64,
+}
+
+impl Drop for Life {
+    fn drop(&mut self) {
+        let at = self.at;
+        self.ages.update(|s| {
+            if let Some(n) = s.live.get_mut(&at) {
+                *n -= 1;
+                if *n == 0 {
+                    s.live.remove(&at);
+                }
+            }
+        });
     }
 }
 
@@ -253,6 +373,7 @@ pub struct Staleness {
     pub resolver: DnsResolver,
     pub host: String,
     pub max_lifetime: Duration,
+    pub ages: Arc<Ages>,
 }
 
 impl Staleness {
@@ -287,13 +408,45 @@ mod tests {
         }
     }
 
+    #[test]
+    fn connection_checks_are_due_only_when_one_may_be_stale() {
+        let ages = Ages::new(Duration::from_secs(10));
+        let at = |s: u64| ages.base + Duration::from_secs(s);
+        assert!(!ages.check_due(at(1000)), "no connection, nothing resolved");
+        let a = Ages::register(&ages, at(1));
+        assert!(!ages.check_due(at(10)));
+        assert!(
+            ages.check_due(at(11)),
+            "the oldest reached pool_max_lifetime"
+        );
+        let b = Ages::register(&ages, at(5));
+        drop(a);
+        assert!(!ages.check_due(at(14)));
+        assert!(ages.check_due(at(15)));
+        ages.resolved(at(6), at(36), false);
+        assert!(
+            !ages.check_due(at(14)),
+            "an unchanged answer changes nothing"
+        );
+        ages.resolved(at(7), at(37), true);
+        assert!(ages.check_due(at(7)), "addresses changed while b lives");
+        drop(b);
+        let c = Ages::register(&ages, at(8));
+        assert!(!ages.check_due(at(17)), "c was made after the change");
+        assert!(ages.check_due(at(18)));
+        drop(c);
+        assert!(!ages.check_due(at(36)));
+        assert!(ages.check_due(at(37)), "the cached addresses expire");
+    }
+
     #[tokio::test]
     async fn caches_for_the_ttl_then_resolves_again() {
         let c = Arc::new(Counting(
             AtomicUsize::new(0),
             Mutex::new(vec!["10.0.0.1".parse().unwrap()]),
         ));
-        let r = DnsResolver::new(Arc::new(c.clone()), Duration::from_millis(50));
+        let ages = Ages::new(Duration::from_secs(300));
+        let r = DnsResolver::new(Arc::new(c.clone()), Duration::from_millis(50), ages.clone());
         assert_eq!(
             r.lookup("kms").await.unwrap(),
             vec!["10.0.0.1".parse::<IpAddr>().unwrap()]

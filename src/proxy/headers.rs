@@ -23,22 +23,6 @@ pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-ho
 pub const FAILWAY_REGION: HeaderName = HeaderName::from_static("failway-region");
 pub const FAILWAY_MODE: HeaderName = HeaderName::from_static("failway-mode");
 pub const FAILWAY_OUTCOME: HeaderName = HeaderName::from_static("failway-outcome");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    header::PROXY_AUTHENTICATE,
-];
-
 /// Headers that would let a client change what a request *is*; dropped so
 /// that classification by method can never be bypassed.
 const METHOD_OVERRIDES: [HeaderName; 3] = [
@@ -124,20 +108,60 @@ pub fn check_request(
     Ok(())
 }
 
+/// Hop-by-hop fields (RFC 9110 §7.6.1, plus the legacy ones proxies still see).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-authenticate"
+    )
+}
+
 /// Removes the hop-by-hop fields and every field `Connection` names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Collect the names first: `Connection` itself is removed below.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // One pass over the names settles the common case (none, or only
+    // `Connection: keep-alive`) without hashing each hop-by-hop name.
+    let mut found: [Option<HeaderName>; 9] = Default::default(); // as many as is_hop_by_hop names
+    let mut n = 0;
+    for name in headers.keys() {
+        if is_hop_by_hop(name) && n < found.len() {
+            found[n] = Some(name.clone());
+            n += 1;
+        }
+    }
+    if n == 0 {
+        return;
+    }
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(value) = value.to_str() else { continue };
+        for token in value.split(',') {
+            let token = token.trim();
+            // The usual tokens name no end-to-end field.
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("keep-alive")
+                || token.eq_ignore_ascii_case("close")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                if !is_hop_by_hop(&name) {
+                    named.push(name);
+                }
+            }
+        }
+    }
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in found.into_iter().flatten() {
         headers.remove(name);
     }
 }
@@ -145,6 +169,8 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What the upstream request's provenance headers are built from.
 pub struct Provenance<'a> {
     pub peer: IpAddr,
+    /// `peer` as a header value, formatted once per connection.
+    pub peer_value: &'a HeaderValue,
     /// The peer may set `X-Forwarded-*` (it is in `proxy.trusted_proxies`).
     pub peer_trusted: bool,
     pub downstream_tls: bool,
@@ -158,15 +184,28 @@ pub struct Provenance<'a> {
 /// Prepares a request's headers for the upstream.
 pub fn prepare_request(headers: &mut HeaderMap, p: &Provenance<'_>) {
     strip_hop_by_hop(headers);
-    for name in METHOD_OVERRIDES {
-        headers.remove(name);
-    }
     // failway frames the body itself (it may re-frame chunked as sized) and
-    // answers `Expect: 100-continue` towards the client.
-    headers.remove(header::CONTENT_LENGTH);
-    headers.remove(header::EXPECT);
+    // answers `Expect: 100-continue` towards the client. One pass over the
+    // names first: most requests carry none of these.
+    let drop_some = headers.keys().any(|n| {
+        matches!(
+            n.as_str(),
+            "x-http-method-override"
+                | "x-http-method"
+                | "x-method-override"
+                | "content-length"
+                | "expect"
+        )
+    });
+    if drop_some {
+        for name in METHOD_OVERRIDES {
+            headers.remove(name);
+        }
+        headers.remove(header::CONTENT_LENGTH);
+        headers.remove(header::EXPECT);
+    }
 
-    let peer = ip_value(p.peer);
+    let peer = p.peer_value.clone();
     let xff = if p.peer_trusted {
         let prior: Vec<&str> = headers
             .get_all(X_FORWARDED_FOR)
@@ -227,25 +266,28 @@ pub fn correlation_id(headers: &HeaderMap) -> HeaderValue {
 fn new_uuid() -> HeaderValue {
     // Version 4, variant 10xx; written into a stack buffer, since this runs
     // for every request that arrives without an id.
-    let a = (fastrand::u64(..) & 0xffff_ffff_ffff_0fff) | 0x0000_0000_0000_4000;
-    let b = (fastrand::u64(..) & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+    bytes[8..].copy_from_slice(&fastrand::u64(..).to_be_bytes());
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let bits = (u128::from(a) << 64) | u128::from(b);
-    let mut nibble = 0;
-    for (i, slot) in out.iter_mut().enumerate() {
-        if matches!(i, 8 | 13 | 18 | 23) {
-            *slot = b'-';
-        } else {
-            *slot = HEX[((bits >> (124 - 4 * nibble)) & 0xf) as usize];
-            nibble += 1;
+    let mut out = [b'-'; 36];
+    let mut at = 0;
+    for (i, byte) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            at += 1; // the dash already there
         }
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
+        at += 2;
     }
     HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("0"))
 }
 
-/// The peer's address as a header value, formatted without a heap string.
-fn ip_value(ip: IpAddr) -> HeaderValue {
+/// A peer address as an `X-Forwarded-For` element, formatted without a
+/// heap string (once per connection).
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
     use std::io::Write;
     let mut buf = [0u8; 45];
     let mut cursor = std::io::Cursor::new(&mut buf[..]);
@@ -335,10 +377,12 @@ mod tests {
         ]);
         let host = HeaderValue::from_static("upstream.example");
         let cid = HeaderValue::from_static("cid-1");
+        let peer = ip_value("10.0.0.9".parse().unwrap());
         prepare_request(
             &mut h,
             &Provenance {
                 peer: "10.0.0.9".parse().unwrap(),
+                peer_value: &peer,
                 peer_trusted: false,
                 downstream_tls: false,
                 original_host: Some(HeaderValue::from_static("proxy.local")),
@@ -369,8 +413,10 @@ mod tests {
     fn forwarded_for_is_replaced_unless_the_peer_is_trusted() {
         let host = HeaderValue::from_static("u");
         let cid = HeaderValue::from_static("c");
+        let peer = ip_value("192.0.2.1".parse().unwrap());
         let mut prov = Provenance {
             peer: "192.0.2.1".parse().unwrap(),
+            peer_value: &peer,
             peer_trusted: false,
             downstream_tls: true,
             original_host: None,
@@ -396,6 +442,33 @@ mod tests {
     }
 
     #[test]
+    fn response_hop_by_hop_fields_are_removed_end_to_end_ones_kept() {
+        let mut h = map(&[
+            ("connection", "keep-alive"),
+            ("keep-alive", "timeout=5"),
+            ("content-type", "application/json"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["content-type"], "application/json");
+
+        let mut h = map(&[
+            ("connection", "close, X-Internal"),
+            ("x-internal", "1"),
+            ("transfer-encoding", "chunked"),
+            ("trailer", "x-sum"),
+            ("proxy-authenticate", "Basic"),
+            ("x-kept", "2"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-kept"]);
+
+        let mut h = map(&[("x-a", "1"), ("x-b", "2")]);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
     fn correlation_id_prefers_kp_spelling_then_x_then_new() {
         let h = map(&[("correlation-id", "a"), ("x-correlation-id", "b")]);
         assert_eq!(correlation_id(&h), "a");
@@ -403,8 +476,18 @@ mod tests {
         assert_eq!(correlation_id(&h), "b");
         let h = map(&[("correlation-id", "has space")]);
         let id = correlation_id(&h);
-        assert_eq!(id.len(), 36);
-        assert_eq!(id.to_str().unwrap().as_bytes()[14], b'4');
+        let id = id.to_str().unwrap();
+        // 8-4-4-4-12 lowercase hex, version 4, variant 10xx.
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(id
+            .bytes()
+            .all(|c| c == b'-' || c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert_eq!(id.as_bytes()[14], b'4', "{id}");
+        assert!(
+            matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "{id}"
+        );
         assert_ne!(
             correlation_id(&HeaderMap::new()),
             correlation_id(&HeaderMap::new())

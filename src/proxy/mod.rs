@@ -93,6 +93,8 @@ impl Settings {
 #[derive(Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
+    /// The peer's address as an `X-Forwarded-For` element.
+    pub peer_value: http::HeaderValue,
     pub tls: bool,
     pub tracker: Arc<ConnTracker>,
 }

@@ -37,20 +37,31 @@ const H2_MAX_PENDING_ACCEPT_RESET: usize = 50;
 /// on the connection (CVE-2024-2758-style floods).
 const H2_MAX_LOCAL_ERROR_RESET: usize = 256;
 const H2_MAX_SEND_BUF: usize = 256 * 1024;
+/// hyper parses up to this many header lines in arrays on the stack.
+const HYPER_INLINE_HEADERS: usize = 100;
 
 fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 by itself past these; failway's own check (the
     // configured limits, rendered in the profile's format) comes first, so
-    // hyper's are a hard ceiling above them.
+    // hyper's are a hard ceiling above them. The header count is the
+    // exception up to hyper's default of 100: a higher ceiling makes hyper
+    // allocate its parse arrays on every request (about 10 KB, 2 allocations),
+    // so with `max_headers` <= 100 a request over 100 header lines gets
+    // hyper's own bare 431.
     let hard_header_bytes = (s.max_header_bytes * 2).max(8192) as usize;
+    let hard_headers = if s.max_headers <= HYPER_INLINE_HEADERS {
+        HYPER_INLINE_HEADERS
+    } else {
+        s.max_headers.saturating_mul(2)
+    };
     b.http1()
         .timer(TokioTimer::new())
         // Tracked by failway itself (conn.rs): hyper's would also cut idle
         // keep-alive connections at the header timeout.
         .header_read_timeout(None)
         .max_buf_size(hard_header_bytes.max(64 * 1024))
-        .max_headers(s.max_headers.saturating_mul(2).max(16))
+        .max_headers(hard_headers)
         .keep_alive(true)
         .half_close(false);
     b.http2()
@@ -175,6 +186,7 @@ async fn serve_connection<S>(
     let tracker = ConnTracker::new();
     let info = ConnInfo {
         peer,
+        peer_value: super::headers::ip_value(peer.ip()),
         tls,
         tracker: tracker.clone(),
     };
@@ -190,57 +202,49 @@ async fn serve_connection<S>(
     if closing {
         conn.as_mut().graceful_shutdown();
     }
-    // One timer for the connection's life, moved rather than re-created:
-    // each request would otherwise register and drop a timer.
-    let far = || tokio::time::Instant::now() + settings.idle_timeout;
-    let sleep = tokio::time::sleep_until(far());
+    // One timer per connection, re-armed only when it fires, never per
+    // request: it fires at least every `header_read_timeout`, so a request
+    // head that starts is still cut at its exact deadline (the first firing
+    // after the head started re-arms the timer for that deadline).
+    let tick = settings.header_read_timeout;
+    let sleep = tokio::time::sleep(tick.min(settings.idle_timeout));
     tokio::pin!(sleep);
+    let drained = drain.changed();
+    tokio::pin!(drained);
     loop {
-        let head = tracker.head_deadline(settings.header_read_timeout);
-        // Once closing, the idle deadline has done its job.
-        let idle = if closing {
-            None
-        } else {
-            tracker.idle_deadline(settings.idle_timeout)
-        };
-        let next = match (head, idle) {
-            (Some(h), Some(i)) => Some(h.min(i)),
-            (h, i) => h.or(i),
-        };
-        match next {
-            Some(at) if at != sleep.deadline() => sleep.as_mut().reset(at),
-            // With a request in flight there is nothing to wait for; look
-            // again after a while (its end moves the idle deadline).
-            None if sleep.is_elapsed() => sleep.as_mut().reset(far()),
-            _ => {}
-        }
         tokio::select! {
+            // The connection first: it is what wakes this task on every request.
+            biased;
             res = conn.as_mut() => {
                 if let Err(e) = res {
                     tracing::debug!(%peer, error = %e, "client connection ended with an error");
                 }
                 return;
             }
-            _ = drain.changed(), if !closing => {
+            _ = &mut drained, if !closing => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tracker.changed() => {}
             _ = &mut sleep => {
                 let now = tokio::time::Instant::now();
-                if tracker.head_deadline(settings.header_read_timeout).is_some_and(|d| d <= now) {
-                    // A head that does not arrive in time: cut the connection
-                    // (a slowloris client gets no answer to keep it busy).
+                let head = tracker.head_deadline(settings.header_read_timeout);
+                if head.is_some_and(|d| d <= now) {
                     tracing::debug!(%peer, "request head not received in time; closing");
                     return;
                 }
-                if !closing && tracker.idle_deadline(settings.idle_timeout).is_some_and(|d| d <= now) {
+                let idle = tracker.idle_deadline(settings.idle_timeout);
+                if !closing && idle.is_some_and(|d| d <= now) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
-                if sleep.is_elapsed() {
-                    sleep.as_mut().reset(far());
+                let mut next = now + tick;
+                if let Some(h) = head {
+                    next = next.min(h);
                 }
+                if let Some(i) = idle.filter(|_| !closing) {
+                    next = next.min(i);
+                }
+                sleep.as_mut().reset(next);
             }
         }
     }
