@@ -184,9 +184,10 @@ impl Proxy {
             complete: false,
         };
 
-        let result = self
-            .forward(&d, parts, body, class, &correlation_id, watch, conn)
-            .await;
+        // Boxed: the forwarding state is a few KiB, and hyper keeps room for
+        // this future in every connection, idle or not.
+        let result =
+            Box::pin(self.forward(&d, parts, body, class, &correlation_id, watch, conn)).await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());

@@ -138,37 +138,47 @@ impl Server {
                     let done = done_tx.clone();
                     let metrics = metrics.clone();
                     let tls = self.tls.clone();
-                    tokio::spawn(async move {
+                    let fut = async move {
                         metrics.connections_open.inc();
                         match tls {
                             None => serve_connection(stream, false, peer, proxy, &builder, &settings, drain).await,
-                            Some(acceptor) => {
-                                // A client that never finishes its handshake
-                                // is cut off like a slow request head.
-                                let handshake = tokio::time::timeout(
-                                    settings.header_read_timeout,
-                                    acceptor.accept(stream),
-                                )
-                                .await;
-                                match handshake {
-                                    Ok(Ok(tls_stream)) => {
-                                        serve_connection(tls_stream, true, peer, proxy, &builder, &settings, drain).await
-                                    }
-                                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                                }
-                            }
+                            // Boxed: a TLS connection's state is larger, and
+                            // every plain connection's task would carry its size.
+                            Some(acceptor) => Box::pin(serve_tls(acceptor, stream, peer, proxy, &builder, &settings, drain)).await,
                         }
                         metrics.connections_open.dec();
                         drop(permit);
                         drop(done);
-                    });
+                    };
+                    tokio::spawn(fut);
                 }
             }
         }
         drop(self.listener);
         drop(done_tx);
         let _ = done_rx.recv().await;
+    }
+}
+
+async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &auto::Builder<TokioExecutor>,
+    settings: &ServerSettings,
+    drain: watch::Receiver<bool>,
+) {
+    // A client that never finishes its handshake is cut off like a slow
+    // request head.
+    let handshake =
+        tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await;
+    match handshake {
+        Ok(Ok(tls_stream)) => {
+            serve_connection(tls_stream, true, peer, proxy, builder, settings, drain).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
