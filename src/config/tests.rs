@@ -551,6 +551,10 @@ fn fleet_rules() {
         "fleet.endpoints[1]: \"grpc://b:2379\" has scheme \"grpc\"",
     );
     assert_err(
+        &fleet("endpoints = [\"http://a:2379\", \"https://b:2379\"]\nkey = \"/k\"\n"),
+        "fleet.endpoints: mixes http and https endpoints; use one scheme for all",
+    );
+    assert_err(
         &fleet("endpoints = [\"http://a:2379\"]\n"),
         "fleet.key: required",
     );
@@ -817,7 +821,7 @@ budget_min_per_sec = 0
 
 [fleet]
 backend = "etcd"
-endpoints = ["http://127.0.0.1:2379", "https://etcd.example:2379"]
+endpoints = ["https://127.0.0.1:2379", "https://etcd.example:2379"]
 key = "/failway/kp/mode"
 lease_ttl = "3s"
 failover_quorum = 2

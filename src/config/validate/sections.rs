@@ -268,11 +268,22 @@ impl Validator<'_> {
                 "must list at least one etcd endpoint (e.g. [\"http://127.0.0.1:2379\"])",
             );
         }
-        let endpoints = raw_endpoints
+        let endpoints: Vec<http::Uri> = raw_endpoints
             .iter()
             .enumerate()
             .filter_map(|(i, e)| self.url(&format!("fleet.endpoints[{i}]"), e))
             .collect();
+        // One gRPC channel serves every endpoint: TLS is on for all or none.
+        let https = endpoints
+            .iter()
+            .filter(|u| u.scheme_str() == Some("https"))
+            .count();
+        if https != 0 && https != endpoints.len() {
+            self.err(
+                "fleet.endpoints",
+                "mixes http and https endpoints; use one scheme for all",
+            );
+        }
         let key = r.key.unwrap_or_default();
         if key.is_empty() {
             self.err("fleet.key", "required (e.g. \"/failway/my-service/mode\")");
