@@ -796,3 +796,82 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
         "listener closed"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_after_bodies_end_and_closed_when_idle() {
+    let (primary, replica) = pair().await;
+    // Large enough that the answer is still streaming when its head arrives.
+    let big = vec![b'x'; 512 * 1024];
+    primary.set_behavior(Behavior::Script(std::sync::Arc::new(move |_req| {
+        Response::ok(big.clone())
+    })));
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
+    cfg.upstreams.primary.pool_idle_timeout = Duration::from_millis(300);
+    let app = fw::start(cfg).await;
+    let client = fw::client();
+    for _ in 0..5 {
+        let ans = send(&client, "GET", &format!("{}/big", fw::url(&app)), &[], "").await;
+        assert_eq!(ans.status, 200);
+        assert_eq!(ans.body.len(), 512 * 1024);
+    }
+    assert_eq!(
+        primary.connection_count(),
+        1,
+        "sequential requests share one upstream connection once each body is read"
+    );
+    eventually(T, "the idle upstream connection is closed", || {
+        primary.open_connections() == 0
+    })
+    .await;
+    let ans = send(&client, "GET", &format!("{}/again", fw::url(&app)), &[], "").await;
+    assert_eq!(ans.status, 200);
+    assert_eq!(
+        primary.connection_count(),
+        2,
+        "a new connection after the idle one closed"
+    );
+    app.shutdown().await;
+}
+
+#[tokio::test]
+async fn concurrent_requests_use_separate_upstream_connections() {
+    let (primary, replica) = pair().await;
+    primary.set_behavior(Behavior::Delay(
+        Duration::from_millis(200),
+        Response::ok("slow"),
+    ));
+    let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
+    let url = format!("{}/slow", fw::url(&app));
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
+        })
+        .collect();
+    for t in tasks {
+        let a = t.await.expect("request task");
+        assert_eq!(a.status, 200);
+        assert_eq!(&a.body[..], b"slow");
+    }
+    assert_eq!(
+        primary.connection_count(),
+        4,
+        "HTTP/1.1 sends one request per connection at a time"
+    );
+    // Then they are all pooled: four more concurrent requests make none.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("request task").status, 200);
+    }
+    assert_eq!(
+        primary.connection_count(),
+        4,
+        "pooled connections are reused"
+    );
+    app.shutdown().await;
+}

@@ -136,7 +136,7 @@ impl Probe {
             }
         }
         let exchange = async {
-            let resp = up.client.request(req).await?;
+            let resp = up.request(req).await?;
             let status = resp.status().as_u16();
             // Read (a bounded amount of) the body so the connection is reusable.
             let mut body = resp.into_body();
@@ -152,7 +152,7 @@ impl Probe {
                     Err(_) => break,
                 }
             }
-            Ok::<u16, hyper_util::client::legacy::Error>(status)
+            Ok::<u16, crate::proxy::client::UpstreamError>(status)
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => fail(format!("timed out after {:?}", self.timeout), None),

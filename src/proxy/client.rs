@@ -1,5 +1,7 @@
-//! One pooled upstream client per region (hyper-util's legacy client over
-//! hyper-rustls), and the mapping of its errors onto [`ProxyError`].
+//! One upstream per region: HTTP/1.1 through failway's own pool
+//! ([`super::pool`]), HTTP/2 through hyper-util's client (one multiplexed
+//! connection needs no pool of ours), both over hyper-rustls; and the
+//! mapping of their errors onto [`ProxyError`].
 //!
 //! TLS verification always uses the platform roots plus `tls.ca`; there is no
 //! switch to turn verification off.
@@ -9,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::uri::{Authority, Scheme};
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -18,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::{BodyFailure, UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::error::ProxyError;
+use super::pool::{H1Pool, PoolError};
 use crate::config::UpstreamConfig;
 use crate::routing::Region;
 
@@ -28,6 +31,13 @@ pub type HttpClient = Client<Connector, RequestBody>;
 /// Connection attempts give up after this long (Envoy's default too), or the
 /// per-try timeout when that is shorter.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The read buffer for upstream responses; bodies stream through it, so a
+/// large one only costs memory per connection.
+const UPSTREAM_BUF_SIZE: usize = 64 * 1024;
+
+/// Idle connections kept per region.
+const MAX_IDLE: usize = 1024;
 
 /// Failure to build an upstream client.
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +71,48 @@ pub struct Upstream {
     pub authority: Authority,
     /// `Host` sent upstream when `proxy.host_header = "upstream"`.
     pub host: HeaderValue,
-    pub client: HttpClient,
+    /// HTTP/2 upstreams (`http2 = true`).
+    client: HttpClient,
+    /// HTTP/1.1 upstreams.
+    pool: Option<H1Pool>,
     /// Retires connections past `pool_max_lifetime` or to an address the
     /// host no longer resolves to.
     pub staleness: Staleness,
+}
+
+/// Why an upstream request got no response.
+#[derive(Debug)]
+pub enum UpstreamError {
+    Pool(PoolError),
+    Client(hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// No connection was made, so nothing was sent.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Pool(e) => matches!(e, PoolError::Connect(_)),
+            UpstreamError::Client(e) => e.is_connect(),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UpstreamError::Pool(e) => e.fmt(f),
+            UpstreamError::Client(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for UpstreamError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UpstreamError::Pool(e) => e.source(),
+            UpstreamError::Client(e) => std::error::Error::source(e),
+        }
+    }
 }
 
 impl Upstream {
@@ -121,15 +169,16 @@ impl Upstream {
         } else {
             builder.enable_http1().wrap_connector(aged)
         };
+        let h1_connector = (!cfg.http2).then(|| connector.clone());
 
         let mut b = Client::builder(TokioExecutor::new());
         b.timer(TokioTimer::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(1024)
+            .pool_max_idle_per_host(MAX_IDLE)
             // The read buffer for upstream responses; bodies stream through it,
             // so a large one only costs memory per connection.
-            .http1_max_buf_size(64 * 1024);
+            .http1_max_buf_size(UPSTREAM_BUF_SIZE);
         // Over plain HTTP there is no ALPN: `http2 = true` means prior knowledge.
         if cfg.http2 && !cfg.is_https() {
             b.http2_only(true);
@@ -145,14 +194,68 @@ impl Upstream {
             max_lifetime: cfg.pool_max_lifetime,
             ages,
         };
+        let pool = match h1_connector {
+            Some(c) => {
+                let target = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .map_err(|e| ClientError::Invalid {
+                        region: region.as_str(),
+                        key: "url",
+                        message: e.to_string(),
+                    })?;
+                Some(H1Pool::new(
+                    c,
+                    target,
+                    cfg.pool_idle_timeout,
+                    MAX_IDLE,
+                    UPSTREAM_BUF_SIZE,
+                    staleness.clone(),
+                ))
+            }
+            None => None,
+        };
         Ok(Upstream {
             region,
             scheme,
             authority,
             host,
             client,
+            pool,
             staleness,
         })
+    }
+
+    /// Sends one request (its URI absolute) to this region.
+    pub async fn request(
+        &self,
+        mut req: http::Request<RequestBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        if let Some(pool) = &self.pool {
+            return pool.request(req).await.map_err(UpstreamError::Pool);
+        }
+        // Looking at the connection a response came on costs a channel and
+        // two allocations; only worth it when it may be stale.
+        let capture = self
+            .staleness
+            .ages
+            .check_due(std::time::Instant::now())
+            .then(|| hyper_util::client::legacy::connect::capture_connection(&mut req));
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(UpstreamError::Client)?;
+        if let Some(capture) = &capture {
+            if self.staleness.is_stale(resp.extensions()) {
+                if let Some(c) = capture.connection_metadata().as_ref() {
+                    c.poison();
+                }
+            }
+        }
+        Ok(resp)
     }
 }
 
@@ -321,7 +424,7 @@ impl UpstreamFailure {
     }
 
     /// Classifies a client error by walking its source chain.
-    pub fn classify(err: &hyper_util::client::legacy::Error) -> UpstreamFailure {
+    pub fn classify(err: &UpstreamError) -> UpstreamFailure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
         let connect = err.is_connect();
         while let Some(e) = source {

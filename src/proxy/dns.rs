@@ -380,17 +380,16 @@ impl Staleness {
     /// Whether the connection behind `extensions` (a response's) must not be
     /// reused.
     pub fn is_stale(&self, extensions: &http::Extensions) -> bool {
-        if let Some(Born(at)) = extensions.get::<Born>() {
-            if at.elapsed() >= self.max_lifetime {
-                return true;
-            }
-        }
-        match extensions.get::<HttpInfo>() {
-            Some(info) => !self
-                .resolver
-                .is_current(&self.host, info.remote_addr().ip()),
-            None => false,
-        }
+        let now = Instant::now();
+        let born = extensions.get::<Born>().map_or(now, |b| b.0);
+        let remote = extensions.get::<HttpInfo>().map(|i| i.remote_addr().ip());
+        self.is_stale_at(born, remote, now)
+    }
+
+    /// Whether a connection made at `born` to `remote` must not be reused.
+    pub fn is_stale_at(&self, born: Instant, remote: Option<IpAddr>, now: Instant) -> bool {
+        now.saturating_duration_since(born) >= self.max_lifetime
+            || remote.is_some_and(|ip| !self.resolver.is_current(&self.host, ip))
     }
 }
 

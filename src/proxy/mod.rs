@@ -17,6 +17,7 @@ pub mod dns;
 pub mod error;
 mod forward;
 pub mod headers;
+pub mod pool;
 mod refusal;
 pub mod response;
 pub mod server;

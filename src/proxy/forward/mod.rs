@@ -180,32 +180,17 @@ impl Proxy {
             // Misses are counted once per request, not once per attempt.
             let count_misses = region == Region::Replica && !replica_tried;
             replica_tried |= region == Region::Replica;
-            let mut req = self.build(d, &template, region, req_body, count_misses)?;
+            let req = self.build(d, &template, region, req_body, count_misses)?;
             let up = &d.upstreams[region.index()];
-            let now = Instant::now();
-            // Looking at the connection a response came on costs a channel
-            // and two allocations; only worth it when it may be stale.
-            let capture = up
-                .staleness
-                .ages
-                .check_due(now.into_std())
-                .then(|| hyper_util::client::legacy::connect::capture_connection(&mut req));
-            let attempt_deadline = deadline.min(now + s.per_try_timeout);
+            let attempt_deadline = deadline.min(Instant::now() + s.per_try_timeout);
             if region == Region::Replica && class == Class::Write && attempt == 1 {
                 self.failover.metrics().writes_accepted_on_replica.inc();
             }
-            let result = tokio::time::timeout_at(attempt_deadline, up.client.request(req)).await;
+            let result = tokio::time::timeout_at(attempt_deadline, up.request(req)).await;
 
             // What happened, for the retry policy and passive health.
             let (failure, answer): (Failure, Result<Response<Incoming>, Refusal>) = match result {
                 Ok(Ok(resp)) => {
-                    if let Some(capture) = &capture {
-                        if up.staleness.is_stale(resp.extensions()) {
-                            if let Some(c) = capture.connection_metadata().as_ref() {
-                                c.poison();
-                            }
-                        }
-                    }
                     let status = resp.status().as_u16();
                     self.failover
                         .record_outcome(region, Outcome::Status(status));

@@ -1,0 +1,257 @@
+//! A region's HTTP/1.1 connections: hyper `conn::http1` senders kept in a
+//! LIFO idle list, used one request at a time.
+//!
+//! It replaces hyper-util's general pool on the data path because that one
+//! costs about a sixth of a proxied request's instructions (hashing its pool
+//! key twice, racing a checkout against a connect, boxing each request),
+//! and because knowing each connection here lets failway retire it (past
+//! `pool_max_lifetime`, or to an address the host no longer resolves to)
+//! without looking at every response.
+//!
+//! Rules, as hyper-util's pool keeps them:
+//! - a request that a pooled connection closed before sending any of it
+//!   (hyper hands it back) is sent again on another connection; once bytes
+//!   left, the error goes to the caller, whose retry policy decides;
+//! - a connection goes back to the pool only once its response has been
+//!   read to the end (hyper says it is ready again);
+//! - idle connections are closed after `pool_idle_timeout`, most recently
+//!   used first out, so the least used ones age out.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::uri::PathAndQuery;
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::client::legacy::connect::{Connection, HttpInfo};
+use tower::ServiceExt;
+
+use super::client::{Connector, RequestBody};
+use super::dns::Staleness;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a request got no response.
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made (refused, timed out, TLS).
+    Connect(BoxError),
+    /// The connection failed while the request was sent or answered.
+    Send(hyper::Error),
+}
+
+/// A connection's identity, kept for the retirement check.
+#[derive(Clone, Copy)]
+struct Meta {
+    born: Instant,
+    remote: Option<IpAddr>,
+}
+
+struct Idle {
+    tx: http1::SendRequest<RequestBody>,
+    meta: Meta,
+    since: Instant,
+}
+
+struct Inner {
+    connector: Connector,
+    target: Uri,
+    idle: Mutex<VecDeque<Idle>>,
+    idle_timeout: Duration,
+    max_idle: usize,
+    max_buf_size: usize,
+    staleness: Staleness,
+}
+
+/// One region's HTTP/1.1 connection pool.
+#[derive(Clone)]
+pub struct H1Pool {
+    inner: Arc<Inner>,
+}
+
+impl H1Pool {
+    pub fn new(
+        connector: Connector,
+        target: Uri,
+        idle_timeout: Duration,
+        max_idle: usize,
+        max_buf_size: usize,
+        staleness: Staleness,
+    ) -> H1Pool {
+        let inner = Arc::new(Inner {
+            connector,
+            target,
+            idle: Mutex::new(VecDeque::new()),
+            idle_timeout,
+            max_idle,
+            max_buf_size,
+            staleness,
+        });
+        spawn_reaper(Arc::downgrade(&inner), idle_timeout);
+        H1Pool { inner }
+    }
+
+    /// Sends `req` (its URI absolute, as the rest of failway builds it) on
+    /// a pooled connection or a new one.
+    pub async fn request(
+        &self,
+        mut req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        // HTTP/1.1 to an origin carries the origin form of the target.
+        let origin_form = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(origin_form);
+        loop {
+            let (mut tx, meta, reused) = match self.inner.checkout() {
+                Some(idle) => (idle.tx, idle.meta, true),
+                None => {
+                    let (tx, meta) = self.inner.connect().await?;
+                    (tx, meta, false)
+                }
+            };
+            match tx.try_send_request(req).await {
+                Ok(resp) => {
+                    self.inner.clone().release(tx, meta);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Closed before any of it was sent: another connection.
+                    Some(back) if reused => req = back,
+                    _ => return Err(PoolError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+impl Inner {
+    fn checkout(&self) -> Option<Idle> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().ok()?;
+        while let Some(i) = idle.pop_back() {
+            if i.tx.is_ready() && now.duration_since(i.since) < self.idle_timeout {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<(http1::SendRequest<RequestBody>, Meta), PoolError> {
+        let started = Instant::now();
+        let io = self
+            .connector
+            .clone()
+            .oneshot(self.target.clone())
+            .await
+            .map_err(PoolError::Connect)?;
+        let mut extensions = http::Extensions::new();
+        io.connected().get_extras(&mut extensions);
+        let meta = Meta {
+            born: started,
+            remote: extensions.get::<HttpInfo>().map(|i| i.remote_addr().ip()),
+        };
+        let (tx, conn) = http1::Builder::new()
+            .max_buf_size(self.max_buf_size)
+            .handshake(io)
+            .await
+            .map_err(PoolError::Send)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok((tx, meta))
+    }
+
+    /// Returns the connection to the pool once it can take a request again:
+    /// at once when the whole response is already read, else from a task
+    /// that waits for the body to be read to the end.
+    fn release(self: Arc<Self>, mut tx: http1::SendRequest<RequestBody>, meta: Meta) {
+        if self.retire(meta) {
+            return;
+        }
+        if tx.is_ready() {
+            self.put(tx, meta);
+            return;
+        }
+        tokio::spawn(async move {
+            if tx.ready().await.is_ok() {
+                self.put(tx, meta);
+            }
+        });
+    }
+
+    fn retire(&self, meta: Meta) -> bool {
+        let now = Instant::now();
+        let s = &self.staleness;
+        s.ages.check_due(now) && s.is_stale_at(meta.born, meta.remote, now)
+    }
+
+    fn put(&self, tx: http1::SendRequest<RequestBody>, meta: Meta) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.push_back(Idle {
+            tx,
+            meta,
+            since: Instant::now(),
+        });
+        while idle.len() > self.max_idle {
+            idle.pop_front();
+        }
+    }
+
+    /// Closes idle connections past `idle_timeout` (the oldest are first).
+    fn reap(&self) {
+        let now = Instant::now();
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        while idle
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= self.idle_timeout || i.tx.is_closed())
+        {
+            idle.pop_front();
+        }
+    }
+}
+
+/// Runs while the pool lives (a reload drops the old one).
+fn spawn_reaper(pool: Weak<Inner>, idle_timeout: Duration) {
+    let every = (idle_timeout / 2).max(Duration::from_millis(100));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match pool.upgrade() {
+                Some(p) => p.reap(),
+                None => return,
+            }
+        }
+    });
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::Connect(_) => f.write_str("connecting to the upstream failed"),
+            PoolError::Send(_) => f.write_str("sending the request upstream failed"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Connect(e) => Some(e.as_ref()),
+            PoolError::Send(e) => Some(e),
+        }
+    }
+}
