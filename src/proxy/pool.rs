@@ -15,7 +15,9 @@
 //! - a connection goes back to the pool only once its response has been
 //!   read to the end (hyper says it is ready again);
 //! - idle connections are closed after `pool_idle_timeout`, most recently
-//!   used first out, so the least used ones age out.
+//!   used first out, so the least used ones age out;
+//! - a connection past `pool_max_lifetime`, or to an address its host no
+//!   longer resolves to, is closed instead of being pooled or taken.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -135,7 +137,10 @@ impl Inner {
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
         while let Some(i) = idle.pop_back() {
-            if i.tx.is_ready() && now.duration_since(i.since) < self.idle_timeout {
+            if i.tx.is_ready()
+                && now.duration_since(i.since) < self.idle_timeout
+                && !self.retire(i.meta)
+            {
                 return Some(i);
             }
         }
