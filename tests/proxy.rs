@@ -833,6 +833,21 @@ async fn upstream_connections_are_reused_after_bodies_end_and_closed_when_idle()
     app.shutdown().await;
 }
 
+/// `n` GETs of `url` at once, each on its own client connection.
+async fn get_concurrently(url: &str, n: usize) -> Vec<common::failway::Answer> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let url = url.to_owned();
+            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.expect("request task"));
+    }
+    answers
+}
+
 #[tokio::test]
 async fn concurrent_requests_use_separate_upstream_connections() {
     let (primary, replica) = pair().await;
@@ -842,14 +857,7 @@ async fn concurrent_requests_use_separate_upstream_connections() {
     ));
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
     let url = format!("{}/slow", fw::url(&app));
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
-        })
-        .collect();
-    for t in tasks {
-        let a = t.await.expect("request task");
+    for a in get_concurrently(&url, 4).await {
         assert_eq!(a.status, 200);
         assert_eq!(&a.body[..], b"slow");
     }
@@ -859,14 +867,8 @@ async fn concurrent_requests_use_separate_upstream_connections() {
         "HTTP/1.1 sends one request per connection at a time"
     );
     // Then they are all pooled: four more concurrent requests make none.
-    let tasks: Vec<_> = (0..4)
-        .map(|_| {
-            let url = url.clone();
-            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("request task").status, 200);
+    for a in get_concurrently(&url, 4).await {
+        assert_eq!(a.status, 200);
     }
     assert_eq!(
         primary.connection_count(),
