@@ -372,7 +372,7 @@ impl Drop for Life {
 pub struct Staleness {
     pub resolver: DnsResolver,
     pub host: String,
-    pub max_lifetime: Duration,
+    /// Holds `pool_max_lifetime` too.
     pub ages: Arc<Ages>,
 }
 
@@ -388,7 +388,7 @@ impl Staleness {
 
     /// Whether a connection made at `born` to `remote` must not be reused.
     pub fn is_stale_at(&self, born: Instant, remote: Option<IpAddr>, now: Instant) -> bool {
-        now.saturating_duration_since(born) >= self.max_lifetime
+        now.saturating_duration_since(born) >= self.ages.max_lifetime
             || remote.is_some_and(|ip| !self.resolver.is_current(&self.host, ip))
     }
 }

@@ -139,7 +139,7 @@ impl Inner {
         while let Some(i) = idle.pop_back() {
             if i.tx.is_ready()
                 && now.duration_since(i.since) < self.idle_timeout
-                && !self.retire(i.meta)
+                && !self.retire(i.meta, now)
             {
                 return Some(i);
             }
@@ -178,7 +178,7 @@ impl Inner {
     /// at once when the whole response is already read, else from a task
     /// that waits for the body to be read to the end.
     fn release(self: Arc<Self>, mut tx: http1::SendRequest<RequestBody>, meta: Meta) {
-        if self.retire(meta) {
+        if self.retire(meta, Instant::now()) {
             return;
         }
         if tx.is_ready() {
@@ -192,8 +192,7 @@ impl Inner {
         });
     }
 
-    fn retire(&self, meta: Meta) -> bool {
-        let now = Instant::now();
+    fn retire(&self, meta: Meta, now: Instant) -> bool {
         let s = &self.staleness;
         s.ages.check_due(now) && s.is_stale_at(meta.born, meta.remote, now)
     }
