@@ -188,14 +188,7 @@ pub fn prepare_request(headers: &mut HeaderMap, p: &Provenance<'_>) {
     // answers `Expect: 100-continue` towards the client. One pass over the
     // names first: most requests carry none of these.
     let drop_some = headers.keys().any(|n| {
-        matches!(
-            n.as_str(),
-            "x-http-method-override"
-                | "x-http-method"
-                | "x-method-override"
-                | "content-length"
-                | "expect"
-        )
+        METHOD_OVERRIDES.contains(n) || n == header::CONTENT_LENGTH || n == header::EXPECT
     });
     if drop_some {
         for name in METHOD_OVERRIDES {
