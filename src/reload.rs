@@ -180,7 +180,7 @@ impl Reloader {
     async fn apply(&self, new: Config) -> Result<(), crate::proxy::client::ClientError> {
         let old = self.current.lock().map(|c| c.clone()).map_err(|_| {
             crate::proxy::client::ClientError::Invalid {
-                region: "primary",
+                section: "upstreams.primary",
                 key: "url",
                 message: "reload state poisoned".into(),
             }

@@ -74,6 +74,10 @@ fn config(endpoints: &[&str]) -> FleetConfig {
         lease_ttl: TTL,
         failover_quorum: 1,
         instance_id: None,
+        endpoints_file: None,
+        tls: None,
+        username: None,
+        password_file: None,
     }
 }
 
@@ -128,13 +132,9 @@ async fn cas_on_the_epoch_has_exactly_one_winner() {
 
     // Stored as JSON under the key itself, tied to no lease (it must outlive
     // every instance).
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .expect("raw client");
-    let got = raw.get(KEY, None).await.expect("get");
-    let kv = got.kvs().first().expect("record stored");
-    assert_eq!(kv.lease(), 0, "the record must not be tied to a lease");
-    assert_eq!(FleetRecord::from_json(kv.value()).expect("json"), first);
+    let (value, lease) = etcd.get(KEY).await.expect("record stored");
+    assert_eq!(lease, 0, "the record must not be tied to a lease");
+    assert_eq!(FleetRecord::from_json(&value).expect("json"), first);
 
     // Creating again loses and returns the record that is there.
     let again = b
@@ -206,9 +206,6 @@ async fn watch_delivers_changes_to_other_handles_within_a_second() {
         assert!(at.elapsed() < Duration::from_secs(1));
     }
     // A change made outside failway (an operator with etcdctl) is followed too.
-    let mut raw = etcd_client::Client::connect([etcd.endpoint()], None)
-        .await
-        .expect("raw client");
     let by_hand = FleetRecord::new(
         3,
         state(Mode::FailoverReadOnly),
@@ -216,9 +213,7 @@ async fn watch_delivers_changes_to_other_handles_within_a_second() {
         "drill",
         SystemTime::now(),
     );
-    raw.put(KEY, by_hand.to_json().expect("json"), None)
-        .await
-        .expect("put");
+    etcd.put(KEY, by_hand.to_json().expect("json")).await;
     tokio::time::timeout(
         Duration::from_secs(1),
         b_rx.wait_for(|r| r.as_ref() == Some(&by_hand)),
@@ -229,7 +224,7 @@ async fn watch_delivers_changes_to_other_handles_within_a_second() {
 
     // An unreadable record is not followed: the last good one is kept, the
     // instance is not in sync, and no compare-and-swap can win over it.
-    raw.put(KEY, "not a record", None).await.expect("put");
+    etcd.put(KEY, "not a record").await;
     eventually(Duration::from_secs(1), "b out of sync", || {
         !b.fleet.connected()
     })
@@ -250,9 +245,7 @@ async fn watch_delivers_changes_to_other_handles_within_a_second() {
         "fixed",
         SystemTime::now(),
     );
-    raw.put(KEY, fixed.to_json().expect("json"), None)
-        .await
-        .expect("put");
+    etcd.put(KEY, fixed.to_json().expect("json")).await;
     eventually(Duration::from_secs(1), "b follows again", || {
         b.fleet.connected() && b.epoch() == Some(4)
     })

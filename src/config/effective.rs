@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::{
     Config, FailbackMode, FailoverMode, FleetBackend, HostHeader, RewriteKind, UpstreamConfig,
+    UpstreamTls,
 };
 
 pub(super) const REDACTED: &str = "<redacted>";
@@ -154,16 +155,28 @@ pub(super) fn effective_toml(c: &Config) -> String {
                 FleetBackend::Etcd => "etcd",
             };
             w.kv("backend", s(backend));
-            w.kv(
-                "endpoints",
-                list(fl.endpoints.iter().map(|e| s(&origin(e)))),
-            );
+            match &fl.endpoints_file {
+                Some(f) => w.kv("endpoints_file", path(f)),
+                None => w.kv(
+                    "endpoints",
+                    list(fl.endpoints.iter().map(|e| s(&origin(e)))),
+                ),
+            }
             w.kv("key", s(&fl.key));
             w.kv("lease_ttl", dur(fl.lease_ttl));
             w.kv("failover_quorum", fl.failover_quorum.to_string());
             match &fl.instance_id {
                 Some(id) => w.kv("instance_id", s(id)),
                 None => w.comment("instance_id is not set: $POD_NAME, else hostname:admin port"),
+            }
+            if let Some(user) = &fl.username {
+                w.kv("username", s(user));
+            }
+            if let Some(f) = &fl.password_file {
+                w.kv("password_file", path(f));
+            }
+            if let Some(t) = &fl.tls {
+                w.kv("tls", tls_table(t));
             }
         }
         None => {
@@ -188,28 +201,30 @@ fn upstream(w: &mut Writer, name: &str, u: &UpstreamConfig) {
     w.section(name);
     w.kv("url", s(&origin(&u.url)));
     match &u.tls {
-        Some(t) => {
-            let mut fields = Vec::new();
-            if let Some(ca) = &t.ca {
-                fields.push(format!("ca = {}", path(ca)));
-            }
-            if let Some(cert) = &t.client_cert {
-                fields.push(format!("client_cert = {}", path(cert)));
-            }
-            if let Some(k) = &t.client_key {
-                fields.push(format!("client_key = {}", path(k)));
-            }
-            if let Some(n) = &t.server_name {
-                fields.push(format!("server_name = {}", s(n)));
-            }
-            w.kv("tls", inline_table(fields.into_iter()));
-        }
+        Some(t) => w.kv("tls", tls_table(t)),
         None => w.comment("tls is not set: system roots, no client certificate"),
     }
     w.kv("resolve_every", dur(u.resolve_every));
     w.kv("http2", u.http2.to_string());
     w.kv("pool_idle_timeout", dur(u.pool_idle_timeout));
     w.kv("pool_max_lifetime", dur(u.pool_max_lifetime));
+}
+
+fn tls_table(t: &UpstreamTls) -> String {
+    let mut fields = Vec::new();
+    if let Some(ca) = &t.ca {
+        fields.push(format!("ca = {}", path(ca)));
+    }
+    if let Some(cert) = &t.client_cert {
+        fields.push(format!("client_cert = {}", path(cert)));
+    }
+    if let Some(k) = &t.client_key {
+        fields.push(format!("client_key = {}", path(k)));
+    }
+    if let Some(n) = &t.server_name {
+        fields.push(format!("server_name = {}", s(n)));
+    }
+    inline_table(fields.into_iter())
 }
 
 #[derive(Default)]

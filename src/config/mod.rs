@@ -219,11 +219,23 @@ pub struct RetryConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct FleetConfig {
     pub backend: FleetBackend,
+    /// From `fleet.endpoints`; empty when `endpoints_file` names them.
     pub endpoints: Vec<http::Uri>,
+    /// A file listing the endpoints (one per line or comma-separated), read
+    /// at start and again when reconnecting, so a Kubernetes Secret can
+    /// carry them.
+    pub endpoints_file: Option<PathBuf>,
     pub key: String,
     pub lease_ttl: Duration,
     pub failover_quorum: u32,
     pub instance_id: Option<String>,
+    /// TLS towards etcd (`ca`, `client_cert`, `client_key`, `server_name`);
+    /// https endpoints use the platform roots without it.
+    pub tls: Option<UpstreamTls>,
+    /// etcd authentication: the user, with its password read from
+    /// `password_file` each time failway authenticates.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -175,6 +175,10 @@ pub(super) struct RawFleet {
     pub lease_ttl: Option<String>,
     pub failover_quorum: Option<i64>,
     pub instance_id: Option<String>,
+    pub endpoints_file: Option<String>,
+    pub tls: Option<RawUpstreamTls>,
+    pub username: Option<String>,
+    pub password_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -6,11 +6,9 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
-};
 use tokio::sync::watch;
 
+use super::client::{Etcd, Expect};
 use super::metrics::{CasResult, FleetMetrics};
 use super::record::{CasOutcome, FleetRecord, InstanceReport};
 use super::shared::Shared;
@@ -21,11 +19,6 @@ use crate::failover::machine::State;
 /// How often a compare-and-swap re-reads and retries when the key changed
 /// under it but the epoch it expects still holds.
 const CAS_ATTEMPTS: u32 = 3;
-
-/// HTTP/2 pings find a dead connection; etcd's default
-/// `--grpc-keepalive-min-time` is 5 s and it closes connections that ping
-/// more often, so stay well above it.
-const H2_PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// A connection to the fleet's etcd; cheap to clone (all clones share one
 /// lease, one watch and one view of the record).
@@ -50,48 +43,26 @@ impl Fleet {
     /// Sets up the etcd client and starts the lease and watch tasks, which
     /// run until `stop` turns true (or its sender is dropped); then the lease
     /// is revoked, so this instance's report disappears at once. Fails only
-    /// on configuration etcd-client refuses: an unreachable etcd is retried in
-    /// the background and shows in [`Fleet::connected`].
+    /// on configuration that cannot work (endpoints, TLS files): an
+    /// unreachable etcd is retried in the background and shows in
+    /// [`Fleet::connected`].
     pub async fn start(
         cfg: &FleetConfig,
         instance_id: String,
         metrics: FleetMetrics,
         stop: watch::Receiver<bool>,
     ) -> Result<Fleet, FleetError> {
-        let endpoints: Vec<String> = cfg.endpoints.iter().map(|u| u.to_string()).collect();
-        let https = endpoints
-            .iter()
-            .filter(|e| e.starts_with("https://"))
-            .count();
-        if endpoints.is_empty() {
-            return Err(FleetError::Endpoints(
-                "must list at least one etcd endpoint",
-            ));
-        }
-        if https != 0 && https != endpoints.len() {
-            return Err(FleetError::Endpoints(
-                "mixes http and https endpoints; use one scheme for all",
-            ));
-        }
         let op_timeout = cfg
             .lease_ttl
             .clamp(Duration::from_secs(1), Duration::from_secs(5));
-        let mut options = ConnectOptions::new()
-            .with_connect_timeout(op_timeout)
-            .with_keep_alive(H2_PING_INTERVAL, op_timeout);
-        if https != 0 {
-            options = options.with_tls(TlsOptions::new().with_native_roots());
-        }
-        // The channel connects lazily: this does not reach etcd yet.
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(FleetError::Client)?;
+        // Reaches no etcd yet: the tasks connect, and retry for as long as
+        // it is unreachable.
+        let client = Etcd::new(cfg, op_timeout)?;
         let shared = Arc::new(Shared::new(
             client,
             cfg.key.clone(),
             instance_id,
             cfg.lease_ttl,
-            op_timeout,
             metrics,
         ));
         tokio::spawn(tasks::lease_loop(shared.clone(), stop.clone()));
@@ -181,31 +152,17 @@ impl Fleet {
         let mut current = None;
         let key = sh.key.as_str();
         for _ in 0..CAS_ATTEMPTS {
-            // An absent key compares as mod revision 0: require presence too.
-            let compare = match expected {
-                None => vec![Compare::create_revision(key, CompareOp::Equal, 0)],
-                Some(_) => vec![
-                    Compare::create_revision(key, CompareOp::Greater, 0),
-                    Compare::mod_revision(key, CompareOp::Equal, mod_revision),
-                ],
+            let expect = match expected {
+                None => Expect::Absent,
+                Some(_) => Expect::ModRevision(mod_revision),
             };
-            let txn = Txn::new()
-                .when(compare)
-                .and_then([TxnOp::put(key, value.clone(), None)])
-                .or_else([TxnOp::get(key, None)]);
-            let resp = sh
-                .timed("compare-and-swap", sh.client.clone().txn(txn))
-                .await?;
-            let revision = resp.header().map_or(0, |h| h.revision());
-            if resp.succeeded() {
+            let resp = sh.client.compare_and_put(key, expect, &value).await?;
+            let revision = resp.revision;
+            if resp.succeeded {
                 sh.apply(revision, revision, Some(record.clone()), false);
                 return Ok(CasOutcome::Won(record));
             }
-            let kv = resp.op_responses().into_iter().find_map(|op| match op {
-                TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
-                _ => None,
-            });
-            let Some(kv) = kv else {
+            let Some(kv) = resp.current else {
                 // Absent now. Expecting absence, it was there at the compare
                 // and is gone again: try again; expecting an epoch, lost.
                 sh.apply(revision, 0, None, false);
@@ -216,9 +173,9 @@ impl Fleet {
                 return Ok(CasOutcome::Lost(None));
             };
             let found = sh.decode_record(&kv)?;
-            sh.apply(revision, kv.mod_revision(), Some(found.clone()), false);
+            sh.apply(revision, kv.mod_revision, Some(found.clone()), false);
             if expected.is_some() && expected == Some(found.epoch) {
-                mod_revision = kv.mod_revision();
+                mod_revision = kv.mod_revision;
                 current = Some(found);
                 continue;
             }
@@ -245,21 +202,14 @@ impl Fleet {
     /// ID. Unreadable entries are skipped (and logged).
     pub async fn instances(&self) -> Result<Vec<InstanceReport>, FleetError> {
         let sh = &self.shared;
-        let prefix = sh.instances_prefix();
-        let get = sh.client.clone();
-        let resp = sh
-            .timed("list instances", async move {
-                let mut get = get;
-                get.get(prefix, Some(GetOptions::new().with_prefix())).await
-            })
-            .await?;
+        let resp = sh.client.range(&sh.instances_prefix(), true).await?;
         let mut out: Vec<InstanceReport> = resp
-            .kvs()
+            .kvs
             .iter()
-            .filter_map(|kv| match InstanceReport::from_json(kv.value()) {
+            .filter_map(|kv| match InstanceReport::from_json(&kv.value) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    tracing::warn!(key = %String::from_utf8_lossy(kv.key()), error = %e, "skipping unreadable fleet instance report");
+                    tracing::warn!(key = %String::from_utf8_lossy(&kv.key), error = %e, "skipping unreadable fleet instance report");
                     None
                 }
             })
@@ -288,6 +238,10 @@ mod tests {
             lease_ttl: Duration::from_secs(2),
             failover_quorum: 1,
             instance_id: None,
+            endpoints_file: None,
+            tls: None,
+            username: None,
+            password_file: None,
         };
         let err = Fleet::start(&cfg, "x".to_owned(), metrics, stop_rx)
             .await

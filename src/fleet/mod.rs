@@ -17,16 +17,19 @@
 //! counting reports against `fleet.failover_quorum`, and refusing writes when
 //! [`Fleet::lease_alive`] turns false are the failover driver's job; this
 //! module only tells it what the fleet agreed on and lets it propose changes.
-//! It offers no etcd authentication or client certificates (the `[fleet]`
-//! section has no keys for them); `https` endpoints are verified against the
-//! system's root certificates.
+//! etcd is reached through its v3 JSON gateway (`client.rs`), with
+//! optional authentication (`fleet.username`, `fleet.password_file`) and TLS
+//! (`fleet.tls`: a CA and a client certificate; `https` endpoints are
+//! verified against the system's roots plus that CA).
 
+mod client;
 mod etcd;
 mod metrics;
 mod record;
 mod shared;
 mod tasks;
 
+pub use self::client::EtcdError;
 pub use self::etcd::{Fleet, FleetStatus};
 pub use self::metrics::{CasResult, FleetMetrics};
 pub use self::record::{unix_ms, CasOutcome, FleetRecord, InstanceReport, RecordError};
@@ -37,12 +40,12 @@ pub enum FleetError {
     /// The `[fleet]` section cannot be used as given.
     #[error("fleet.endpoints: {0}")]
     Endpoints(&'static str),
-    /// The etcd client refused the configuration (bad endpoint, TLS setup).
-    #[error("fleet: cannot set up the etcd client")]
-    Client(#[source] etcd_client::Error),
+    /// The TLS files for etcd cannot be used.
+    #[error("fleet: cannot set up the etcd client: {0}")]
+    Client(#[source] crate::proxy::client::ClientError),
     /// etcd answered with an error, or the connection failed.
-    #[error("etcd request failed")]
-    Etcd(#[from] etcd_client::Error),
+    #[error(transparent)]
+    Etcd(#[from] EtcdError),
     /// etcd did not answer in time.
     #[error("etcd did not answer {op} within {timeout:?}")]
     Timeout {

@@ -8,26 +8,23 @@
 //! a few assignments, never across an await; where two are taken, the view
 //! comes first.
 
-use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
-use etcd_client::{Client, KeyValue, PutOptions};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::client::{Etcd, Kv};
 use super::metrics::FleetMetrics;
 use super::record::{unix_ms, FleetRecord, InstanceReport};
 use super::FleetError;
 
 pub(super) struct Shared {
-    pub(super) client: Client,
+    pub(super) client: Etcd,
     pub(super) key: String,
     pub(super) instance_id: String,
     pub(super) lease_ttl: Duration,
-    /// Bound on each single request to etcd.
-    pub(super) op_timeout: Duration,
     pub(super) metrics: FleetMetrics,
     record_tx: watch::Sender<Option<FleetRecord>>,
     view: Mutex<View>,
@@ -62,11 +59,10 @@ struct Lease {
 
 impl Shared {
     pub(super) fn new(
-        client: Client,
+        client: Etcd,
         key: String,
         instance_id: String,
         lease_ttl: Duration,
-        op_timeout: Duration,
         metrics: FleetMetrics,
     ) -> Shared {
         metrics.set_connected(false);
@@ -76,7 +72,6 @@ impl Shared {
             key,
             instance_id,
             lease_ttl,
-            op_timeout,
             metrics,
             record_tx: watch::Sender::new(None),
             view: Mutex::new(View::default()),
@@ -112,23 +107,8 @@ impl Shared {
         format!("{}/instances/", self.key)
     }
 
-    /// Runs one etcd request with the per-request timeout.
-    pub(super) async fn timed<T>(
-        &self,
-        op: &'static str,
-        fut: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T, FleetError> {
-        match tokio::time::timeout(self.op_timeout, fut).await {
-            Ok(r) => r.map_err(FleetError::from),
-            Err(_) => Err(FleetError::Timeout {
-                op,
-                timeout: self.op_timeout,
-            }),
-        }
-    }
-
-    pub(super) fn decode_record(&self, kv: &KeyValue) -> Result<FleetRecord, FleetError> {
-        FleetRecord::from_json(kv.value()).map_err(|source| FleetError::BadValue {
+    pub(super) fn decode_record(&self, kv: &Kv) -> Result<FleetRecord, FleetError> {
+        FleetRecord::from_json(&kv.value).map_err(|source| FleetError::BadValue {
             key: self.key.clone(),
             source,
         })
@@ -245,9 +225,7 @@ impl Shared {
             report.at_unix_ms = unix_ms(SystemTime::now());
         }
         let value = report.to_json()?;
-        let mut client = self.client.clone();
-        let put = client.put(key, value, Some(PutOptions::new().with_lease(lease)));
-        self.timed("report", put).await.map(drop)
+        self.client.put(&key, &value, Some(lease)).await
     }
 }
 

@@ -10,11 +10,9 @@
 //! also asks the watch task to read the record anew, so `synced` means the
 //! record was seen after the trouble, not merely that a stale watch survives.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use etcd_client::{EventType, WatchOptions};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -52,100 +50,80 @@ pub(super) async fn lease_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
     shared.lease_lost();
     shared.set_synced(false);
     if let Some(id) = lease {
-        let mut client = shared.client.clone();
-        let revoked = tokio::time::timeout(REVOKE_TIMEOUT, client.lease_revoke(id)).await;
+        let revoked = tokio::time::timeout(REVOKE_TIMEOUT, shared.client.lease_revoke(id)).await;
         if !matches!(revoked, Ok(Ok(_))) {
             tracing::debug!("fleet lease not revoked at stop; it lapses after lease_ttl");
         }
     }
 }
 
-/// Grants a lease if none is held, then renews it every third of
-/// `lease_ttl` until something goes wrong; returns what did.
+/// Grants a lease if none is held (renews the one held at once otherwise),
+/// then renews it every third of `lease_ttl` until something goes wrong;
+/// returns what did.
 async fn keep_lease(shared: &Shared, lease: &mut Option<i64>, backoff: &mut Backoff) -> FleetError {
     // etcd leases are whole seconds: round up, and count only lease_ttl.
     let ttl = shared.lease_ttl;
     let ttl_secs =
         i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0)).unwrap_or(i64::MAX);
-    let mut client = shared.client.clone();
-    let fresh = lease.is_none();
+    // A keep-alive unanswered after half the lease is trouble: the lease
+    // may lapse before the next one.
+    let overdue = shared.lease_ttl / 2;
     let id = match *lease {
-        Some(id) => id,
+        Some(id) => {
+            if let Err(e) = renew(shared, lease, id, overdue).await {
+                return e;
+            }
+            id
+        }
         None => {
             let sent = Instant::now();
-            match shared
-                .timed("lease grant", client.lease_grant(ttl_secs, None))
-                .await
-            {
+            match shared.client.lease_grant(ttl_secs).await {
                 Ok(granted) => {
-                    shared.lease_renewed(granted.id(), sent, granted.ttl());
-                    *lease = Some(granted.id());
-                    granted.id()
+                    shared.lease_renewed(granted.id, sent, granted.ttl);
+                    *lease = Some(granted.id);
+                    if let Some(report) = shared.last_report() {
+                        if let Err(e) = shared.put_report(granted.id, &report).await {
+                            return e;
+                        }
+                    }
+                    granted.id
                 }
                 Err(e) => return e,
             }
         }
     };
-    let sent = Instant::now();
-    let (mut keeper, mut stream) = match shared
-        .timed("lease keep-alive", client.lease_keep_alive(id))
-        .await
-    {
-        Ok(pair) => pair,
-        // etcd-client reports an unknown or expired lease this way.
-        Err(FleetError::Etcd(etcd_client::Error::LeaseKeepAliveError(_))) => {
-            *lease = None;
-            shared.lease_lost();
-            return FleetError::LeaseExpired;
-        }
-        Err(e) => return e,
-    };
-    shared.lease_renewed(id, sent, ttl_secs);
-    if fresh {
-        if let Some(report) = shared.last_report() {
-            if let Err(e) = shared.put_report(id, &report).await {
-                return e;
-            }
-        }
-    }
     backoff.reset();
     shared.refresh_connected();
 
     let every = shared.lease_ttl / 3;
-    let overdue = shared.lease_ttl / 2;
     let mut tick = tokio::time::interval_at(Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut pending: VecDeque<Instant> = VecDeque::new();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                shared.refresh_connected();
-                if pending.front().is_some_and(|t| t.elapsed() > overdue) {
-                    return FleetError::Timeout { op: "lease keep-alive", timeout: overdue };
-                }
-                pending.push_back(Instant::now());
-                if let Err(e) = keeper.keep_alive().await {
-                    return e.into();
-                }
-            }
-            msg = stream.message() => match msg {
-                Ok(Some(resp)) => {
-                    let sent = pending.pop_front();
-                    if resp.ttl() <= 0 {
-                        *lease = None;
-                        shared.lease_lost();
-                        return FleetError::LeaseExpired;
-                    }
-                    if let Some(sent) = sent {
-                        shared.lease_renewed(id, sent, resp.ttl());
-                    }
-                    shared.refresh_connected();
-                }
-                Ok(None) => return FleetError::StreamEnded("lease keep-alive"),
-                Err(e) => return e.into(),
-            },
+        tick.tick().await;
+        shared.refresh_connected();
+        if let Err(e) = renew(shared, lease, id, overdue).await {
+            return e;
         }
     }
+}
+
+/// One keep-alive of lease `id`, bounded by `timeout`.
+async fn renew(
+    shared: &Shared,
+    lease: &mut Option<i64>,
+    id: i64,
+    timeout: std::time::Duration,
+) -> Result<(), FleetError> {
+    let sent = Instant::now();
+    let resp = shared.client.lease_keep_alive(id, timeout).await?;
+    if resp.ttl <= 0 {
+        *lease = None;
+        shared.lease_lost();
+        return Err(FleetError::LeaseExpired);
+    }
+    shared.lease_renewed(id, sent, resp.ttl);
+    shared.refresh_connected();
+    Ok(())
 }
 
 /// Keeps `failway_fleet_connected` current as the lease ages between
@@ -184,22 +162,19 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
 
 /// One read-then-watch cycle; returns `Ok` when asked to start over.
 async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError> {
-    let mut client = shared.client.clone();
-    let got = shared
-        .timed("read record", client.get(shared.key.as_str(), None))
-        .await?;
-    let revision = got.header().map_or(0, |h| h.revision());
+    let got = shared.client.range(&shared.key, false).await?;
+    let revision = got.revision;
     // An unreadable record is not followed: the last good one is kept and
     // `synced` stays false until a readable one is stored.
     let mut readable = true;
-    match got.kvs().first().map(|kv| (shared.decode_record(kv), kv)) {
+    match got.kvs.first().map(|kv| (shared.decode_record(kv), kv)) {
         Some((Err(e), _)) => {
             readable = false;
             tracing::error!(error = %e, "fleet record unreadable; keeping the last one seen");
         }
         found => {
             let (record, mod_revision) = match found {
-                Some((Ok(r), kv)) => (Some(r), kv.mod_revision()),
+                Some((Ok(r), kv)) => (Some(r), kv.mod_revision),
                 _ => (None, 0),
             };
             // Revisions never go back within one etcd cluster: if they did,
@@ -209,13 +184,7 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
         }
     }
 
-    let options = WatchOptions::new().with_start_revision(revision + 1);
-    let mut stream = shared
-        .timed(
-            "watch record",
-            client.watch(shared.key.as_str(), Some(options)),
-        )
-        .await?;
+    let mut stream = shared.client.watch(&shared.key, revision + 1).await?;
     let mut created = false;
     loop {
         let msg = tokio::select! {
@@ -225,30 +194,29 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
         let Some(resp) = msg else {
             return Err(FleetError::StreamEnded("watch"));
         };
-        if resp.canceled() {
+        if resp.canceled {
             // Compacted past our revision, or refused: read anew.
             return Err(FleetError::StreamEnded("watch"));
         }
-        if resp.created() {
+        if resp.created {
             created = true;
             backoff.reset();
         }
-        for event in resp.events() {
-            let Some(kv) = event.kv() else { continue };
-            match event.event_type() {
-                EventType::Put => match shared.decode_record(kv) {
-                    Ok(r) => {
-                        readable = true;
-                        shared.apply(kv.mod_revision(), kv.mod_revision(), Some(r), false);
-                    }
-                    Err(e) => {
-                        readable = false;
-                        tracing::error!(error = %e, "fleet record changed to an unreadable value; keeping the last one seen");
-                    }
-                },
-                EventType::Delete => {
+        for event in &resp.events {
+            let Some(kv) = &event.kv else { continue };
+            if event.is_delete() {
+                readable = true;
+                shared.apply(kv.mod_revision, 0, None, false);
+                continue;
+            }
+            match shared.decode_record(kv) {
+                Ok(r) => {
                     readable = true;
-                    shared.apply(kv.mod_revision(), 0, None, false);
+                    shared.apply(kv.mod_revision, kv.mod_revision, Some(r), false);
+                }
+                Err(e) => {
+                    readable = false;
+                    tracing::error!(error = %e, "fleet record changed to an unreadable value; keeping the last one seen");
                 }
             }
         }

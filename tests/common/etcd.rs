@@ -25,11 +25,30 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// With TLS: the https client port (the plain `client_port` stays for
+    /// health checks and the raw helpers below).
+    tls: Option<EtcdTls>,
+    /// Root's token once authentication is on.
+    root_token: Option<String>,
+}
+
+/// Files for an etcd serving https with client-certificate authentication.
+pub struct EtcdTls {
+    pub port: u16,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl Etcd {
     /// Starts etcd and waits until it answers `/health`.
     pub async fn start() -> Option<Etcd> {
+        Etcd::start_with(None).await
+    }
+
+    /// Starts etcd serving https on `tls.port` too, requiring a client
+    /// certificate signed by `tls.ca` there.
+    pub async fn start_with(tls: Option<EtcdTls>) -> Option<Etcd> {
         // Skips on a developer's machine without etcd, fails in CI.
         if !super::tool_available("etcd", "Debian: apt-get install etcd-server") {
             return None;
@@ -40,9 +59,74 @@ impl Etcd {
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
+            root_token: None,
         };
         etcd.spawn().await;
         Some(etcd)
+    }
+
+    /// The https endpoint of an etcd started with TLS.
+    pub fn tls_endpoint(&self) -> String {
+        let tls = self.tls.as_ref().expect("etcd started with TLS");
+        format!("https://127.0.0.1:{}", tls.port)
+    }
+
+    /// Calls etcd's JSON gateway on the plain port (as root once
+    /// authentication is on) and returns its JSON answer and status.
+    pub async fn call(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        call(self.client_addr(), path, &body, self.root_token.as_deref()).await
+    }
+
+    /// The value stored at `key` and the lease it is tied to (0: none).
+    pub async fn get(&self, key: &str) -> Option<(Vec<u8>, i64)> {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let (status, got) = self
+            .call("/v3/kv/range", serde_json::json!({ "key": b64.encode(key) }))
+            .await;
+        assert_eq!(status, 200, "range {key}: {got}");
+        let kv = got["kvs"].get(0)?;
+        let value = b64
+            .decode(kv["value"].as_str().unwrap_or(""))
+            .expect("base64 value");
+        let lease = kv["lease"].as_str().map_or(0, |l| l.parse().expect("lease id"));
+        Some((value, lease))
+    }
+
+    /// Puts `value` at `key`, as an operator with etcdctl would.
+    pub async fn put(&self, key: &str, value: impl AsRef<[u8]>) {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({ "key": b64.encode(key), "value": b64.encode(value) });
+        let (status, got) = self.call("/v3/kv/put", body).await;
+        assert_eq!(status, 200, "put {key}: {got}");
+    }
+
+    /// Turns authentication on: a root user (password `root_password`) and
+    /// `user` with `password`, granted the root role.
+    pub async fn enable_auth(&mut self, root_password: &str, user: &str, password: &str) {
+        use serde_json::json;
+        let steps = [
+            ("/v3/auth/role/add", json!({ "name": "root" })),
+            ("/v3/auth/user/add", json!({ "name": "root", "password": root_password })),
+            ("/v3/auth/user/grant", json!({ "user": "root", "role": "root" })),
+            ("/v3/auth/user/add", json!({ "name": user, "password": password })),
+            ("/v3/auth/user/grant", json!({ "user": user, "role": "root" })),
+            ("/v3/auth/enable", json!({})),
+        ];
+        for (path, body) in steps {
+            let (status, got) = self.call(path, body).await;
+            assert_eq!(status, 200, "{path}: {got}");
+        }
+        let (status, got) = self
+            .call(
+                "/v3/auth/authenticate",
+                json!({ "name": "root", "password": root_password }),
+            )
+            .await;
+        assert_eq!(status, 200, "authenticate root: {got}");
+        self.root_token = Some(got["token"].as_str().expect("token").to_owned());
     }
 
     pub fn endpoint(&self) -> String {
@@ -77,9 +161,20 @@ impl Etcd {
             .append(true)
             .open(self.log_path())
             .expect("etcd log file");
-        let client = format!("http://127.0.0.1:{}", self.client_port);
+        let plain = format!("http://127.0.0.1:{}", self.client_port);
+        let client = match &self.tls {
+            Some(t) => format!("{plain},https://127.0.0.1:{}", t.port),
+            None => plain,
+        };
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
-        let child = Command::new("etcd")
+        let mut cmd = Command::new("etcd");
+        if let Some(t) = &self.tls {
+            cmd.arg(format!("--cert-file={}", t.cert.display()))
+                .arg(format!("--key-file={}", t.key.display()))
+                .arg(format!("--trusted-ca-file={}", t.ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = cmd
             .arg("--name=default")
             .arg(format!(
                 "--data-dir={}",
@@ -126,6 +221,60 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// One JSON request to etcd's gateway at `addr` (plain HTTP, one
+/// connection).
+async fn call(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let body = body.to_string();
+    let auth = token.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: etcd\r\nContent-Type: application/json\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        let mut s = TcpStream::connect(addr).await.expect("connect to etcd");
+        s.write_all(req.as_bytes()).await.expect("write to etcd");
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.expect("read from etcd");
+        out
+    };
+    let out = tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .expect("etcd answers within 5 s");
+    let text = String::from_utf8_lossy(&out);
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("HTTP status line");
+    let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
+    // Go answers small bodies with Content-Length, larger ones chunked.
+    let json = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    let value = serde_json::from_str(json.trim()).unwrap_or(serde_json::Value::Null);
+    (status, value)
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
 }
 
 /// A port nothing listens on right now.

@@ -261,19 +261,25 @@ impl Validator<'_> {
             FleetBackend::Etcd,
             &[("etcd", FleetBackend::Etcd)],
         );
+        let endpoints_file = self.file("fleet.endpoints_file", r.endpoints_file);
         let raw_endpoints = r.endpoints.unwrap_or_default();
-        if raw_endpoints.is_empty() {
-            self.err(
+        match (raw_endpoints.is_empty(), endpoints_file.is_some()) {
+            (true, false) => self.err(
                 "fleet.endpoints",
-                "must list at least one etcd endpoint (e.g. [\"http://127.0.0.1:2379\"])",
-            );
+                "must list at least one etcd endpoint (e.g. [\"http://127.0.0.1:2379\"]), or set fleet.endpoints_file",
+            ),
+            (false, true) => self.err(
+                "fleet.endpoints_file",
+                "set together with fleet.endpoints; use one of them",
+            ),
+            _ => {}
         }
         let endpoints: Vec<http::Uri> = raw_endpoints
             .iter()
             .enumerate()
             .filter_map(|(i, e)| self.url(&format!("fleet.endpoints[{i}]"), e))
             .collect();
-        // One gRPC channel serves every endpoint: TLS is on for all or none.
+        // One client setup serves every endpoint: TLS is on for all or none.
         let https = endpoints
             .iter()
             .filter(|u| u.scheme_str() == Some("https"))
@@ -283,6 +289,26 @@ impl Validator<'_> {
                 "fleet.endpoints",
                 "mixes http and https endpoints; use one scheme for all",
             );
+        }
+        let tls = r.tls.map(|t| self.upstream_tls("fleet.tls", t));
+        if tls.is_some() && !endpoints.is_empty() && https == 0 {
+            self.err(
+                "fleet.tls",
+                "set, but fleet.endpoints are http://; use https:// endpoints or remove tls",
+            );
+        }
+        let username = r.username.filter(|u| {
+            let valid = !u.trim().is_empty();
+            if !valid {
+                self.err("fleet.username", "must not be empty; omit it when etcd has no authentication");
+            }
+            valid
+        });
+        let password_file = self.file("fleet.password_file", r.password_file);
+        match (&username, &password_file) {
+            (Some(_), None) => self.err("fleet.password_file", "required when fleet.username is set"),
+            (None, Some(_)) => self.err("fleet.username", "required when fleet.password_file is set"),
+            _ => {}
         }
         let key = r.key.unwrap_or_default();
         if key.is_empty() {
@@ -319,6 +345,10 @@ impl Validator<'_> {
             lease_ttl,
             failover_quorum: self.int("fleet.failover_quorum", r.failover_quorum, 1, 1, None),
             instance_id,
+            endpoints_file,
+            tls,
+            username,
+            password_file,
         }
     }
 }

@@ -86,7 +86,7 @@ impl Validator<'_> {
         }
     }
 
-    fn upstream_tls(&mut self, path: &str, t: raw::RawUpstreamTls) -> UpstreamTls {
+    pub(super) fn upstream_tls(&mut self, path: &str, t: raw::RawUpstreamTls) -> UpstreamTls {
         let ca = self.file(&format!("{path}.ca"), t.ca);
         let client_cert = self.file(&format!("{path}.client_cert"), t.client_cert);
         let client_key = self.file(&format!("{path}.client_key"), t.client_key);

@@ -23,7 +23,7 @@ pub use self::error::{error_chain, UpstreamError, UpstreamFailure};
 use super::body::{UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::pool::H1Pool;
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UpstreamTls};
 use crate::routing::Region;
 
 pub type RequestBody = UpstreamBody<Watched<hyper::body::Incoming>>;
@@ -44,23 +44,24 @@ const MAX_IDLE: usize = 1024;
 /// Failure to build an upstream client.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("upstreams.{region}.tls.{key}: cannot read {path}: {source}")]
+    #[error("{section}.tls.{key}: cannot read {path}: {source}")]
     Read {
-        region: &'static str,
+        /// The config section: `upstreams.primary`, `fleet`.
+        section: &'static str,
         key: &'static str,
         path: String,
         #[source]
         source: io::Error,
     },
-    #[error("upstreams.{region}.tls.{key}: {message}")]
+    #[error("{section}.{key}: {message}")]
     Invalid {
-        region: &'static str,
+        section: &'static str,
         key: &'static str,
         message: String,
     },
-    #[error("upstreams.{region}.tls: {source}")]
+    #[error("{section}.tls: {source}")]
     Tls {
-        region: &'static str,
+        section: &'static str,
         #[source]
         source: rustls::Error,
     },
@@ -95,12 +96,12 @@ impl Upstream {
             .authority()
             .cloned()
             .ok_or_else(|| ClientError::Invalid {
-                region: region.as_str(),
+                section: section(region),
                 key: "url",
                 message: "has no host".into(),
             })?;
         let host = HeaderValue::from_str(authority.as_str()).map_err(|_| ClientError::Invalid {
-            region: region.as_str(),
+            section: section(region),
             key: "url",
             message: "host is not a valid Host header".into(),
         })?;
@@ -113,7 +114,7 @@ impl Upstream {
         http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
         http.set_keepalive(Some(Duration::from_secs(30)));
 
-        let tls = tls_config(region, cfg)?;
+        let tls = tls_config(section(region), cfg.tls.as_ref())?;
         let builder = HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http();
@@ -121,8 +122,8 @@ impl Upstream {
             Some(name) => {
                 let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
                     ClientError::Invalid {
-                        region: region.as_str(),
-                        key: "server_name",
+                        section: section(region),
+                        key: "tls.server_name",
                         message: format!("{name:?} is not a DNS name or IP address"),
                     }
                 })?;
@@ -168,7 +169,7 @@ impl Upstream {
                     .path_and_query("/")
                     .build()
                     .map_err(|e| ClientError::Invalid {
-                        region: region.as_str(),
+                        section: section(region),
                         key: "url",
                         message: e.to_string(),
                     })?;
@@ -225,20 +226,33 @@ impl Upstream {
     }
 }
 
-fn tls_config(region: Region, cfg: &UpstreamConfig) -> Result<rustls::ClientConfig, ClientError> {
-    let r = region.as_str();
+/// The config section an upstream's errors name.
+fn section(region: Region) -> &'static str {
+    match region {
+        Region::Primary => "upstreams.primary",
+        Region::Replica => "upstreams.replica",
+    }
+}
+
+/// A rustls client config for `tls` (platform roots plus `tls.ca`, and the
+/// client certificate when set); errors name `{section}.tls.*`. Shared by the
+/// upstreams and the fleet's etcd client.
+pub fn tls_config(
+    section: &'static str,
+    tls: Option<&UpstreamTls>,
+) -> Result<rustls::ClientConfig, ClientError> {
     let mut roots = rustls::RootCertStore::empty();
     // Platform roots; a machine without any still works with `tls.ca`.
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
         let _ = roots.add(cert);
     }
-    let tls = cfg.tls.clone().unwrap_or_default();
+    let tls = tls.cloned().unwrap_or_default();
     if let Some(ca) = &tls.ca {
-        for cert in read_certs(r, "ca", ca)? {
+        for cert in read_certs(section, "ca", ca)? {
             roots.add(cert).map_err(|e| ClientError::Invalid {
-                region: r,
-                key: "ca",
+                section,
+                key: "tls.ca",
                 message: format!("{}: {e}", ca.display()),
             })?;
         }
@@ -246,69 +260,66 @@ fn tls_config(region: Region, cfg: &UpstreamConfig) -> Result<rustls::ClientConf
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|source| ClientError::Tls { region: r, source })?
+        .map_err(|source| ClientError::Tls { section, source })?
         .with_root_certificates(roots);
     match (&tls.client_cert, &tls.client_key) {
         (Some(cert), Some(key)) => {
-            let certs = read_certs(r, "client_cert", cert)?;
-            let key = read_key(r, key)?;
+            let certs = read_certs(section, "client_cert", cert)?;
+            let key = read_key(section, key)?;
             builder
                 .with_client_auth_cert(certs, key)
-                .map_err(|source| ClientError::Tls { region: r, source })
+                .map_err(|source| ClientError::Tls { section, source })
         }
         (None, None) => Ok(builder.with_no_client_auth()),
         _ => Err(ClientError::Invalid {
-            region: r,
-            key: "client_cert",
+            section,
+            key: "tls.client_cert",
             message: "client_cert and client_key must be set together".into(),
         }),
     }
 }
 
 fn read_certs(
-    region: &'static str,
+    section: &'static str,
     key: &'static str,
     path: &std::path::Path,
 ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ClientError> {
     use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(|source| ClientError::Read {
-        region,
+        section,
         key,
         path: path.display().to_string(),
         source,
     })?;
+    let invalid = |message: String| ClientError::Invalid {
+        section,
+        key: if key == "ca" { "tls.ca" } else { "tls.client_cert" },
+        message,
+    };
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| ClientError::Invalid {
-            region,
-            key,
-            message: format!("{}: not a PEM certificate: {e}", path.display()),
-        })?;
+        .map_err(|e| invalid(format!("{}: not a PEM certificate: {e}", path.display())))?;
     if certs.is_empty() {
-        return Err(ClientError::Invalid {
-            region,
-            key,
-            message: format!("{}: holds no certificate", path.display()),
-        });
+        return Err(invalid(format!("{}: holds no certificate", path.display())));
     }
     Ok(certs)
 }
 
 fn read_key(
-    region: &'static str,
+    section: &'static str,
     path: &std::path::Path,
 ) -> Result<rustls::pki_types::PrivateKeyDer<'static>, ClientError> {
     use rustls::pki_types::pem::PemObject;
     let pem = std::fs::read(path).map_err(|source| ClientError::Read {
-        region,
+        section,
         key: "client_key",
         path: path.display().to_string(),
         source,
     })?;
     // The error names the file only: a key parse error must not echo key bytes.
     rustls::pki_types::PrivateKeyDer::from_pem_slice(&pem).map_err(|_| ClientError::Invalid {
-        region,
-        key: "client_key",
+        section,
+        key: "tls.client_key",
         message: format!("{}: not a PEM private key", path.display()),
     })
 }
