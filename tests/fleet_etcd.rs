@@ -26,10 +26,14 @@ struct Handle {
 
 impl Handle {
     async fn start(endpoint: &str, id: &str) -> Handle {
+        Handle::start_with(&config(&[endpoint]), id).await
+    }
+
+    async fn start_with(cfg: &FleetConfig, id: &str) -> Handle {
         let registry = prometheus::Registry::new();
         let metrics = FleetMetrics::register(&registry).expect("metrics");
         let (stop, stop_rx) = watch::channel(false);
-        let fleet = Fleet::start(&config(&[endpoint]), id.to_owned(), metrics, stop_rx)
+        let fleet = Fleet::start(cfg, id.to_owned(), metrics, stop_rx)
             .await
             .expect("fleet starts");
         Handle {
@@ -388,4 +392,185 @@ async fn etcd_killed_and_restarted_is_reconnected() {
     let second = won(&late.fleet, Some(1), Mode::FailoverReadWrite).await;
     assert_eq!(second.epoch, 2);
     eventually(Duration::from_secs(1), "a follows", || a.epoch() == Some(2)).await;
+}
+
+#[tokio::test]
+async fn authenticated_etcd_is_used_with_the_password_from_a_file() {
+    let Some(mut etcd) = Etcd::start().await else {
+        return;
+    };
+    etcd.enable_auth("root-pw", "failway", "fleet-pw-1").await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("etcd-password");
+    std::fs::write(&password_file, "not-the-password\n").expect("write password");
+    let mut cfg = config(&[&etcd.endpoint()]);
+    cfg.username = Some("failway".to_owned());
+    cfg.password_file = Some(password_file.clone());
+
+    // A wrong password: never connected, and the error says why without
+    // the password in it.
+    let a = Handle::start_with(&cfg, "a").await;
+    let err = a
+        .fleet
+        .compare_and_swap(None, &state(Mode::FailoverReadOnly), "a", "x")
+        .await
+        .expect_err("wrong password refused");
+    let text = failway::proxy::client::error_chain(&err);
+    assert!(
+        text.contains("authentication as fleet.username \"failway\" failed"),
+        "{text}"
+    );
+    assert!(!text.contains("not-the-password"), "{text}");
+    assert!(!a.fleet.connected());
+
+    // Without credentials etcd refuses too.
+    let anonymous = Handle::start(&etcd.endpoint(), "anonymous").await;
+    assert!(anonymous
+        .fleet
+        .compare_and_swap(None, &state(Mode::FailoverReadOnly), "anonymous", "x")
+        .await
+        .is_err());
+
+    // The file is read at each authentication: the right password is
+    // picked up without a restart, and everything works as without auth.
+    std::fs::write(&password_file, "fleet-pw-1\n").expect("write password");
+    eventually(Duration::from_secs(5), "a connects", || a.fleet.connected()).await;
+    let first = won(&a.fleet, None, Mode::FailoverReadOnly).await;
+    let b = Handle::start_with(&cfg, "b").await;
+    eventually(Duration::from_secs(5), "b follows", || {
+        b.fleet.connected() && b.epoch() == Some(1)
+    })
+    .await;
+    b.fleet.report(&report()).await.expect("report");
+    eventually_async(Duration::from_secs(2), "b listed", || a.listed("b")).await;
+    let (value, _) = etcd.get(KEY).await.expect("record stored");
+    assert_eq!(FleetRecord::from_json(&value).expect("json"), first);
+    // A change by hand reaches b's watch through the authenticated stream.
+    let by_hand = FleetRecord::new(
+        2,
+        state(Mode::FailoverReadWrite),
+        "operator",
+        "y",
+        SystemTime::now(),
+    );
+    etcd.put(KEY, by_hand.to_json().expect("json")).await;
+    eventually(Duration::from_secs(2), "b sees epoch 2", || {
+        b.epoch() == Some(2)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn etcd_over_tls_with_a_client_certificate() {
+    use common::tls_upstream::{write_pem, TestCa};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = TestCa::new("etcd test CA");
+    let server = ca.server_and_client("etcd", &["127.0.0.1", "localhost"]);
+    let client = ca.client("failway");
+    let tls = common::etcd::EtcdTls {
+        port: common::etcd::free_port(),
+        cert: write_pem(dir.path(), "server.pem", &server.cert_pem),
+        key: write_pem(dir.path(), "server-key.pem", &server.key_pem),
+        ca: write_pem(dir.path(), "ca.pem", &ca.pem()),
+    };
+    let ca_file = tls.ca.clone();
+    let Some(etcd) = Etcd::start_with(Some(tls)).await else {
+        return;
+    };
+    let mut cfg = config(&[&etcd.tls_endpoint()]);
+    cfg.tls = Some(failway::config::UpstreamTls {
+        ca: Some(ca_file.clone()),
+        client_cert: Some(write_pem(dir.path(), "client.pem", &client.cert_pem)),
+        client_key: Some(write_pem(dir.path(), "client-key.pem", &client.key_pem)),
+        server_name: None,
+    });
+    let a = Handle::start_with(&cfg, "a").await;
+    eventually(Duration::from_secs(5), "a connects over TLS", || {
+        a.fleet.connected()
+    })
+    .await;
+    let first = won(&a.fleet, None, Mode::FailoverReadOnly).await;
+    let (value, _) = etcd.get(KEY).await.expect("record stored");
+    assert_eq!(FleetRecord::from_json(&value).expect("json"), first);
+    let by_hand = FleetRecord::new(
+        2,
+        state(Mode::FailoverReadWrite),
+        "operator",
+        "y",
+        SystemTime::now(),
+    );
+    etcd.put(KEY, by_hand.to_json().expect("json")).await;
+    eventually(Duration::from_secs(2), "the watch follows over TLS", || {
+        a.epoch() == Some(2)
+    })
+    .await;
+
+    // Without the client certificate etcd refuses the handshake.
+    let mut no_cert = cfg.clone();
+    if let Some(t) = no_cert.tls.as_mut() {
+        t.client_cert = None;
+        t.client_key = None;
+    }
+    let b = Handle::start_with(&no_cert, "b").await;
+    assert!(
+        b.fleet.instances().await.is_err(),
+        "no client certificate, no etcd"
+    );
+    assert!(!b.fleet.connected());
+
+    // A CA that did not sign etcd's certificate: refused by failway.
+    let other = TestCa::new("another CA");
+    let mut wrong_ca = cfg.clone();
+    if let Some(t) = wrong_ca.tls.as_mut() {
+        t.ca = Some(write_pem(dir.path(), "other-ca.pem", &other.pem()));
+    }
+    let c = Handle::start_with(&wrong_ca, "c").await;
+    let err = c.fleet.instances().await.expect_err("unknown CA refused");
+    assert!(
+        failway::proxy::client::error_chain(&err).contains("certificate"),
+        "{}",
+        failway::proxy::client::error_chain(&err)
+    );
+}
+
+#[tokio::test]
+async fn endpoints_come_from_a_file_and_a_dead_one_is_skipped() {
+    let Some(etcd) = Etcd::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("endpoints");
+    // The first member is down: failway moves on to the next.
+    let dead = format!("http://127.0.0.1:{}", common::etcd::free_port());
+    std::fs::write(
+        &file,
+        format!("# from a Secret\n{dead}\n{}\n", etcd.endpoint()),
+    )
+    .expect("write");
+    let mut cfg = config(&[]);
+    cfg.endpoints_file = Some(file.clone());
+    let a = Handle::start_with(&cfg, "a").await;
+    eventually(
+        Duration::from_secs(8),
+        "a connects through the second endpoint",
+        || a.fleet.connected(),
+    )
+    .await;
+    won(&a.fleet, None, Mode::FailoverReadOnly).await;
+
+    // An unreadable or empty file is refused at start, naming the key.
+    std::fs::write(&file, "# nothing\n").expect("write");
+    let registry = prometheus::Registry::new();
+    let (_stop, stop_rx) = watch::channel(false);
+    let err = Fleet::start(
+        &cfg,
+        "b".to_owned(),
+        FleetMetrics::register(&registry).expect("metrics"),
+        stop_rx,
+    )
+    .await
+    .err()
+    .expect("empty endpoints file refused");
+    assert!(err.to_string().contains("fleet.endpoints_file"), "{err}");
+    assert!(err.to_string().contains("lists no endpoint"), "{err}");
 }

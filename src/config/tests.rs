@@ -578,6 +578,36 @@ fn fleet_rules() {
         &fleet(&format!("{good}instance_id = \"\"\n")),
         "fleet.instance_id: must not be empty",
     );
+    assert_err(
+        &fleet("endpoints = [\"http://a:2379\"]\nendpoints_file = \"etcd\"\nkey = \"/k\"\n"),
+        "fleet.endpoints_file: set together with fleet.endpoints; use one of them",
+    );
+    assert_err(
+        &fleet(&format!("{good}tls = {{ ca = \"ca.pem\" }}\n")),
+        "fleet.tls: set, but fleet.endpoints are http://",
+    );
+    assert_err(
+        &fleet(&format!("{good}username = \"failway\"\n")),
+        "fleet.password_file: required when fleet.username is set",
+    );
+    assert_err(
+        &fleet(&format!("{good}password_file = \"pw\"\n")),
+        "fleet.username: required when fleet.password_file is set",
+    );
+    assert_err(
+        &fleet("endpoints = [\"https://a:2379\"]\nkey = \"/k\"\ntls = { client_cert = \"c.pem\" }\n"),
+        "fleet.tls.client_key: required when client_cert is set",
+    );
+    let c = ok(&fleet(
+        "endpoints_file = \"etcd-endpoints\"\nkey = \"/k\"\nusername = \"failway\"\npassword_file = \"pw\"\n\
+         tls = { ca = \"ca.pem\", client_cert = \"c.pem\", client_key = \"k.pem\" }\n",
+    ));
+    let f = c.fleet.unwrap();
+    assert!(f.endpoints.is_empty());
+    assert!(f.endpoints_file.unwrap().ends_with("etcd-endpoints"));
+    assert_eq!(f.username.as_deref(), Some("failway"));
+    assert!(f.password_file.unwrap().ends_with("pw"));
+    assert!(f.tls.unwrap().client_key.unwrap().ends_with("k.pem"));
     let c = ok(&fleet(&format!(
         "{good}lease_ttl = \"2s\"\nfailover_quorum = 2\ninstance_id = \"pod-a\"\n"
     )));

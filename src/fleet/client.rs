@@ -231,10 +231,7 @@ impl Etcd {
             http,
             endpoints: Mutex::new(Endpoints { list, current: 0 }),
             endpoints_file: cfg.endpoints_file.clone(),
-            credentials: cfg
-                .username
-                .clone()
-                .zip(cfg.password_file.clone()),
+            credentials: cfg.username.clone().zip(cfg.password_file.clone()),
             token: Mutex::new(None),
             op_timeout,
         })
@@ -259,7 +256,9 @@ impl Etcd {
         if let Some(lease) = lease {
             body["lease"] = Value::String(lease.to_string());
         }
-        self.call::<Value>("put", "/v3/kv/put", body).await.map(drop)
+        self.call::<Value>("put", "/v3/kv/put", body)
+            .await
+            .map(drop)
     }
 
     /// Puts `value` at `key` if, and only if, `expect` holds, in one
@@ -351,10 +350,7 @@ impl Etcd {
                 })
             })?;
             let got: LeaseBody = stream.result(&line)?;
-            Ok(LeaseGrant {
-                id,
-                ttl: got.ttl,
-            })
+            Ok(LeaseGrant { id, ttl: got.ttl })
         };
         match tokio::time::timeout(timeout, renew).await {
             Ok(r) => r,
@@ -404,10 +400,7 @@ impl Etcd {
         let exchange = async {
             let (endpoint, resp) = self.send(op, path, &body).await?;
             let bytes = read_all(&endpoint, resp.into_body()).await?;
-            serde_json::from_slice(&bytes).map_err(|_| EtcdError::Decode {
-                endpoint,
-                what: op,
-            })
+            serde_json::from_slice(&bytes).map_err(|_| EtcdError::Decode { endpoint, what: op })
         };
         match tokio::time::timeout(self.op_timeout, exchange).await {
             Ok(Ok(v)) => Ok(v),
@@ -532,12 +525,11 @@ impl Etcd {
                 return Ok(t);
             }
         }
-        let password = std::fs::read_to_string(password_file).map_err(|source| {
-            EtcdError::PasswordFile {
+        let password =
+            std::fs::read_to_string(password_file).map_err(|source| EtcdError::PasswordFile {
                 path: password_file.display().to_string(),
                 source,
-            }
-        })?;
+            })?;
         // A trailing newline is how most tools write a Secret's file.
         let password = password.trim_end_matches(['\r', '\n']);
         let body = json!({ "name": user, "password": password }).to_string();
@@ -595,12 +587,17 @@ impl Etcd {
         match reread {
             Some(Ok(list)) if check_endpoints(&list).is_ok() => {
                 if list != e.list {
-                    tracing::info!(endpoints = list.len(), "fleet: etcd endpoints re-read from fleet.endpoints_file");
+                    tracing::info!(
+                        endpoints = list.len(),
+                        "fleet: etcd endpoints re-read from fleet.endpoints_file"
+                    );
                     e.list = list;
                 }
             }
             Some(Ok(_)) => {
-                tracing::warn!("fleet.endpoints_file: the new list is not usable; keeping the endpoints held")
+                tracing::warn!(
+                    "fleet.endpoints_file: the new list is not usable; keeping the endpoints held"
+                )
             }
             Some(Err(err)) => tracing::warn!(error = %err, "keeping the etcd endpoints held"),
             None => {}
@@ -788,16 +785,18 @@ pub(super) fn read_endpoints(path: &std::path::Path) -> Result<Vec<Uri>, FleetEr
             path.display()
         )))
     })?;
-    parse_endpoints(&text).map_err(|e| {
-        FleetError::Etcd(EtcdError::EndpointsFile(format!("{}: {e}", path.display())))
-    })
+    parse_endpoints(&text)
+        .map_err(|e| FleetError::Etcd(EtcdError::EndpointsFile(format!("{}: {e}", path.display()))))
 }
 
 fn parse_endpoints(text: &str) -> Result<Vec<Uri>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");
-        for word in line.split([',', ' ', '\t']).filter(|w| !w.trim().is_empty()) {
+        for word in line
+            .split([',', ' ', '\t'])
+            .filter(|w| !w.trim().is_empty())
+        {
             let word = word.trim();
             let uri: Uri = word
                 .parse()
@@ -881,7 +880,11 @@ mod tests {
         let names: Vec<String> = list.iter().map(origin).collect();
         assert_eq!(
             names,
-            ["https://etcd-0:2379", "https://etcd-1:2379", "https://etcd-2:2379"]
+            [
+                "https://etcd-0:2379",
+                "https://etcd-1:2379",
+                "https://etcd-2:2379"
+            ]
         );
     }
 
@@ -892,7 +895,10 @@ mod tests {
         let err = parse_endpoints("https://u:p@etcd:2379").expect_err("user info");
         assert!(err.contains("fleet.username"), "{err}");
         assert!(!err.contains("u:p"), "{err}");
-        assert_eq!(parse_endpoints("# none\n").expect_err("empty"), "lists no endpoint");
+        assert_eq!(
+            parse_endpoints("# none\n").expect_err("empty"),
+            "lists no endpoint"
+        );
     }
 
     #[test]

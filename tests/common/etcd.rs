@@ -83,14 +83,19 @@ impl Etcd {
         use base64::Engine as _;
         let b64 = base64::engine::general_purpose::STANDARD;
         let (status, got) = self
-            .call("/v3/kv/range", serde_json::json!({ "key": b64.encode(key) }))
+            .call(
+                "/v3/kv/range",
+                serde_json::json!({ "key": b64.encode(key) }),
+            )
             .await;
         assert_eq!(status, 200, "range {key}: {got}");
         let kv = got["kvs"].get(0)?;
         let value = b64
             .decode(kv["value"].as_str().unwrap_or(""))
             .expect("base64 value");
-        let lease = kv["lease"].as_str().map_or(0, |l| l.parse().expect("lease id"));
+        let lease = kv["lease"]
+            .as_str()
+            .map_or(0, |l| l.parse().expect("lease id"));
         Some((value, lease))
     }
 
@@ -109,10 +114,22 @@ impl Etcd {
         use serde_json::json;
         let steps = [
             ("/v3/auth/role/add", json!({ "name": "root" })),
-            ("/v3/auth/user/add", json!({ "name": "root", "password": root_password })),
-            ("/v3/auth/user/grant", json!({ "user": "root", "role": "root" })),
-            ("/v3/auth/user/add", json!({ "name": user, "password": password })),
-            ("/v3/auth/user/grant", json!({ "user": user, "role": "root" })),
+            (
+                "/v3/auth/user/add",
+                json!({ "name": "root", "password": root_password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({ "user": "root", "role": "root" }),
+            ),
+            (
+                "/v3/auth/user/add",
+                json!({ "name": user, "password": password }),
+            ),
+            (
+                "/v3/auth/user/grant",
+                json!({ "user": user, "role": "root" }),
+            ),
             ("/v3/auth/enable", json!({})),
         ];
         for (path, body) in steps {
@@ -255,7 +272,10 @@ async fn call(
         .expect("HTTP status line");
     let (head, rest) = text.split_once("\r\n\r\n").expect("HTTP head");
     // Go answers small bodies with Content-Length, larger ones chunked.
-    let json = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let json = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         dechunk(rest)
     } else {
         rest.to_owned()

@@ -77,21 +77,34 @@ impl TestCa {
 
     /// A server certificate for `names` (DNS names or IP addresses).
     pub fn server(&self, common_name: &str, names: &[&str]) -> Leaf {
-        self.leaf(common_name, names, ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(common_name, names, &[ExtendedKeyUsagePurpose::ServerAuth])
+    }
+
+    /// A certificate good for both ends, as a server that also dials itself
+    /// with its own certificate needs (etcd's JSON gateway does).
+    pub fn server_and_client(&self, common_name: &str, names: &[&str]) -> Leaf {
+        self.leaf(
+            common_name,
+            names,
+            &[
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        )
     }
 
     /// A client certificate.
     pub fn client(&self, common_name: &str) -> Leaf {
-        self.leaf(common_name, &[], ExtendedKeyUsagePurpose::ClientAuth)
+        self.leaf(common_name, &[], &[ExtendedKeyUsagePurpose::ClientAuth])
     }
 
-    fn leaf(&self, common_name: &str, names: &[&str], usage: ExtendedKeyUsagePurpose) -> Leaf {
+    fn leaf(&self, common_name: &str, names: &[&str], usage: &[ExtendedKeyUsagePurpose]) -> Leaf {
         let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         let mut params = CertificateParams::new(names).expect("leaf params");
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
-        params.extended_key_usages = vec![usage];
+        params.extended_key_usages = usage.to_vec();
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("leaf key");
         let cert = params.signed_by(&key, &self.issuer).expect("leaf cert");

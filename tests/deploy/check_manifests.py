@@ -502,6 +502,8 @@ def check_fleet(path: Path) -> None:
     rel, deployment, c, cfg = found
     dwhere = f"{rel} {kn(deployment)}"
     where = f"{dwhere} failway"
+    secrets = by_kind(load_manifest(path), "Secret")
+    pod = deployment["spec"]["template"]["spec"]
     fleet = cfg.get("fleet")
     if not isinstance(fleet, dict):
         problem(where, "the fleet manifest's configuration has no [fleet]")
@@ -514,8 +516,19 @@ def check_fleet(path: Path) -> None:
     if fleet.get("backend") != "etcd":
         problem(where, f"fleet.backend must be \"etcd\", got {fleet.get('backend')!r}")
     endpoints = fleet.get("endpoints") or []
-    if not endpoints:
-        problem(where, "fleet.endpoints must list the etcd cluster's endpoints")
+    endpoints_file = fleet.get("endpoints_file")
+    if not endpoints and not endpoints_file:
+        problem(where, "fleet.endpoints or fleet.endpoints_file must name the etcd cluster's endpoints")
+    if endpoints_file:
+        check_file(where, pod, c, "fleet.endpoints_file",
+                   endpoints_file, "secret", secrets)
+    if fleet.get("password_file"):
+        check_file(where, pod, c, "fleet.password_file",
+                   fleet["password_file"], "secret", secrets)
+    for k, v in (fleet.get("tls") or {}).items():
+        if k != "server_name":
+            check_file(where, pod, c, f"fleet.tls.{k}", v,
+                       "secret", secrets)
     schemes = {str(e).partition("://")[0] for e in endpoints}
     if len(schemes) > 1:
         # failway refuses to start with mixed schemes; `failway check` does not see it.

@@ -300,14 +300,21 @@ impl Validator<'_> {
         let username = r.username.filter(|u| {
             let valid = !u.trim().is_empty();
             if !valid {
-                self.err("fleet.username", "must not be empty; omit it when etcd has no authentication");
+                self.err(
+                    "fleet.username",
+                    "must not be empty; omit it when etcd has no authentication",
+                );
             }
             valid
         });
         let password_file = self.file("fleet.password_file", r.password_file);
         match (&username, &password_file) {
-            (Some(_), None) => self.err("fleet.password_file", "required when fleet.username is set"),
-            (None, Some(_)) => self.err("fleet.username", "required when fleet.password_file is set"),
+            (Some(_), None) => {
+                self.err("fleet.password_file", "required when fleet.username is set")
+            }
+            (None, Some(_)) => {
+                self.err("fleet.username", "required when fleet.password_file is set")
+            }
             _ => {}
         }
         let key = r.key.unwrap_or_default();

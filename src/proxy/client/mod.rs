@@ -293,7 +293,11 @@ fn read_certs(
     })?;
     let invalid = |message: String| ClientError::Invalid {
         section,
-        key: if key == "ca" { "tls.ca" } else { "tls.client_cert" },
+        key: if key == "ca" {
+            "tls.ca"
+        } else {
+            "tls.client_cert"
+        },
         message,
     };
     let certs: Vec<_> = rustls::pki_types::CertificateDer::pem_slice_iter(&pem)
