@@ -2,7 +2,10 @@
 # Checks the observability assets in deploy/: the Prometheus alerting rules and
 # their unit tests, the example Prometheus configuration, and the Grafana
 # dashboard (valid JSON, layout, datasource, PromQL syntax, and only metric
-# names failway exports).
+# names failway exports); and that the failway binary links only what the
+# image's distroless/cc-debian12 base ships (glibc, libm, libgcc), checked
+# with ldd on $FAILWAY_BIN (default: target/release/failway, else
+# target/debug/failway).
 #
 # Needs promtool (Debian/Ubuntu package "prometheus") and python3 (standard
 # library only). Starts no server. Run from anywhere; exits non-zero, naming
@@ -225,6 +228,31 @@ if errors:
 print(f"{len(exprs)} dashboard expressions use only known metric names")
 PY
 }
+
+# distroless/cc-debian12 has glibc (libc, libm, and the libpthread, libdl,
+# librt and libutil stubs), the dynamic loader and libgcc_s; nothing else.
+linked_libs() {
+    local bin="$1"
+    if [[ ! -x "$bin" ]]; then
+        echo "no binary at $bin (build it first: cargo build --release --locked)" >&2
+        return 1
+    fi
+    local bad
+    bad="$(ldd "$bin" | awk '{print $1}' | grep -Ev '^(linux-vdso\.so\.1|/lib64/ld-linux-x86-64\.so\.2|/lib/ld-linux-aarch64\.so\.1|ld-linux.*|libc\.so\.6|libm\.so\.6|libgcc_s\.so\.1|libpthread\.so\.0|libdl\.so\.2|librt\.so\.1|libutil\.so\.1)$' || true)"
+    if [[ -n "$bad" ]]; then
+        echo "$bin links libraries distroless/cc-debian12 does not ship:" >&2
+        echo "$bad" >&2
+        return 1
+    fi
+    ldd "$bin"
+}
+root="$(cd "$deploy/.." && pwd)"
+bin="${FAILWAY_BIN:-}"
+if [[ -z "$bin" ]]; then
+    bin="$root/target/release/failway"
+    [[ -x "$bin" ]] || bin="$root/target/debug/failway"
+fi
+run "binary links only glibc, libm and libgcc (ldd $bin)" linked_libs "$bin"
 
 run "dashboard JSON, layout and metric names" dashboard_static
 if [[ -s "$tmp/dashboard_rules.yaml" ]] && command -v promtool >/dev/null 2>&1; then

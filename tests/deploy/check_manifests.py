@@ -717,8 +717,19 @@ def check_dockerfile(path: Path) -> None:
     if not any(re.search(r"cargo build\b[^&;|]*--release", b) and re.search(r"cargo build\b[^&;|]*--locked", b)
                for b in builds):
         problem(where, "no build stage runs `cargo build --release --locked`")
+    # The build needs nothing the base image lacks: no package manager, no protoc.
+    for stage in stages[:-1]:
+        for word, args in stage:
+            if word == "RUN" and re.search(r"\b(apt-get|apt|apk|dnf|yum|protoc)\b", args):
+                problem(where, f"a build stage installs or runs a system tool: {args!r}")
+    # The image ships a stripped binary, stripped by cargo itself.
+    if not any("CARGO_PROFILE_RELEASE_STRIP=symbols" in b for b in builds):
+        problem(where, "the release build does not strip the binary (CARGO_PROFILE_RELEASE_STRIP=symbols)")
 
     final = stages[-1]
+    final_from = final[0][1].split()[0]
+    if not final_from.startswith("gcr.io/distroless/cc-debian12"):
+        problem(where, f"the final stage must be distroless/cc-debian12 (what deploy/check.sh's ldd check allows), got {final_from!r}")
     users = [args for word, args in final if word == "USER"]
     if not users:
         problem(where, "the final stage sets no USER")
