@@ -6,6 +6,7 @@
 //! This test binary installs a global trace-level subscriber, so it holds a
 //! single test.
 
+#[path = "e2e/common/mod.rs"]
 mod common;
 
 use std::io::Write;

@@ -595,7 +595,9 @@ fn fleet_rules() {
         "fleet.username: required when fleet.password_file is set",
     );
     assert_err(
-        &fleet("endpoints = [\"https://a:2379\"]\nkey = \"/k\"\ntls = { client_cert = \"c.pem\" }\n"),
+        &fleet(
+            "endpoints = [\"https://a:2379\"]\nkey = \"/k\"\ntls = { client_cert = \"c.pem\" }\n",
+        ),
         "fleet.tls.client_key: required when client_cert is set",
     );
     let c = ok(&fleet(

@@ -1,7 +1,7 @@
 //! End-to-end tests of the data path: failway in-process between a test
 //! client and scripted fake upstreams, all on loopback ephemeral ports.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -4,7 +4,7 @@
 //! replica. Covers following the fleet, compare-and-swap races, the read-only
 //! window, the latch, a lapsed lease, and `failway ctl` moving the fleet.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

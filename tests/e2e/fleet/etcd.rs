@@ -2,7 +2,7 @@
 //! instance registration under leases, and what an instance does when it
 //! loses etcd (cut off by a black-holed relay, or etcd killed and restarted).
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, SystemTime};
 

@@ -2,7 +2,7 @@
 //! what it received or answers differently than scripted, every proxy test
 //! built on it would be wrong in ways no proxy test could notice.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -182,6 +182,6 @@ pub fn tool_available(program: &str, install: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{program} is required in CI and is missing; {install}");
     }
-    eprintln!("skipped: {program} is not installed ({install}); `bash .ci/run` installs it");
+    eprintln!("skipped: {program} is not installed ({install}); `bash tests/ci/install-tools.sh` installs it");
     false
 }

@@ -2,7 +2,7 @@
 //! regions on loopback, driven through outages, the read-only window, the
 //! replica-writes latch, operator actions and a restart.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

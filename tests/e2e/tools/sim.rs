@@ -3,7 +3,7 @@
 //! replication between two simulators, and every fault, all on loopback
 //! ephemeral ports.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The `failway` command as an operator uses it: `check`, `classify`,
 //! `--version`, and `run` with bad config, signals and draining.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

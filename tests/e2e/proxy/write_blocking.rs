@@ -4,7 +4,7 @@
 //! replica byte for byte, method overrides change nothing, custom rules
 //! override the profile, and region IDs are mapped on the way to the replica.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

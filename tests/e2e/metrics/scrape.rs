@@ -8,7 +8,7 @@
 //! the binary the test prints why and passes; it never reaches a Prometheus
 //! it did not start.
 
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};

@@ -2,7 +2,7 @@
 //! retried, what never is, backoff with `Retry-After`, deadlines, budgets,
 //! replay buffers and a read's move to the replica inside one request.
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

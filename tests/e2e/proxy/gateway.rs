@@ -10,7 +10,7 @@
 //! (127.0.0.1, and 127.0.0.2 for the moved address). Waiting is polling with
 //! a deadline; traffic loops are paced, never timed.
 
-mod common;
+use crate::common;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -7,7 +7,7 @@
 //! cross-checks it against the registry the library exposes. It does not run
 //! a Prometheus server; `tests/prometheus_e2e.rs` does.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;

@@ -3,7 +3,7 @@
 //! swap, broken replacements that keep the old certificate, and the metrics.
 //! Certificates come from a test CA made with rcgen; sockets are loopback.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,5 @@
+//! The failover engine: the driver under paused time, and outages end to
+//! end.
+
+mod driver;
+mod outage;

@@ -1,0 +1,14 @@
+//! failway end to end: the real proxy, in process or as the built binary,
+//! against scriptable fake upstreams, simulators, etcd and Prometheus on
+//! loopback. One test binary (each one links the whole crate); its modules
+//! follow `src/`. Only `tests/redaction.rs` runs apart: it installs a
+//! global trace-level subscriber.
+
+mod common;
+
+mod failover;
+mod fleet;
+mod harness;
+mod metrics;
+mod proxy;
+mod tools;

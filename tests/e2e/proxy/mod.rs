@@ -1,0 +1,8 @@
+//! The inbound data path: forwarding, the gateway role, retries, write
+//! blocking and TLS.
+
+mod forwarding;
+mod gateway;
+mod retries;
+mod tls;
+mod write_blocking;
