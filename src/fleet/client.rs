@@ -202,7 +202,11 @@ impl Etcd {
             Some(path) => read_endpoints(path)?,
             None => cfg.endpoints.clone(),
         };
-        check_endpoints(&list)?;
+        let key = match cfg.endpoints_file {
+            Some(_) => "fleet.endpoints_file",
+            None => "fleet.endpoints",
+        };
+        check_endpoints(&list, key)?;
         let tls = crate::proxy::client::tls_config("fleet", cfg.tls.as_ref())
             .map_err(FleetError::Client)?;
         let mut http = HttpConnector::new();
@@ -214,8 +218,12 @@ impl Etcd {
             .https_or_http();
         let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
             Some(name) => {
-                let name = rustls::pki_types::ServerName::try_from(name.clone())
-                    .map_err(|_| FleetError::Endpoints("tls.server_name is not a DNS name"))?;
+                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                    FleetError::Config {
+                        key: "fleet.tls.server_name",
+                        message: "is not a DNS name",
+                    }
+                })?;
                 builder.with_server_name_resolver(FixedServerNameResolver::new(name))
             }
             None => builder,
@@ -584,23 +592,18 @@ impl Etcd {
     fn rotate(&self) {
         let reread = self.endpoints_file.as_ref().map(|p| read_endpoints(p));
         let mut e = lock(&self.endpoints);
-        match reread {
-            Some(Ok(list)) if check_endpoints(&list).is_ok() => {
-                if list != e.list {
-                    tracing::info!(
-                        endpoints = list.len(),
-                        "fleet: etcd endpoints re-read from fleet.endpoints_file"
-                    );
-                    e.list = list;
-                }
-            }
-            Some(Ok(_)) => {
-                tracing::warn!(
-                    "fleet.endpoints_file: the new list is not usable; keeping the endpoints held"
-                )
+        match reread.map(|r| {
+            r.and_then(|list| check_endpoints(&list, "fleet.endpoints_file").map(|()| list))
+        }) {
+            Some(Ok(list)) if list != e.list => {
+                tracing::info!(
+                    endpoints = list.len(),
+                    "fleet: etcd endpoints re-read from fleet.endpoints_file"
+                );
+                e.list = list;
             }
             Some(Err(err)) => tracing::warn!(error = %err, "keeping the etcd endpoints held"),
-            None => {}
+            Some(Ok(_)) | None => {}
         }
         e.current = (e.current + 1) % e.list.len();
         // A new endpoint may be another member: its token is another's.
@@ -819,20 +822,24 @@ fn parse_endpoints(text: &str) -> Result<Vec<Uri>, String> {
     Ok(out)
 }
 
-fn check_endpoints(list: &[Uri]) -> Result<(), FleetError> {
+/// One scheme for all: one client setup serves every endpoint. `key` names
+/// where the list came from.
+fn check_endpoints(list: &[Uri], key: &'static str) -> Result<(), FleetError> {
     if list.is_empty() {
-        return Err(FleetError::Endpoints(
-            "must list at least one etcd endpoint",
-        ));
+        return Err(FleetError::Config {
+            key,
+            message: "must list at least one etcd endpoint",
+        });
     }
     let https = list
         .iter()
         .filter(|u| u.scheme_str() == Some("https"))
         .count();
     if https != 0 && https != list.len() {
-        return Err(FleetError::Endpoints(
-            "mixes http and https endpoints; use one scheme for all",
-        ));
+        return Err(FleetError::Config {
+            key,
+            message: "mixes http and https endpoints; use one scheme for all",
+        });
     }
     Ok(())
 }

@@ -38,8 +38,11 @@ pub use self::record::{unix_ms, CasOutcome, FleetRecord, InstanceReport, RecordE
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
     /// The `[fleet]` section cannot be used as given.
-    #[error("fleet.endpoints: {0}")]
-    Endpoints(&'static str),
+    #[error("{key}: {message}")]
+    Config {
+        key: &'static str,
+        message: &'static str,
+    },
     /// The TLS files for etcd cannot be used.
     #[error("fleet: cannot set up the etcd client: {0}")]
     Client(#[source] crate::proxy::client::ClientError),
