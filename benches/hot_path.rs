@@ -19,8 +19,9 @@ use failway::failover::machine::{Health, Mode};
 use failway::failover::Snapshot;
 use failway::metrics::{new_registry, ProxyMetrics};
 use failway::proxy::headers::{check_request, ip_value, prepare_request, HeadLimits, Provenance};
+use failway::region::Region;
 use failway::rewrite::Rewriter;
-use failway::routing::{route, Region};
+use failway::routing::route;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
 const KEY: &str = "2b3e1f4c-7a9d-4e2b-8c1a-0f9e8d7c6b5a";

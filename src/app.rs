@@ -24,10 +24,10 @@ use crate::proxy::client::{ClientError, Upstream};
 use crate::proxy::dns::{Resolve, SystemResolve};
 use crate::proxy::server::{Server, ServerSettings};
 use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
+use crate::region::Region;
 use crate::reload::{ReloadMetrics, Reloader};
 use crate::retry::RetryBudget;
 use crate::rewrite::Rewriter;
-use crate::routing::Region;
 use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
 
 /// File descriptors kept aside for listeners, upstream pools, state files.

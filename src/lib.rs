@@ -19,6 +19,7 @@ pub mod fleet;
 pub mod health;
 pub mod metrics;
 pub mod proxy;
+pub mod region;
 pub mod reload;
 pub mod retry;
 pub mod rewrite;

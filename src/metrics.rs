@@ -12,9 +12,9 @@ use prometheus::{
 };
 
 use crate::classify::Class;
+use crate::region::Region;
 use crate::retry::RetryReason;
 use crate::rewrite::{MissKind, Misses};
-use crate::routing::Region;
 
 /// Latency buckets, 0.5 ms to 30 s.
 pub const DURATION_BUCKETS: [f64; 15] = [

@@ -28,8 +28,8 @@ use crate::health::prober::Probers;
 use crate::proxy::client::Upstream;
 use crate::proxy::dns::Resolve;
 use crate::proxy::{Dynamic, Proxy, Settings};
+use crate::region::Region;
 use crate::rewrite::Rewriter;
-use crate::routing::Region;
 
 #[derive(Clone)]
 pub struct ReloadMetrics {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::failover::machine::Transition;
 use crate::failover::Snapshot;
-use crate::routing::Region;
+use crate::region::Region;
 
 fn ts(t: SystemTime) -> Value {
     Value::from(humantime::format_rfc3339_millis(t).to_string())

@@ -25,16 +25,17 @@
 mod keyprotect;
 mod raw;
 mod rules;
-
+mod settings;
 #[cfg(test)]
 mod tests;
+
+pub use settings::{ClassifyConfig, ClassifyRule, Profile};
 
 use std::fmt;
 use std::sync::Arc;
 
 use http::Method;
 
-use crate::config::{ClassifyRule, Profile};
 use rules::CompiledRule;
 
 /// Whether a request may change stored state.

@@ -17,8 +17,7 @@
 use http::Method;
 
 use super::raw;
-use super::Class;
-use crate::config::ClassifyRule;
+use super::{Class, ClassifyRule};
 
 #[derive(Debug, Clone)]
 pub(super) struct CompiledRule {

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-use crate::classify::Class;
+// The classification settings belong to `classify`; named here too, as
+// every other section's type is.
+pub use crate::classify::{ClassifyConfig, ClassifyRule, Profile};
 
 mod effective;
 mod error;
@@ -169,38 +171,6 @@ pub struct FailoverConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateConfig {
     pub path: Option<PathBuf>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Profile {
-    KeyProtect,
-    HttpMethods,
-}
-
-impl Profile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Profile::KeyProtect => "key-protect",
-            Profile::HttpMethods => "http-methods",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassifyConfig {
-    pub profile: Profile,
-    pub rules: Vec<ClassifyRule>,
-}
-
-/// One `[[classify.rules]]` entry. `path` was checked: it starts with `/`,
-/// has no empty segment, and `**` appears only as the last segment.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ClassifyRule {
-    /// Empty: any method.
-    pub methods: Vec<Method>,
-    pub path: String,
-    pub action: Option<String>,
-    pub class: Class,
 }
 
 #[derive(Debug, Clone, PartialEq)]

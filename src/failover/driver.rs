@@ -21,7 +21,7 @@ use super::persist::StateFile;
 use super::snapshot::{RegionView, Snapshot};
 use super::Clock;
 use crate::health::counter::HealthCounter;
-use crate::routing::Region;
+use crate::region::Region;
 
 /// One probe's result, as the prober saw it.
 #[derive(Debug, Clone)]

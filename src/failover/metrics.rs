@@ -6,7 +6,7 @@ use prometheus::{Gauge, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use super::machine::{FailbackBlocked, Health, Mode, Transition};
 use super::snapshot::Snapshot;
-use crate::routing::Region;
+use crate::region::Region;
 
 const MODES: [Mode; 3] = [
     Mode::Primary,

@@ -33,7 +33,7 @@ use crate::config::{Config, FailbackMode, FailoverMode};
 use crate::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
 use crate::health::counter::HealthCounter;
 use crate::health::passive::{Outcome, PassiveDetector};
-use crate::routing::Region;
+use crate::region::Region;
 
 /// Wall-clock time that follows tokio's clock, so paused-time tests move it
 /// and a wall-clock step does not jump the read-only deadline mid-run.

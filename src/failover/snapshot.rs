@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use super::machine::{FailbackBlocked, Health, Mode, Transition};
-use crate::routing::Region;
+use crate::region::Region;
 
 /// What failway currently knows about one region.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,7 +12,7 @@ use tokio::task::JoinHandle;
 use super::probe::Probe;
 use crate::failover::{Failover, ProbeReport};
 use crate::proxy::client::Upstream;
-use crate::routing::Region;
+use crate::region::Region;
 
 /// `interval` stretched or shrunk by up to 10%.
 pub fn jittered(interval: Duration) -> Duration {

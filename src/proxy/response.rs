@@ -17,7 +17,7 @@ use pin_project_lite::pin_project;
 use super::body::{BodyWatch, BoxError};
 use super::conn::ConnTracker;
 use crate::classify::Class;
-use crate::routing::Region;
+use crate::region::Region;
 
 /// One request's access-log record; logged on drop.
 pub struct AccessLog {

@@ -24,7 +24,7 @@ use super::body::{UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::pool::H1Pool;
 use crate::config::{UpstreamConfig, UpstreamTls};
-use crate::routing::Region;
+use crate::region::Region;
 
 pub type RequestBody = UpstreamBody<Watched<hyper::body::Incoming>>;
 pub type Connector = HttpsConnector<AgedConnector<HttpConnector<DnsResolver>>>;

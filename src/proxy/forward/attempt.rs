@@ -14,8 +14,8 @@ use super::super::refusal::Refusal;
 use super::super::{Dynamic, Proxy};
 use crate::config::HostHeader;
 use crate::failover::{BlockReason, WriteRefusal};
+use crate::region::Region;
 use crate::retry::Failure;
-use crate::routing::Region;
 
 /// Statuses a read retried on the other region may answer when that region
 /// merely lags behind; the first region's answer is returned instead.

@@ -31,8 +31,9 @@ use crate::classify::Class;
 use crate::failover::machine::Mode;
 use crate::failover::BlockReason;
 use crate::health::passive::Outcome;
+use crate::region::Region;
 use crate::retry::{self, Failure, Verdict, WaitDecision};
-use crate::routing::{self, Region, Route};
+use crate::routing::{self, Route};
 
 enum BodySource {
     /// Fully read: every attempt sends a copy.

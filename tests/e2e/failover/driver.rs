@@ -8,7 +8,7 @@ use std::time::Duration;
 use failway::config::Config;
 use failway::failover::machine::{Command, Mode};
 use failway::failover::{Failover, ProbeReport};
-use failway::routing::Region;
+use failway::region::Region;
 use tokio::sync::watch;
 
 fn config(extra: &str) -> Config {
