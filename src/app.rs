@@ -20,8 +20,6 @@ use crate::config::Config;
 use crate::failover::{Failover, FailoverError};
 use crate::health::prober::Probers;
 use crate::metrics::{self, ProxyMetrics};
-use crate::proxy::client::{ClientError, Upstream};
-use crate::proxy::dns::{Resolve, SystemResolve};
 use crate::proxy::server::{Server, ServerSettings};
 use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
 use crate::region::Region;
@@ -29,6 +27,8 @@ use crate::reload::{ReloadMetrics, Reloader};
 use crate::retry::RetryBudget;
 use crate::rewrite::Rewriter;
 use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
+use crate::upstream::client::{ClientError, Upstream};
+use crate::upstream::dns::{Resolve, SystemResolve};
 
 /// File descriptors kept aside for listeners, upstream pools, state files.
 const FD_RESERVE: u64 = 256;
@@ -166,7 +166,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         &config.health,
         &upstreams,
         &rewriter,
-        &failover,
+        &failover.probe_reports(),
         &drain_rx,
     );
     let reload_metrics = ReloadMetrics::register(&registry)?;

@@ -25,11 +25,11 @@ use crate::classify::Classifier;
 use crate::config::Config;
 use crate::failover::Failover;
 use crate::health::prober::Probers;
-use crate::proxy::client::Upstream;
-use crate::proxy::dns::Resolve;
 use crate::proxy::{Dynamic, Proxy, Settings};
 use crate::region::Region;
 use crate::rewrite::Rewriter;
+use crate::upstream::client::Upstream;
+use crate::upstream::dns::Resolve;
 
 #[derive(Clone)]
 pub struct ReloadMetrics {
@@ -177,9 +177,9 @@ impl Reloader {
         }
     }
 
-    async fn apply(&self, new: Config) -> Result<(), crate::proxy::client::ClientError> {
+    async fn apply(&self, new: Config) -> Result<(), crate::upstream::client::ClientError> {
         let old = self.current.lock().map(|c| c.clone()).map_err(|_| {
-            crate::proxy::client::ClientError::Invalid {
+            crate::upstream::client::ClientError::Invalid {
                 section: "upstreams.primary",
                 key: "url",
                 message: "reload state poisoned".into(),
@@ -193,7 +193,7 @@ impl Reloader {
         }
         let current = self.proxy.dynamic();
         let upstream =
-            |region: Region| -> Result<Arc<Upstream>, crate::proxy::client::ClientError> {
+            |region: Region| -> Result<Arc<Upstream>, crate::upstream::client::ClientError> {
                 let (o, n) = match region {
                     Region::Primary => (&old.upstreams.primary, &new.upstreams.primary),
                     Region::Replica => (&old.upstreams.replica, &new.upstreams.replica),
@@ -243,7 +243,7 @@ impl Reloader {
                 &effective.health,
                 &upstreams,
                 &rewriter,
-                &self.failover,
+                &self.failover.probe_reports(),
                 &self.stop,
             );
             if let Ok(mut p) = self.probers.lock() {

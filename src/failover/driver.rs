@@ -21,17 +21,8 @@ use super::persist::StateFile;
 use super::snapshot::{RegionView, Snapshot};
 use super::Clock;
 use crate::health::counter::HealthCounter;
+use crate::health::ProbeReport;
 use crate::region::Region;
-
-/// One probe's result, as the prober saw it.
-#[derive(Debug, Clone)]
-pub struct ProbeReport {
-    pub region: Region,
-    pub success: bool,
-    pub status: Option<u16>,
-    /// Why it failed (connect refused, timeout, status 503...), no request data.
-    pub error: Option<String>,
-}
 
 /// Why an operator command could not be applied.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -97,7 +88,12 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    pub async fn run(mut self, mut rx: mpsc::Receiver<Event>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Event>,
+        mut probes: mpsc::Receiver<ProbeReport>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         self.settle();
         // Not agreed: the machine is back on the shared record either way.
         let _ = self.reconcile().await;
@@ -125,6 +121,10 @@ impl Driver {
             tokio::select! {
                 ev = rx.recv() => match ev {
                     Some(ev) => self.handle(ev).await,
+                    None => return,
+                },
+                report = probes.recv() => match report {
+                    Some(report) => self.handle(Event::Probe(report)).await,
                     None => return,
                 },
                 _ = tokio::time::sleep(wake) => {}

@@ -29,7 +29,7 @@ use tokio::time::Instant;
 
 use super::driver::{Driver, WriteRefusal};
 use super::machine::{Health, LatchChange, Mode, Refused, State, Transition, Trigger};
-use crate::fleet::{CasOutcome, Fleet, FleetRecord, InstanceReport};
+use crate::failover::fleet::{CasOutcome, Fleet, FleetRecord, InstanceReport};
 
 /// How often the driver looks at the lease and the record at the latest.
 pub(super) const FLEET_EVERY: Duration = Duration::from_millis(200);

@@ -8,6 +8,7 @@
 //! first write to the replica; the admin API sends operator commands.
 
 pub mod driver;
+pub mod fleet;
 mod fleet_sync;
 pub mod machine;
 pub mod metrics;
@@ -23,16 +24,17 @@ use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use self::driver::{CommandError, ProbeReport, WriteRefusal};
+pub use self::driver::{CommandError, WriteRefusal};
 use self::driver::{Driver, Event};
 use self::machine::{Command, CommandOutcome, Conflict, Machine, Mode, Settings};
 pub use self::metrics::{BlockReason, FailoverMetrics};
 use self::persist::{PersistError, StateFile};
 pub use self::snapshot::{RegionView, Snapshot};
 use crate::config::{Config, FailbackMode, FailoverMode};
-use crate::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
+use crate::failover::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
 use crate::health::counter::HealthCounter;
 use crate::health::passive::{Outcome, PassiveDetector};
+pub use crate::health::ProbeReport;
 use crate::region::Region;
 
 /// Wall-clock time that follows tokio's clock, so paused-time tests move it
@@ -108,6 +110,8 @@ pub enum FailoverError {
 pub struct Failover {
     snapshot: Arc<ArcSwap<Snapshot>>,
     tx: mpsc::Sender<Event>,
+    /// The probers' results, on a channel of their own.
+    probes: mpsc::Sender<ProbeReport>,
     passive: Arc<PassiveSignals>,
     metrics: FailoverMetrics,
     fleet: Option<Fleet>,
@@ -167,6 +171,7 @@ impl Failover {
         let fleet_handle = fleet.as_ref().map(|f| f.fleet.clone());
         let persisted = file.as_ref().map(|_| machine.state().clone());
         let (tx, rx) = mpsc::channel(1024);
+        let (probes, probes_rx) = mpsc::channel(64);
         let p = &cfg.health.passive;
         let detector = || {
             Mutex::new(PassiveDetector::new(
@@ -200,11 +205,12 @@ impl Failover {
             pending: Vec::new(),
         };
         driver.publish();
-        let task = tokio::spawn(driver.run(rx, stop));
+        let task = tokio::spawn(driver.run(rx, probes_rx, stop));
         Ok((
             Failover {
                 snapshot,
                 tx,
+                probes,
                 passive,
                 metrics,
                 fleet: fleet_handle,
@@ -232,9 +238,14 @@ impl Failover {
         &self.metrics
     }
 
-    /// Reports one probe result (the prober's channel).
+    /// Where the probers send their results.
+    pub fn probe_reports(&self) -> mpsc::Sender<ProbeReport> {
+        self.probes.clone()
+    }
+
+    /// Reports one probe result, as a prober does.
     pub async fn report_probe(&self, report: ProbeReport) {
-        let _ = self.tx.send(Event::Probe(report)).await;
+        let _ = self.probes.send(report).await;
     }
 
     /// Reports what happened to a live request on `region`.
@@ -296,7 +307,7 @@ async fn start_fleet(
     let id = fc
         .instance_id
         .clone()
-        .unwrap_or_else(|| crate::fleet::default_instance_id(cfg.admin.listen.port()));
+        .unwrap_or_else(|| crate::failover::fleet::default_instance_id(cfg.admin.listen.port()));
     let fleet = Fleet::start(fc, id, metrics, stop.clone()).await?;
     let mut synced = fleet.synced();
     // The guard `wait_for` returns must not be held: it blocks the watch.

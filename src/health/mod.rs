@@ -9,3 +9,5 @@ pub mod counter;
 pub mod passive;
 pub mod probe;
 pub mod prober;
+
+pub use prober::ProbeReport;

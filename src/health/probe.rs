@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::BodyExt;
 
 use crate::config::{HealthConfig, StatusRanges};
-use crate::proxy::body::UpstreamBody;
-use crate::proxy::client::{Upstream, UpstreamFailure};
+use crate::upstream::body::UpstreamBody;
+use crate::upstream::client::{Upstream, UpstreamFailure};
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,7 +152,7 @@ impl Probe {
                     Err(_) => break,
                 }
             }
-            Ok::<u16, crate::proxy::client::UpstreamError>(status)
+            Ok::<u16, crate::upstream::client::UpstreamError>(status)
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Err(_) => fail(format!("timed out after {:?}", self.timeout), None),

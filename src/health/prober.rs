@@ -6,13 +6,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::probe::Probe;
-use crate::failover::{Failover, ProbeReport};
-use crate::proxy::client::Upstream;
 use crate::region::Region;
+use crate::upstream::client::Upstream;
+
+/// One probe's result, as the prober saw it; sent to whoever decides on
+/// probes (the failover driver).
+#[derive(Debug, Clone)]
+pub struct ProbeReport {
+    pub region: Region,
+    pub success: bool,
+    pub status: Option<u16>,
+    /// Why it failed (connect refused, timeout, status 503...), no request data.
+    pub error: Option<String>,
+}
 
 /// `interval` stretched or shrunk by up to 10%.
 pub fn jittered(interval: Duration) -> Duration {
@@ -25,7 +35,7 @@ pub fn spawn(
     upstream: Arc<Upstream>,
     probe: Probe,
     interval: Duration,
-    failover: Failover,
+    reports: mpsc::Sender<ProbeReport>,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
@@ -43,14 +53,16 @@ pub fn spawn(
                 _ = stop.changed() => return,
             };
             tracing::debug!(region = region.as_str(), success = result.success, status = ?result.status, error = ?result.error, "health probe");
-            failover
-                .report_probe(ProbeReport {
-                    region,
-                    success: result.success,
-                    status: result.status,
-                    error: result.error,
-                })
-                .await;
+            let report = ProbeReport {
+                region,
+                success: result.success,
+                status: result.status,
+                error: result.error,
+            };
+            if reports.send(report).await.is_err() {
+                // Nobody decides on probes any more.
+                return;
+            }
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = stop.changed() => return,
@@ -72,7 +84,7 @@ impl Probers {
         cfg: &crate::config::HealthConfig,
         upstreams: &[Arc<Upstream>; 2],
         rewriter: &crate::rewrite::Rewriter,
-        failover: &Failover,
+        reports: &mpsc::Sender<ProbeReport>,
         stop: &watch::Receiver<bool>,
     ) -> Probers {
         let mut handles = Vec::new();
@@ -93,7 +105,7 @@ impl Probers {
                     upstreams[region.index()].clone(),
                     Probe::new(cfg, headers),
                     cfg.interval,
-                    failover.clone(),
+                    reports.clone(),
                     stop.clone(),
                 ));
             }

@@ -15,6 +15,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::config::Profile;
+use crate::upstream::client::UpstreamFailure;
 
 /// Where a failure came from, for logs and metrics (pingora's habit).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,21 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
+    /// What the client is told when an upstream attempt failed this way
+    /// and nothing else is tried.
+    pub fn from_upstream(failure: UpstreamFailure) -> ProxyError {
+        match failure {
+            UpstreamFailure::ConnectRefused => ProxyError::UpstreamConnect,
+            UpstreamFailure::ConnectTimeout => ProxyError::UpstreamTimeout,
+            UpstreamFailure::TlsHandshake => ProxyError::UpstreamTls,
+            UpstreamFailure::Reset | UpstreamFailure::RefusedStream | UpstreamFailure::GoAway => {
+                ProxyError::UpstreamReset
+            }
+            UpstreamFailure::Malformed => ProxyError::UpstreamProtocol,
+            UpstreamFailure::RequestBody => ProxyError::BadRequest("request body failed"),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

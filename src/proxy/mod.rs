@@ -10,14 +10,10 @@
 //! (client-bound body + access log), `conn` (per-connection timers),
 //! `server` (accept loop).
 
-pub mod body;
-pub mod client;
 pub mod conn;
-pub mod dns;
 pub mod error;
 mod forward;
 pub mod headers;
-pub mod pool;
 mod refusal;
 pub mod response;
 pub mod server;
@@ -31,8 +27,6 @@ use arc_swap::ArcSwap;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
-use self::body::BodyWatch;
-use self::client::Upstream;
 use self::conn::ConnTracker;
 use self::headers::HeadLimits;
 use self::refusal::Refusal;
@@ -43,6 +37,8 @@ use crate::failover::Failover;
 use crate::metrics::ProxyMetrics;
 use crate::retry::{Backoff, RetryBudget};
 use crate::rewrite::Rewriter;
+use crate::upstream::body::BodyWatch;
+use crate::upstream::client::Upstream;
 
 /// Settings the data path reads on every request, derived once from config.
 #[derive(Debug, Clone)]

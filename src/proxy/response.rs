@@ -14,10 +14,10 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use pin_project_lite::pin_project;
 
-use super::body::{BodyWatch, BoxError};
 use super::conn::ConnTracker;
 use crate::classify::Class;
 use crate::region::Region;
+use crate::upstream::body::{BodyWatch, BoxError};
 
 /// One request's access-log record; logged on drop.
 pub struct AccessLog {

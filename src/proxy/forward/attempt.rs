@@ -7,8 +7,6 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 
-use super::super::body::BodyFailure;
-use super::super::client::RequestBody;
 use super::super::error::ProxyError;
 use super::super::refusal::Refusal;
 use super::super::{Dynamic, Proxy};
@@ -16,6 +14,8 @@ use crate::config::HostHeader;
 use crate::failover::{BlockReason, WriteRefusal};
 use crate::region::Region;
 use crate::retry::Failure;
+use crate::upstream::body::BodyFailure;
+use crate::upstream::client::RequestBody;
 
 /// Statuses a read retried on the other region may answer when that region
 /// merely lags behind; the first region's answer is returned instead.

@@ -21,8 +21,6 @@ use tokio::time::Instant;
 mod attempt;
 
 use self::attempt::{body_error, declared_length, failure_retry_after, FirstAnswer, Template};
-use super::body::{self, BodyFailure, BodyWatch, Prefetched, UpstreamBody, Watched};
-use super::client::{RequestBody, UpstreamFailure};
 use super::error::ProxyError;
 use super::headers::{self, Provenance};
 use super::refusal::Refusal;
@@ -34,6 +32,8 @@ use crate::health::passive::Outcome;
 use crate::region::Region;
 use crate::retry::{self, Failure, Verdict, WaitDecision};
 use crate::routing::{self, Route};
+use crate::upstream::body::{self, BodyFailure, BodyWatch, Prefetched, UpstreamBody, Watched};
+use crate::upstream::client::{RequestBody, UpstreamFailure};
 
 enum BodySource {
     /// Fully read: every attempt sends a copy.
@@ -209,7 +209,7 @@ impl Proxy {
                         return Err(body_error(f, s.max_body).into());
                     }
                     let kind = UpstreamFailure::classify(&e);
-                    let why = super::client::error_chain(&e);
+                    let why = crate::upstream::client::error_chain(&e);
                     if kind == UpstreamFailure::TlsHandshake {
                         // A verification failure is a configuration problem
                         // an operator must see, with its reason.
@@ -238,7 +238,7 @@ impl Proxy {
                         }
                     };
                     self.failover.record_outcome(region, outcome);
-                    (failure, Err(kind.to_proxy_error().into()))
+                    (failure, Err(ProxyError::from_upstream(kind).into()))
                 }
                 Err(_) => {
                     if let Some(f) = watch.failure() {

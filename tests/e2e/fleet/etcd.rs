@@ -9,8 +9,10 @@ use std::time::{Duration, SystemTime};
 use common::etcd::{Etcd, Relay};
 use common::{eventually, eventually_async};
 use failway::config::{FleetBackend, FleetConfig};
+use failway::failover::fleet::{
+    CasOutcome, Fleet, FleetError, FleetMetrics, FleetRecord, InstanceReport,
+};
 use failway::failover::machine::{Mode, State};
-use failway::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics, FleetRecord, InstanceReport};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -415,7 +417,7 @@ async fn authenticated_etcd_is_used_with_the_password_from_a_file() {
         .compare_and_swap(None, &state(Mode::FailoverReadOnly), "a", "x")
         .await
         .expect_err("wrong password refused");
-    let text = failway::proxy::client::error_chain(&err);
+    let text = failway::upstream::client::error_chain(&err);
     assert!(
         text.contains("authentication as fleet.username \"failway\" failed"),
         "{text}"
@@ -527,9 +529,9 @@ async fn etcd_over_tls_with_a_client_certificate() {
     let c = Handle::start_with(&wrong_ca, "c").await;
     let err = c.fleet.instances().await.expect_err("unknown CA refused");
     assert!(
-        failway::proxy::client::error_chain(&err).contains("certificate"),
+        failway::upstream::client::error_chain(&err).contains("certificate"),
         "{}",
-        failway::proxy::client::error_chain(&err)
+        failway::upstream::client::error_chain(&err)
     );
 }
 

@@ -25,7 +25,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use failway::app::{Running, StartOptions};
 use failway::config::{Config, ServerTls, UpstreamTls};
-use failway::proxy::dns::Resolve;
+use failway::upstream::dns::Resolve;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};

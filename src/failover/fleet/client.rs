@@ -207,7 +207,7 @@ impl Etcd {
             None => "fleet.endpoints",
         };
         check_endpoints(&list, key)?;
-        let tls = crate::proxy::client::tls_config("fleet", cfg.tls.as_ref())
+        let tls = crate::upstream::client::tls_config("fleet", cfg.tls.as_ref())
             .map_err(FleetError::Client)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);

@@ -45,7 +45,7 @@ pub enum FleetError {
     },
     /// The TLS files for etcd cannot be used.
     #[error("fleet: cannot set up the etcd client: {0}")]
-    Client(#[source] crate::proxy::client::ClientError),
+    Client(#[source] crate::upstream::client::ClientError),
     /// etcd answered with an error, or the connection failed.
     #[error(transparent)]
     Etcd(#[from] EtcdError),

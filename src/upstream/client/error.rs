@@ -4,9 +4,8 @@
 
 use std::io;
 
-use super::super::body::BodyFailure;
-use super::super::error::ProxyError;
-use super::super::pool::PoolError;
+use crate::upstream::body::BodyFailure;
+use crate::upstream::pool::PoolError;
 
 /// Why an upstream request got no response.
 #[derive(Debug)]
@@ -106,19 +105,6 @@ pub enum UpstreamFailure {
 }
 
 impl UpstreamFailure {
-    pub fn to_proxy_error(self) -> ProxyError {
-        match self {
-            UpstreamFailure::ConnectRefused => ProxyError::UpstreamConnect,
-            UpstreamFailure::ConnectTimeout => ProxyError::UpstreamTimeout,
-            UpstreamFailure::TlsHandshake => ProxyError::UpstreamTls,
-            UpstreamFailure::Reset | UpstreamFailure::RefusedStream | UpstreamFailure::GoAway => {
-                ProxyError::UpstreamReset
-            }
-            UpstreamFailure::Malformed => ProxyError::UpstreamProtocol,
-            UpstreamFailure::RequestBody => ProxyError::BadRequest("request body failed"),
-        }
-    }
-
     /// Classifies a client error by walking its source chain.
     pub fn classify(err: &UpstreamError) -> UpstreamFailure {
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
