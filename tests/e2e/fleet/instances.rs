@@ -376,9 +376,12 @@ async fn an_instance_cut_off_from_etcd_stops_writes_once_its_lease_lapses() {
     )
     .await;
     let refused_after = cut.elapsed();
-    // Keep writing a while after the refusals began.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Keep writing a while after the refusals began and after the lease
+    // lapsed (refusals may start earlier, when the instance already sees it
+    // has lost contact).
     let lapsed = cut + LEASE_TTL;
+    let until = std::cmp::max(Instant::now(), lapsed) + Duration::from_millis(500);
+    tokio::time::sleep_until(until.into()).await;
     let late: Vec<u64> = sent
         .lock()
         .expect("lock")
