@@ -13,8 +13,10 @@ use http::request::Parts;
 use http::StatusCode;
 use serde_json::{json, Value};
 
-use super::api::{b64_field, json_body, json_response, no_content, wants_representation, Resp};
-use super::base64;
+use super::api::{
+    b64_decode, b64_encode, b64_field, json_body, json_response, no_content, wants_representation,
+    Resp,
+};
 use super::crypto;
 use super::error::ApiError;
 use super::region::Region;
@@ -81,7 +83,7 @@ fn ciphertext(doc: &Value) -> Result<Vec<u8>, ApiError> {
         .get("ciphertext")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::bad_body("The body needs a 'ciphertext'"))?;
-    base64::decode(text).map_err(|_| ApiError::bad_ciphertext())
+    b64_decode(text).map_err(|_| ApiError::bad_ciphertext())
 }
 
 fn wrap(region: &Region, id: &str, body: &[u8]) -> Result<Resp, ApiError> {
@@ -98,11 +100,11 @@ fn wrap(region: &Region, id: &str, body: &[u8]) -> Result<Resp, ApiError> {
     };
     let (ct, version) = region.store().wrap(id, &plaintext, &aad)?;
     let mut value = json!({
-        "ciphertext": base64::encode(&ct),
+        "ciphertext": b64_encode(&ct),
         "keyVersion": {"id": version},
     });
     if generated {
-        value["plaintext"] = json!(base64::encode(&plaintext));
+        value["plaintext"] = json!(b64_encode(&plaintext));
     }
     Ok(json_response(StatusCode::OK, &value))
 }
@@ -112,11 +114,11 @@ fn unwrap(region: &Region, id: &str, body: &[u8]) -> Result<Resp, ApiError> {
     let (ct, aad) = (ciphertext(&doc)?, aad(&doc)?);
     let out = region.store().unwrap(id, &ct, &aad)?;
     let mut value = json!({
-        "plaintext": base64::encode(&out.plaintext),
+        "plaintext": b64_encode(&out.plaintext),
         "keyVersion": {"id": out.version},
     });
     if let Some((new_ct, new_version)) = out.rewrapped {
-        value["ciphertext"] = json!(base64::encode(&new_ct));
+        value["ciphertext"] = json!(b64_encode(&new_ct));
         value["rewrappedKeyVersion"] = json!({"id": new_version});
     }
     Ok(json_response(StatusCode::OK, &value))
@@ -132,7 +134,7 @@ fn rewrap(region: &Region, id: &str, body: &[u8]) -> Result<Resp, ApiError> {
         None => store.wrap(id, &out.plaintext, &aad)?,
     };
     let value = json!({
-        "ciphertext": base64::encode(&new_ct),
+        "ciphertext": b64_encode(&new_ct),
         "keyVersion": {"id": new_version},
         "rewrappedKeyVersion": {"id": new_version},
     });

@@ -12,6 +12,8 @@
 //! that). Paths are matched raw and case-sensitively; anything outside the
 //! subset is 404 `NOT_FOUND_ERR`.
 
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::Engine as _;
 use bytes::Bytes;
 use http::request::Parts;
 use http::{header, HeaderValue, Method, Response, StatusCode};
@@ -19,7 +21,6 @@ use http_body_util::Full;
 use serde_json::{json, Value};
 
 use super::actions;
-use super::base64;
 use super::error::ApiError;
 use super::key::NewKey;
 use super::region::{Class, Counters, Region};
@@ -292,11 +293,31 @@ pub fn json_body(body: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad_body(format!("Invalid JSON body: {e}")))
 }
 
+/// Key Protect's base64 (RFC 4648 §4: `+`, `/`, `=` padding) for key
+/// material, plaintexts and ciphertexts.
+pub fn b64_encode(data: &[u8]) -> String {
+    STANDARD.encode(data)
+}
+
+/// Decodes [`b64_encode`]'s text. Padding is optional, as clients differ, but
+/// when present it must be complete; anything outside the alphabet
+/// (whitespace included) and non-zero trailing bits are rejected, so a
+/// tampered ciphertext is not silently "repaired".
+pub fn b64_decode(text: &str) -> Result<Vec<u8>, base64::DecodeError> {
+    // The crate's engines either require canonical padding or forbid it;
+    // `Indifferent` would also take partial padding such as "Zg=".
+    if text.ends_with('=') {
+        STANDARD.decode(text)
+    } else {
+        STANDARD_NO_PAD.decode(text)
+    }
+}
+
 /// A string field that must be base64 when present.
 pub fn b64_field(obj: &Value, name: &str) -> Result<Option<Vec<u8>>, ApiError> {
     match obj.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => base64::decode(s).map(Some).map_err(|_| {
+        Some(Value::String(s)) => b64_decode(s).map(Some).map_err(|_| {
             ApiError::bad_request("INVALID_FIELD_ERR", format!("{name} must be base64"))
         }),
         Some(_) => Err(ApiError::bad_body(format!("{name} must be a string"))),
@@ -396,5 +417,59 @@ mod tests {
         );
         assert_eq!(query_param(Some("state="), "state").as_deref(), Some(""));
         assert_eq!(query_param(Some("a=1"), "b"), None);
+    }
+
+    #[test]
+    fn base64_rfc4648_vectors_round_trip() {
+        let cases = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, enc) in cases {
+            assert_eq!(b64_encode(plain.as_bytes()), enc);
+            assert_eq!(b64_decode(enc).unwrap(), plain.as_bytes());
+        }
+    }
+
+    #[test]
+    fn base64_all_byte_values_round_trip_and_padding_is_optional() {
+        let data: Vec<u8> = (0..=255u8).collect();
+        for len in 0..data.len() {
+            let enc = b64_encode(&data[..len]);
+            assert_eq!(b64_decode(&enc).unwrap(), &data[..len]);
+            assert_eq!(b64_decode(enc.trim_end_matches('=')).unwrap(), &data[..len]);
+        }
+        assert_eq!(b64_encode(&[0xfb, 0xff]), "+/8=");
+    }
+
+    #[test]
+    fn base64_rejects_garbage() {
+        for bad in [
+            "Zm9v!A",
+            "Zm 9vA==",
+            "Zm9v\n",
+            "Z",
+            "Zm=v",
+            // Non-zero trailing bits: "Zh==" would decode to "f" too.
+            "Zh==",
+            "Zh",
+            "====",
+            "=",
+            // Padding, when present, is complete.
+            "Zg=",
+            "Zm9vYg=",
+            "Zm9v=",
+            "Zm9vYmE==",
+            "Zm8=Zm8=",
+            // No URL-safe alphabet.
+            "-_8=",
+        ] {
+            assert!(b64_decode(bad).is_err(), "{bad:?} must be rejected");
+        }
     }
 }

@@ -120,11 +120,37 @@ mod b64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::sim::base64::encode(v))
+        s.serialize_str(&crate::sim::api::b64_encode(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        crate::sim::base64::decode(&text).map_err(serde::de::Error::custom)
+        crate::sim::api::b64_decode(&text)
+            .map_err(|e| serde::de::Error::custom(format_args!("key material is not base64: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn material_is_base64_in_the_replication_json() {
+        let version = new_version(vec![0xfb, 0xff, 0x00], SystemTime::UNIX_EPOCH);
+        let json = serde_json::to_value(&version).unwrap();
+        assert_eq!(json["material"], "+/8A");
+        let back: Version = serde_json::from_value(json).unwrap();
+        assert_eq!(back.material, version.material);
+    }
+
+    #[test]
+    fn material_that_is_not_base64_is_refused_by_name() {
+        let mut json = serde_json::to_value(new_version(vec![1], SystemTime::UNIX_EPOCH)).unwrap();
+        json["material"] = "Zm9v!A".into();
+        let err = serde_json::from_value::<Version>(json).unwrap_err();
+        assert!(
+            err.to_string().contains("key material is not base64"),
+            "{err}"
+        );
     }
 }

@@ -29,7 +29,6 @@
 
 mod actions;
 mod api;
-mod base64;
 mod control;
 mod crypto;
 mod error;

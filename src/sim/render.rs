@@ -8,7 +8,7 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::base64;
+use super::api::b64_encode;
 use super::key::Key;
 use super::region::Region;
 
@@ -69,7 +69,7 @@ pub fn key(region: &Region, key: &Key, with_payload: bool) -> Value {
         obj.insert("deletedBy".into(), json!(CREATED_BY));
     }
     if with_payload && key.extractable {
-        obj.insert("payload".into(), json!(base64::encode(&current.material)));
+        obj.insert("payload".into(), json!(b64_encode(&current.material)));
     }
     v
 }
