@@ -4,8 +4,9 @@
 //! an HTTP-date, the latter relative to a `now` passed in. All three date forms
 //! of RFC 9110 §5.6.7 are accepted: IMF-fixdate, which every current server
 //! sends, and the obsolete RFC 850 and asctime forms, which recipients must
-//! still read. The date arithmetic is done here by hand because it is small
-//! and the proxy carries no date crate.
+//! still read. The calendar is `httpdate`'s (hyper's own dependency); what
+//! RFC 9110 asks of a recipient beyond it is spelled out at
+//! `parse_http_date`.
 //!
 //! [`decide_wait`] applies the rule: the upstream's `Retry-After` is a lower
 //! bound on the backoff delay, honoured up to `retry.max_retry_after`. A longer
@@ -20,8 +21,6 @@
 //! time remaining.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-const SECS_PER_DAY: i64 = 86_400;
 
 /// Parses a `Retry-After` header value into how long to wait from `now`.
 ///
@@ -130,10 +129,8 @@ pub fn attempt_may_start(wait: Duration, remaining: Duration) -> bool {
 
 // ----- HTTP-date (RFC 9110 §5.6.7) -----
 
-const MONTHS: [&str; 12] = [
-    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-];
-const SHORT_DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+/// RFC 850 day names; such a date is handed on as IMF-fixdate with the
+/// first three letters.
 const LONG_DAYS: [&str; 7] = [
     "Monday",
     "Tuesday",
@@ -144,107 +141,99 @@ const LONG_DAYS: [&str; 7] = [
     "Sunday",
 ];
 
-/// A calendar date and time of day in UTC, before range checks.
-struct Civil {
-    year: i64,
-    month: u32,
-    day: u32,
-    hour: u32,
-    minute: u32,
-    second: u32,
-}
+/// httpdate reads and writes the years 1970 to 9999 only.
+const FIRST_YEAR: i64 = 1970;
+const LAST_YEAR: i64 = 9999;
+/// 9999-12-31T23:59:59Z in unix seconds, the last instant httpdate writes.
+const LAST_SECS: u64 = 253_402_300_799;
+/// The Gregorian calendar repeats itself, weekdays included, every 400
+/// years (146 097 days, a whole number of weeks): a date or clock outside
+/// httpdate's years is read whole cycles away and moved back.
+const CYCLE_YEARS: i64 = 400;
+const CYCLE_SECS: u64 = 146_097 * 86_400;
 
+/// An HTTP-date's form, put back together around a year and a time of day.
+type Form<'a> = Box<dyn Fn(i64, &str) -> String + 'a>;
+
+/// Reads an HTTP-date with httpdate, which checks the calendar, after the
+/// adjustments RFC 9110 asks of a recipient and httpdate does not make:
+/// runs of whitespace between the parts are accepted, an RFC 850 two-digit
+/// year is widened relative to `now` (httpdate pins it to 1970-2069), and a
+/// leap second or a year outside 1970-9999 is still read.
 fn parse_http_date(text: &str, now: SystemTime) -> Option<SystemTime> {
     let tokens: Vec<&str> = text.split_ascii_whitespace().collect();
-    let civil = match tokens.as_slice() {
+    // Each form is rebuilt with the single spaces httpdate expects.
+    let (year, time, form): (i64, &str, Form<'_>) = match *tokens.as_slice() {
         // IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
-        [wday, day, month, year, time, "GMT"] => {
-            short_day_name(wday.strip_suffix(',')?)?;
-            let (hour, minute, second) = time_of_day(time)?;
-            Civil {
-                year: i64::from(fixed_digits(year, 4)?),
-                month: month_number(month)?,
-                day: fixed_digits(day, 2)?,
-                hour,
-                minute,
-                second,
-            }
-        }
-        // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT"
-        [wday, date, time, "GMT"] => {
-            let name = wday.strip_suffix(',')?;
-            if !LONG_DAYS.contains(&name) {
+        [wday, day, month, year, time, zone] => (
+            four_digit_year(year)?,
+            time,
+            Box::new(move |y, t| format!("{wday} {day} {month} {y:04} {t} {zone}")),
+        ),
+        // RFC 850: "Sunday, 06-Nov-94 08:49:37 GMT", handed on as the
+        // IMF-fixdate it stands for.
+        [wday, date, time, zone] => {
+            let long = wday.strip_suffix(',')?;
+            let short = LONG_DAYS.contains(&long).then(|| &long[..3])?;
+            let [day, month, yy] = date.split('-').collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            if yy.len() != 2 {
                 return None;
             }
-            let mut parts = date.split('-');
-            let day = fixed_digits(parts.next()?, 2)?;
-            let month = month_number(parts.next()?)?;
-            let yy = fixed_digits(parts.next()?, 2)?;
-            if parts.next().is_some() {
-                return None;
-            }
-            let (hour, minute, second) = time_of_day(time)?;
-            Civil {
-                year: expand_two_digit_year(yy, now),
-                month,
-                day,
-                hour,
-                minute,
-                second,
-            }
+            (
+                expand_two_digit_year(yy.parse().ok()?, now),
+                time,
+                Box::new(move |y, t| format!("{short}, {day} {month} {y:04} {t} {zone}")),
+            )
         }
         // asctime: "Sun Nov  6 08:49:37 1994" (the day may be space-padded)
-        [wday, month, day, time, year] => {
-            short_day_name(wday)?;
-            if day.is_empty() || day.len() > 2 {
-                return None;
-            }
-            let (hour, minute, second) = time_of_day(time)?;
-            Civil {
-                year: i64::from(fixed_digits(year, 4)?),
-                month: month_number(month)?,
-                day: fixed_digits(day, day.len())?,
-                hour,
-                minute,
-                second,
-            }
-        }
+        [wday, month, day, time, year] => (
+            four_digit_year(year)?,
+            time,
+            Box::new(move |y, t| format!("{wday} {month} {day:>2} {t} {y:04}")),
+        ),
         _ => return None,
     };
-    to_system_time(&civil)
+    // A leap second (:60, which RFC 5322 allows) is the second before it
+    // plus one, so it rolls into the next minute.
+    let (time, leap) = match time.strip_suffix(":60") {
+        Some(hour_minute) => (format!("{hour_minute}:59"), Duration::from_secs(1)),
+        None => (time.to_owned(), Duration::ZERO),
+    };
+    let cycles = if year < FIRST_YEAR {
+        -((FIRST_YEAR - year + CYCLE_YEARS - 1) / CYCLE_YEARS)
+    } else if year > LAST_YEAR {
+        (year - LAST_YEAR + CYCLE_YEARS - 1) / CYCLE_YEARS
+    } else {
+        0
+    };
+    let date = httpdate::parse_http_date(&form(year - cycles * CYCLE_YEARS, &time)).ok()?;
+    match shift(date + leap, cycles) {
+        Some(t) => Some(t),
+        // A pre-1970 date is in the past; if the platform cannot represent
+        // it, the epoch is an equally past stand-in.
+        None if cycles < 0 => Some(UNIX_EPOCH),
+        None => None,
+    }
 }
 
-fn short_day_name(s: &str) -> Option<()> {
-    SHORT_DAYS.contains(&s).then_some(())
-}
-
-fn month_number(s: &str) -> Option<u32> {
-    let index = MONTHS.iter().position(|m| *m == s)?;
-    u32::try_from(index + 1).ok()
-}
-
-/// Exactly `len` ASCII digits (at most 4, so the value fits).
-fn fixed_digits(s: &str, len: usize) -> Option<u32> {
-    if s.len() != len || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// Exactly four ASCII digits.
+fn four_digit_year(s: &str) -> Option<i64> {
+    if s.len() != 4 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    Some(
-        s.bytes()
-            .fold(0u32, |acc, b| acc * 10 + u32::from(b - b'0')),
-    )
+    s.parse().ok()
 }
 
-/// "HH:MM:SS". A second of 60 (a leap second, allowed by RFC 5322) is kept
-/// and simply rolls into the next minute.
-fn time_of_day(s: &str) -> Option<(u32, u32, u32)> {
-    let mut parts = s.split(':');
-    let hour = fixed_digits(parts.next()?, 2)?;
-    let minute = fixed_digits(parts.next()?, 2)?;
-    let second = fixed_digits(parts.next()?, 2)?;
-    if parts.next().is_some() || hour > 23 || minute > 59 || second > 60 {
-        return None;
+/// `t` moved by whole Gregorian cycles, later for positive `cycles`.
+fn shift(t: SystemTime, cycles: i64) -> Option<SystemTime> {
+    let by = Duration::from_secs(CYCLE_SECS.checked_mul(cycles.unsigned_abs())?);
+    if cycles < 0 {
+        t.checked_sub(by)
+    } else {
+        t.checked_add(by)
     }
-    Some((hour, minute, second))
 }
 
 /// RFC 9110 §5.6.7: a two-digit year that would be more than 50 years in the
@@ -260,71 +249,23 @@ fn expand_two_digit_year(yy: u32, now: SystemTime) -> i64 {
     year
 }
 
+/// The calendar year of `t`, as httpdate writes it.
 fn year_of(t: SystemTime) -> i64 {
-    let secs = match t.duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    // httpdate panics outside 1970-9999, so `t` is first moved inside.
+    let whole_cycles = |secs: u64| i64::try_from(secs / CYCLE_SECS + 1).unwrap_or(i64::MAX);
+    let cycles = match t.duration_since(UNIX_EPOCH) {
+        Err(before) => -whole_cycles(before.duration().as_secs()),
+        Ok(after) if after.as_secs() > LAST_SECS => whole_cycles(after.as_secs() - LAST_SECS),
+        Ok(_) => 0,
     };
-    civil_year_from_days(secs.div_euclid(SECS_PER_DAY))
-}
-
-fn is_leap(year: i64) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i64, month: u32) -> u32 {
-    match month {
-        2 if is_leap(year) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-fn to_system_time(c: &Civil) -> Option<SystemTime> {
-    if c.day == 0 || c.day > days_in_month(c.year, c.month) {
-        return None;
-    }
-    let days = days_from_civil(c.year, c.month, c.day);
-    let secs = days * SECS_PER_DAY
-        + i64::from(c.hour) * 3600
-        + i64::from(c.minute) * 60
-        + i64::from(c.second);
-    if secs >= 0 {
-        UNIX_EPOCH.checked_add(Duration::from_secs(secs.unsigned_abs()))
-    } else {
-        // A pre-1970 date is in the past; if the platform cannot represent
-        // it, the epoch is an equally past stand-in.
-        Some(
-            UNIX_EPOCH
-                .checked_sub(Duration::from_secs(secs.unsigned_abs()))
-                .unwrap_or(UNIX_EPOCH),
-        )
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's
-/// `days_from_civil`). `month` is 1..=12, `day` 1..=31.
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let mp = i64::from((month + 9) % 12); // March = 0
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
-
-/// The year of a day count since 1970-01-01 (inverse of [`days_from_civil`]).
-fn civil_year_from_days(days: i64) -> i64 {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month_is_jan_or_feb = mp >= 10;
-    yoe + era * 400 + i64::from(month_is_jan_or_feb)
+    let inside = shift(t, -cycles).unwrap_or(UNIX_EPOCH);
+    // "Sun, 06 Nov 1994 08:49:37 GMT": the year is the fourth field.
+    let year = httpdate::fmt_http_date(inside)
+        .split(' ')
+        .nth(3)
+        .and_then(|y| y.parse::<i64>().ok())
+        .unwrap_or(FIRST_YEAR);
+    year + cycles * CYCLE_YEARS
 }
 
 #[cfg(test)]
@@ -481,6 +422,48 @@ mod tests {
         assert_eq!(year_of(at(1_767_225_599)), 2025);
         assert_eq!(year_of(at(1_767_225_600)), 2026);
         assert_eq!(year_of(UNIX_EPOCH - secs(1)), 1969);
+    }
+
+    #[test]
+    fn calendar_constants_are_httpdates() {
+        assert_eq!(
+            httpdate::fmt_http_date(UNIX_EPOCH + secs(LAST_SECS)),
+            "Fri, 31 Dec 9999 23:59:59 GMT"
+        );
+        let y2000 = httpdate::parse_http_date("Sat, 01 Jan 2000 00:00:00 GMT").unwrap();
+        let y2400 = httpdate::parse_http_date("Sat, 01 Jan 2400 00:00:00 GMT").unwrap();
+        assert_eq!(y2400.duration_since(y2000).unwrap(), secs(CYCLE_SECS));
+    }
+
+    #[test]
+    fn dates_outside_httpdates_years_are_exact() {
+        // 1900-01-01T00:00:00Z, the NTP epoch.
+        assert_eq!(
+            parse_http_date("Mon, 01 Jan 1900 00:00:00 GMT", UNIX_EPOCH),
+            Some(UNIX_EPOCH - secs(2_208_988_800))
+        );
+        assert_eq!(
+            parse_http_date("Thu, 29 Feb 1900 00:00:00 GMT", UNIX_EPOCH),
+            None,
+            "1900 is no leap year"
+        );
+        // A two-digit year widened past 9999 by a clock near its end (10000
+        // is a leap year).
+        let late = UNIX_EPOCH + secs(LAST_SECS);
+        let in_10001 = parse_http_date("Monday, 01-Jan-01 00:00:00 GMT", late).unwrap();
+        assert_eq!(in_10001.duration_since(late).unwrap(), secs(31_622_401));
+    }
+
+    #[test]
+    fn spacing_is_loose_but_the_weekday_must_be_right() {
+        let now = at(RFC_EXAMPLE - 10);
+        assert_eq!(
+            parse("Sun,  06 Nov 1994\t08:49:37 GMT", now),
+            Some(secs(10))
+        );
+        assert_eq!(parse("Sun Nov 6 08:49:37 1994", now), Some(secs(10)));
+        assert_eq!(parse("Mon, 06 Nov 1994 08:49:37 GMT", now), None);
+        assert_eq!(parse("Monday, 06-Nov-94 08:49:37 GMT", now), None);
     }
 
     fn ms(n: u64) -> Duration {
