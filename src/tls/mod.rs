@@ -16,11 +16,13 @@
 //! write-and-rename changes the inode; polling sees both on any filesystem
 //! for a few `stat` calls a second, with no extra dependency.
 //!
+//! The leaf's notAfter, for `failway_tls_cert_expiry_timestamp_seconds`, is
+//! read with `x509-cert` (RustCrypto's X.509 types, fewer crates than
+//! `x509-parser`); rustls itself exposes no validity dates.
+//!
 //! Deliberately not here: client certificates (mTLS), choosing among several
 //! certificates by SNI, OCSP stapling, and a handshake timeout (the accept
 //! loop bounds [`TlsAcceptor::accept`] with its own deadline).
-
-mod der;
 
 use std::fs;
 use std::io;
@@ -40,6 +42,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::server::TlsStream;
+use x509_cert::der::Decode;
 
 use crate::config::ServerTls;
 
@@ -372,6 +375,8 @@ fn load(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<
                 path: key_path.to_owned(),
             })?;
 
+    // Read before `chain` moves into the key; logged once the pair is good.
+    let expiry = not_after(&chain[0]);
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         // `Unknown`: the key cannot expose its public half; the handshake
@@ -390,18 +395,91 @@ fn load(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<
             })
         }
     }
-    let not_after = certified
-        .end_entity_cert()
-        .ok()
-        .and_then(|leaf| der::not_after(leaf.as_ref()));
-    if not_after.is_none() {
-        tracing::warn!(
-            cert = %cert_path.display(),
-            "cannot read notAfter from the leaf certificate; failway_tls_cert_expiry_timestamp_seconds is absent"
-        );
-    }
+    let not_after = expiry
+        .inspect_err(|e| {
+            tracing::warn!(
+                cert = %cert_path.display(),
+                error = %e,
+                "cannot read notAfter from the leaf certificate; failway_tls_cert_expiry_timestamp_seconds is absent"
+            );
+        })
+        .ok();
     Ok(Loaded {
         key: Arc::new(certified),
         not_after,
     })
+}
+
+/// The notAfter of a DER-encoded X.509 certificate, in unix seconds. Only
+/// the gauge depends on it: rustls has parsed the certificate for real, so a
+/// certificate this cannot decode (x509-cert is strict DER, and its times
+/// span 1970-9999 only) is still served.
+fn not_after(cert: &CertificateDer<'_>) -> Result<i64, x509_cert::der::Error> {
+    let cert = x509_cert::Certificate::from_der(cert.as_ref())?;
+    let since_epoch = cert
+        .tbs_certificate()
+        .validity()
+        .not_after
+        .to_unix_duration();
+    // The DER time types end at year 9999, well inside i64.
+    Ok(i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_expiring(year: i32, month: u8, day: u8) -> (CertificateDer<'static>, i64) {
+        let mut params =
+            rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        params.not_after = rcgen::date_time_ymd(year, month, day);
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("certificate");
+        (cert.der().clone(), params.not_after.unix_timestamp())
+    }
+
+    #[test]
+    fn not_after_of_real_certificates_in_both_time_forms() {
+        // rcgen writes UTCTime up to 2049 and GeneralizedTime from 2050 on,
+        // as RFC 5280 requires.
+        let (utc, expected) = cert_expiring(2031, 3, 4);
+        assert_eq!(expected, 1_930_348_800); // 2031-03-04T00:00:00Z
+        assert_eq!(not_after(&utc).unwrap(), expected);
+        let (utc_leap, expected) = cert_expiring(2024, 2, 29);
+        assert_eq!(expected, 1_709_164_800);
+        assert_eq!(not_after(&utc_leap).unwrap(), expected);
+        let (generalized, expected) = cert_expiring(2050, 1, 1);
+        assert_eq!(expected, 2_524_608_000);
+        assert_eq!(not_after(&generalized).unwrap(), expected);
+    }
+
+    #[test]
+    fn malformed_certificates_are_errors_not_panics() {
+        let (good, _) = cert_expiring(2031, 3, 4);
+        for cut in 0..good.len() {
+            let truncated = CertificateDer::from(&good[..cut]);
+            assert!(not_after(&truncated).is_err(), "truncated at {cut}");
+        }
+        let mut set = good.to_vec();
+        set[0] = 0x31; // SET instead of SEQUENCE
+        let mut trailing = good.to_vec();
+        trailing.push(0);
+        for (bad, what) in [
+            (vec![], "empty"),
+            (vec![0x30, 0x80, 0x00, 0x00], "indefinite length"),
+            (vec![0x30, 0x85, 1, 0, 0, 0, 0], "5 length bytes"),
+            (vec![0x1f, 0x01, 0x00], "high tag number"),
+            (set, "SET"),
+            (trailing, "trailing byte"),
+            (b"-----BEGIN CERTIFICATE-----".to_vec(), "PEM, not DER"),
+        ] {
+            assert!(not_after(&CertificateDer::from(bad)).is_err(), "{what}");
+        }
+        // Flipped bytes anywhere: an error or some time, never a panic.
+        for i in 0..good.len() {
+            let mut flipped = good.to_vec();
+            flipped[i] ^= 0xff;
+            let _ = not_after(&CertificateDer::from(flipped));
+        }
+    }
 }
