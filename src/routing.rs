@@ -49,6 +49,43 @@ pub fn route(class: Class, snap: &Snapshot) -> Route {
     }
 }
 
+/// What a retry decision knows when it asks where the next attempt goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retrying {
+    /// The region of the attempt that just failed.
+    pub tried: Region,
+    /// The region the request was first sent to.
+    pub first: Region,
+    /// The retry rules suggest the other region for this failure.
+    pub prefer_other: bool,
+    /// The next attempt is the last one allowed.
+    pub last: bool,
+}
+
+/// Where the next attempt of a retried request goes. A write stays where
+/// the mode sent it. A read follows the mode when it moved on meanwhile (a
+/// failover during a hung first attempt), and may try the other region
+/// while the mode is still `primary`, its probes still counting failures:
+/// when the failure suggests it, or for its last attempt (a read has
+/// nothing to lose there), unless the other region is known down.
+pub fn next_region(class: Class, snap: &Snapshot, r: Retrying) -> Region {
+    if class == Class::Write {
+        return r.tried;
+    }
+    let other = r.tried.other();
+    match route(class, snap) {
+        Route::Forward(home) if home != r.tried => home,
+        _ if (r.prefer_other || r.last)
+            && r.tried == r.first
+            && snap.mode == Mode::Primary
+            && !snap.region(other).is_down() =>
+        {
+            other
+        }
+        _ => r.tried,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +164,89 @@ mod tests {
         let mut s = snap(Mode::Primary, Up, Up);
         s.regions[0].passive_down = true;
         assert_eq!(route(Class::Read, &s), Route::Forward(Region::Replica));
+    }
+
+    fn retrying(tried: Region, first: Region, prefer_other: bool, last: bool) -> Retrying {
+        Retrying {
+            tried,
+            first,
+            prefer_other,
+            last,
+        }
+    }
+
+    #[test]
+    fn next_region_table() {
+        use Region::{Primary as P, Replica as R};
+        // (class, mode, primary, replica, tried, first, prefer_other, last) -> next
+        let table = [
+            // Writes never move.
+            (Class::Write, Mode::Primary, Down, Up, P, P, true, true, P),
+            (
+                Class::Write,
+                Mode::FailoverReadWrite,
+                Up,
+                Up,
+                R,
+                R,
+                true,
+                true,
+                R,
+            ),
+            // A read in primary mode: stays unless the failure or the last
+            // attempt suggests the other region, and that one is not down.
+            (Class::Read, Mode::Primary, Up, Up, P, P, false, false, P),
+            (Class::Read, Mode::Primary, Up, Up, P, P, true, false, R),
+            (Class::Read, Mode::Primary, Up, Up, P, P, false, true, R),
+            (
+                Class::Read,
+                Mode::Primary,
+                Up,
+                Unknown,
+                P,
+                P,
+                true,
+                false,
+                R,
+            ),
+            (Class::Read, Mode::Primary, Up, Down, P, P, true, true, P),
+            // Once it moved away, the next one goes back to the mode's region.
+            (Class::Read, Mode::Primary, Up, Up, R, P, true, true, P),
+            // The mode moved on meanwhile: the read follows it.
+            (
+                Class::Read,
+                Mode::FailoverReadOnly,
+                Up,
+                Up,
+                P,
+                P,
+                false,
+                false,
+                R,
+            ),
+            (
+                Class::Read,
+                Mode::FailoverReadOnly,
+                Up,
+                Up,
+                R,
+                R,
+                true,
+                true,
+                R,
+            ),
+            // Probes caught up: the mode's region is down, the read moves.
+            (Class::Read, Mode::Primary, Down, Up, P, P, false, false, R),
+            // Both down: no better place than where it is.
+            (Class::Read, Mode::Primary, Down, Down, P, P, true, true, P),
+        ];
+        for (i, (class, mode, p, r, tried, first, prefer, last, want)) in
+            table.into_iter().enumerate()
+        {
+            let s = snap(mode, p, r);
+            let got = next_region(class, &s, retrying(tried, first, prefer, last));
+            assert_eq!(got, want, "row {i}");
+        }
     }
 
     #[test]

@@ -234,6 +234,11 @@ impl Failover {
         self.snapshot.load()
     }
 
+    /// The current state, held past the next change (an `Arc` clone).
+    pub fn snapshot_arc(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
     pub fn metrics(&self) -> &FailoverMetrics {
         &self.metrics
     }

@@ -15,6 +15,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::config::Profile;
+use crate::health::passive::Outcome;
+use crate::retry::Failure;
 use crate::upstream::client::UpstreamFailure;
 
 /// Where a failure came from, for logs and metrics (pingora's habit).
@@ -63,22 +65,72 @@ pub enum ProxyError {
     ShuttingDown,
 }
 
-impl ProxyError {
-    /// What the client is told when an upstream attempt failed this way
-    /// and nothing else is tried.
-    pub fn from_upstream(failure: UpstreamFailure) -> ProxyError {
-        match failure {
-            UpstreamFailure::ConnectRefused => ProxyError::UpstreamConnect,
-            UpstreamFailure::ConnectTimeout => ProxyError::UpstreamTimeout,
-            UpstreamFailure::TlsHandshake => ProxyError::UpstreamTls,
-            UpstreamFailure::Reset | UpstreamFailure::RefusedStream | UpstreamFailure::GoAway => {
-                ProxyError::UpstreamReset
-            }
-            UpstreamFailure::Malformed => ProxyError::UpstreamProtocol,
-            UpstreamFailure::RequestBody => ProxyError::BadRequest("request body failed"),
-        }
-    }
+/// What one failed upstream attempt means, for each party that asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Judged {
+    /// The region failed this attempt.
+    Upstream {
+        /// For the retry rules (`retry::decide`).
+        failure: Failure,
+        /// For passive health: what the region did.
+        outcome: Outcome,
+        /// For the client, when nothing else is tried.
+        error: ProxyError,
+    },
+    /// The client's request body failed: nobody's fault upstream, never
+    /// retried, never counted against a region.
+    Client,
+}
 
+/// The one table from an upstream failure to its meaning.
+pub fn judge(failure: UpstreamFailure) -> Judged {
+    use UpstreamFailure as U;
+    let (failure, outcome, error) = match failure {
+        U::ConnectRefused => (
+            Failure::ConnectRefused,
+            Outcome::ConnectError,
+            ProxyError::UpstreamConnect,
+        ),
+        U::ConnectTimeout => (
+            Failure::ConnectTimeout,
+            Outcome::Timeout,
+            ProxyError::UpstreamTimeout,
+        ),
+        U::TlsHandshake => (
+            Failure::TlsHandshake,
+            Outcome::ConnectError,
+            ProxyError::UpstreamTls,
+        ),
+        U::RefusedStream => (
+            Failure::RefusedStream,
+            Outcome::Reset,
+            ProxyError::UpstreamReset,
+        ),
+        U::GoAway => (
+            Failure::GoAwayNotProcessed,
+            Outcome::Reset,
+            ProxyError::UpstreamReset,
+        ),
+        U::Reset => (
+            Failure::ResetAfterSend,
+            Outcome::Reset,
+            ProxyError::UpstreamReset,
+        ),
+        U::Malformed => (
+            Failure::MalformedResponse,
+            Outcome::Status(502),
+            ProxyError::UpstreamProtocol,
+        ),
+        U::RequestBody => return Judged::Client,
+    };
+    Judged::Upstream {
+        failure,
+        outcome,
+        error,
+    }
+}
+
+impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,

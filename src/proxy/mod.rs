@@ -183,8 +183,15 @@ impl Proxy {
 
         // Boxed: the forwarding state is a few KiB, and hyper keeps room for
         // this future in every connection, idle or not.
-        let result =
-            Box::pin(self.forward(&d, parts, body, class, &correlation_id, watch, conn)).await;
+        let inbound = forward::Inbound {
+            parts,
+            body,
+            class,
+            correlation_id: &correlation_id,
+            watch,
+            conn,
+        };
+        let result = Box::pin(self.forward(&d, inbound)).await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());

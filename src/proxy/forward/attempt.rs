@@ -1,11 +1,9 @@
 //! One attempt's request for a region (rewritten for the replica, `Host` per
-//! `proxy.host_header`), the latch before a write leaves for the replica,
-//! and what is relayed when the attempts end (the first region's answer
-//! when the other one only lags behind).
+//! `proxy.host_header`), and the latch before a write leaves for the
+//! replica.
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use hyper::body::Incoming;
+use http::{Method, Request, Uri, Version};
 
 use super::super::error::ProxyError;
 use super::super::refusal::Refusal;
@@ -13,21 +11,8 @@ use super::super::{Dynamic, Proxy};
 use crate::config::HostHeader;
 use crate::failover::{BlockReason, WriteRefusal};
 use crate::region::Region;
-use crate::retry::Failure;
 use crate::upstream::body::BodyFailure;
 use crate::upstream::client::RequestBody;
-
-/// Statuses a read retried on the other region may answer when that region
-/// merely lags behind; the first region's answer is returned instead.
-pub(super) fn lagging(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 404 | 410 | 422)
-}
-
-/// What the first region said, kept in case the other region only lags.
-pub(super) enum FirstAnswer {
-    Error(Refusal),
-    Response(Response<Incoming>),
-}
 
 /// The parts of the request each attempt is built from.
 pub(super) struct Template {
@@ -109,52 +94,6 @@ impl Proxy {
         *req.headers_mut() = headers;
         Ok(req)
     }
-
-    /// A response to relay: unless a read that moved to the other region got
-    /// a "not there yet" answer, in which case the first region's answer wins.
-    pub(super) fn finish(
-        &self,
-        first_answer: Option<FirstAnswer>,
-        region: Region,
-        first: Region,
-        resp: Response<Incoming>,
-    ) -> Result<(Response<Incoming>, Region), Refusal> {
-        if region != first && lagging(resp.status()) {
-            match first_answer {
-                Some(FirstAnswer::Response(r)) => return Ok((r, first)),
-                Some(FirstAnswer::Error(e)) => return Err(e),
-                None => {}
-            }
-        }
-        Ok((resp, region))
-    }
-
-    pub(super) fn give_up(
-        &self,
-        answer: Result<Response<Incoming>, Refusal>,
-        outcome_unknown: bool,
-        region: Region,
-        first_answer: Option<FirstAnswer>,
-        first: Region,
-    ) -> Result<(Response<Incoming>, Region), Refusal> {
-        match answer {
-            Ok(resp) => self.finish(first_answer, region, first, resp),
-            Err(Refusal::Error { error, .. }) => {
-                if outcome_unknown {
-                    self.metrics.outcome_unknown(region);
-                }
-                Err(Refusal::Error {
-                    error,
-                    outcome_unknown,
-                })
-            }
-            Err(other) => Err(other),
-        }
-    }
-}
-
-pub(super) fn failure_retry_after(f: &Failure) -> Option<std::time::Duration> {
-    f.retry_after()
 }
 
 pub(super) fn body_error(f: BodyFailure, limit: u64) -> ProxyError {

@@ -1,0 +1,238 @@
+//! The attempt loop: send, judge, decide, choose, wait.
+//!
+//! - send: one attempt to a region, bounded by `retry.per_try_timeout` and
+//!   the request's deadline;
+//! - judge: what the attempt's result means (`error::judge`: the retry
+//!   rules' `Failure`, the passive-health outcome, the client's error);
+//! - decide: `retry::decide` (reads, or nothing sent yet; replayable bodies
+//!   only), then `retry.max_attempts`;
+//! - choose: `routing::next_region`;
+//! - wait: backoff with full jitter, `Retry-After` from the region retried,
+//!   the deadline, and the retry budget.
+//!
+//! The regions are behind [`Upstreams`], so this loop is tested under paused
+//! time without sockets; the proxy's implementation builds each attempt's
+//! request and sends it through the region's client. Which answer the
+//! client gets in the end is [`Answers`]'s rule.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use http::header;
+use http::Response;
+use tokio::time::Instant;
+
+use super::super::error::{self, Judged, ProxyError};
+use super::super::refusal::Refusal;
+use super::answer::{Answers, Attempted};
+use super::{body_error, BodySource};
+use crate::classify::Class;
+use crate::failover::Snapshot;
+use crate::health::passive::Outcome;
+use crate::metrics::ProxyMetrics;
+use crate::region::Region;
+use crate::retry::{self, Backoff, Failure, RetryBudget, Verdict, WaitDecision};
+use crate::routing::{self, Retrying};
+use crate::upstream::body::BodyFailure;
+use crate::upstream::client::{RequestBody, UpstreamFailure};
+
+/// Why an attempt got no response.
+pub(crate) enum AttemptError {
+    /// It could not be made at all; the request ends with this answer.
+    Refused(Refusal),
+    /// The region (or the connection to it) failed it.
+    Upstream(UpstreamFailure),
+}
+
+/// The two regions, as the attempt loop sees them.
+pub(crate) trait Upstreams {
+    type Body;
+
+    /// Sends attempt number `attempt` (from 1) to `region`.
+    async fn send(
+        &self,
+        region: Region,
+        attempt: u32,
+        body: RequestBody,
+    ) -> Result<Response<Self::Body>, AttemptError>;
+
+    /// The failover state now (a read's retry follows it).
+    fn snapshot(&self) -> Arc<Snapshot>;
+
+    /// What `region` did with an attempt, for passive health.
+    fn record_outcome(&self, region: Region, outcome: Outcome);
+
+    /// Why the client's request body failed, if it did: then no region is
+    /// to blame for the attempt.
+    fn body_failure(&self) -> Option<BodyFailure>;
+}
+
+/// What the loop needs to know about the request and the retry settings.
+pub(crate) struct Plan<'a> {
+    pub class: Class,
+    pub first: Region,
+    pub deadline: Instant,
+    pub per_try_timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff: &'a Backoff,
+    pub max_retry_after: Duration,
+    /// For the 413 of a body that grew past it while streaming.
+    pub max_body: u64,
+    pub budget: &'a RetryBudget,
+    pub metrics: &'a ProxyMetrics,
+}
+
+/// How an attempt ended.
+enum Judgement<B> {
+    /// A response to relay as it is.
+    Done(Response<B>),
+    /// A failure the retry rules look at, and the answer if none follows.
+    Failed(Failure, Attempted<B>),
+}
+
+/// Runs attempts until one answers, the rules say stop, or time, attempts
+/// or budget run out.
+pub(crate) async fn run<U: Upstreams>(
+    up: &U,
+    plan: &Plan<'_>,
+    source: &mut BodySource,
+    rng: &mut fastrand::Rng,
+) -> Result<(Response<U::Body>, Region), Refusal> {
+    plan.budget.deposit(Instant::now().into_std());
+    let mut answers = Answers::new(plan.first);
+    let mut region = plan.first;
+    let mut attempt: u32 = 0;
+    loop {
+        attempt += 1;
+        let Some(body) = source.take() else {
+            // A streamed body cannot be sent twice; the rules never ask.
+            return Err(ProxyError::UpstreamReset.into());
+        };
+        let attempt_deadline = plan.deadline.min(Instant::now() + plan.per_try_timeout);
+        let sent = tokio::time::timeout_at(attempt_deadline, up.send(region, attempt, body)).await;
+        let (failure, answer) = match judge(up, plan, region, attempt_deadline, sent)? {
+            Judgement::Done(resp) => return answers.finish(region, resp),
+            Judgement::Failed(failure, answer) => (failure, answer),
+        };
+        let (reason, prefer_other) = match retry::decide(plan.class, &failure, source.replayable())
+        {
+            Verdict::Retry {
+                reason,
+                prefer_other_region,
+            } => (reason, prefer_other_region),
+            Verdict::DoNotRetry { outcome_unknown } => {
+                return answers.give_up(answer, outcome_unknown, region, plan.metrics);
+            }
+        };
+        if attempt >= plan.max_attempts {
+            return answers.give_up(answer, false, region, plan.metrics);
+        }
+        let retrying = Retrying {
+            tried: region,
+            first: plan.first,
+            prefer_other,
+            last: attempt + 1 >= plan.max_attempts,
+        };
+        let next = routing::next_region(plan.class, &up.snapshot(), retrying);
+        let Some(wait) = wait_before(plan, attempt, &failure, next == region, rng) else {
+            return answers.give_up(answer, false, region, plan.metrics);
+        };
+        answers.retrying(next, answer);
+        plan.metrics.retry(next, reason);
+        tracing::debug!(
+            from = region.as_str(),
+            to = next.as_str(),
+            attempt,
+            reason = reason.as_str(),
+            wait_ms = wait.as_millis() as u64,
+            "retrying"
+        );
+        region = next;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// What one attempt's result means; `Err` ends the request at once (the
+/// client's body failed, or the attempt could not be made).
+fn judge<U: Upstreams>(
+    up: &U,
+    plan: &Plan<'_>,
+    region: Region,
+    attempt_deadline: Instant,
+    sent: Result<Result<Response<U::Body>, AttemptError>, tokio::time::error::Elapsed>,
+) -> Result<Judgement<U::Body>, Refusal> {
+    let failed = match sent {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            up.record_outcome(region, Outcome::Status(status));
+            if !matches!(status, 429 | 502..=504) {
+                return Ok(Judgement::Done(resp));
+            }
+            let retry_after = resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| retry::retry_after::parse(v.as_bytes(), SystemTime::now()));
+            return Ok(Judgement::Failed(
+                Failure::Status(status, retry_after),
+                Ok(resp),
+            ));
+        }
+        Ok(Err(AttemptError::Refused(refusal))) => return Err(refusal),
+        Ok(Err(AttemptError::Upstream(kind))) => Some(kind),
+        Err(_elapsed) => None,
+    };
+    if let Some(f) = up.body_failure() {
+        return Err(body_error(f, plan.max_body).into());
+    }
+    let Some(kind) = failed else {
+        up.record_outcome(region, Outcome::Timeout);
+        let e = if attempt_deadline >= plan.deadline {
+            ProxyError::RequestTimeout
+        } else {
+            ProxyError::UpstreamTimeout
+        };
+        return Ok(Judgement::Failed(Failure::TimeoutAfterSend, Err(e.into())));
+    };
+    match error::judge(kind) {
+        Judged::Client => Err(body_error(BodyFailure::Client, plan.max_body).into()),
+        Judged::Upstream {
+            failure,
+            outcome,
+            error,
+        } => {
+            up.record_outcome(region, outcome);
+            Ok(Judgement::Failed(failure, Err(error.into())))
+        }
+    }
+}
+
+/// How long to wait before the next attempt, or `None` when it should not
+/// be made: `Retry-After` above `retry.max_retry_after`, no time left
+/// before the deadline, or the budget spent.
+fn wait_before(
+    plan: &Plan<'_>,
+    attempt: u32,
+    failure: &Failure,
+    same_region: bool,
+    rng: &mut fastrand::Rng,
+) -> Option<Duration> {
+    let backoff = plan.backoff.delay(attempt - 1, rng);
+    let remaining = plan.deadline.saturating_duration_since(Instant::now());
+    // Retry-After speaks for the region that sent it.
+    let retry_after = failure.retry_after().filter(|_| same_region);
+    let wait = match retry::decide_wait(backoff, retry_after, plan.max_retry_after, remaining) {
+        WaitDecision::Wait(w) => w,
+        WaitDecision::GiveUp(why) => {
+            tracing::debug!(reason = why.as_str(), "not retrying");
+            return None;
+        }
+    };
+    if !plan.budget.try_withdraw(Instant::now().into_std()) {
+        plan.metrics.retry_budget_exhausted.inc();
+        return None;
+    }
+    Some(wait)
+}
+
+#[cfg(test)]
+mod tests;
