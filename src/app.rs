@@ -21,13 +21,13 @@ use crate::failover::{Failover, FailoverError};
 use crate::health::prober::Probers;
 use crate::metrics::{self, ProxyMetrics};
 use crate::proxy::server::{Server, ServerSettings};
-use crate::proxy::{Parts as ProxyParts, Proxy, Settings};
-use crate::region::Region;
+use crate::proxy::service::{self, Service};
+use crate::proxy::{Dynamic, Proxy, Settings};
 use crate::reload::{ReloadMetrics, Reloader};
 use crate::retry::RetryBudget;
 use crate::rewrite::Rewriter;
 use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
-use crate::upstream::client::{ClientError, Upstream};
+use crate::upstream::client::{upstream_pair, ClientError};
 use crate::upstream::dns::{Resolve, SystemResolve};
 
 /// File descriptors kept aside for listeners, upstream pools, state files.
@@ -143,20 +143,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 pub async fn start_with(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let registry = metrics::new_registry();
     let proxy_metrics = ProxyMetrics::register(&registry)?;
-    let upstreams = [
-        Arc::new(Upstream::new(
-            Region::Primary,
-            &config.upstreams.primary,
-            config.retry.per_try_timeout,
-            options.resolver.clone(),
-        )?),
-        Arc::new(Upstream::new(
-            Region::Replica,
-            &config.upstreams.replica,
-            config.retry.per_try_timeout,
-            options.resolver.clone(),
-        )?),
-    ];
+    let upstreams = upstream_pair(&config, &options.resolver, None)?;
     let (drain, drain_rx) = watch::channel(false);
     let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone()).await?;
     let rewriter = Rewriter::new(&config.rewrite);
@@ -170,64 +157,36 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         &drain_rx,
     );
     let reload_metrics = ReloadMetrics::register(&registry)?;
-    let proxy = Arc::new(Proxy::new(ProxyParts {
-        settings: Settings::from_config(&config),
-        classifier: Classifier::new(config.classify.profile, &config.classify.rules),
-        rewriter,
-        upstreams: upstreams.clone(),
-        failover: failover.clone(),
-        budget: RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
-        metrics: proxy_metrics,
-    }));
-
-    let bind = |key: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { key, addr, source })
-    };
-    let proxy_listener = bind("proxy.listen", config.proxy.listen).await?;
-    let admin_listener = bind("admin.listen", config.admin.listen).await?;
-    let probe_listener = match config.admin.probe_listen {
-        Some(addr) => Some(bind("admin.probe_listen", addr).await?),
-        None => None,
-    };
-    let probe_addr = probe_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let proxy_addr = proxy_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            key: "proxy.listen",
-            addr: config.proxy.listen,
-            source,
-        })?;
-    let admin_addr = admin_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            key: "admin.listen",
-            addr: config.admin.listen,
-            source,
-        })?;
-
-    let tls = match &config.proxy.tls {
-        Some(tls_cfg) => {
-            let acceptor = TlsAcceptor::new(tls_cfg, TlsMetrics::register(&registry)?)?;
-            tasks.push(acceptor.spawn_reloader(Duration::from_secs(1), drain_rx.clone()));
-            Some(acceptor)
-        }
-        None => None,
-    };
-    let server = Server::new(
-        proxy_listener,
-        proxy.clone(),
-        ServerSettings {
-            max_connections: config.proxy.max_connections,
-            header_read_timeout: config.proxy.header_read_timeout,
-            idle_timeout: config.proxy.idle_timeout,
-            max_header_bytes: config.proxy.max_header_bytes.0,
-            max_headers: config.proxy.max_headers,
+    let service = Arc::new(Service::new(
+        service::DEFAULT,
+        Dynamic {
+            settings: Settings::from_config(&config),
+            classifier: Classifier::new(config.classify.profile, &config.classify.rules),
+            rewriter,
+            upstreams: upstreams.clone(),
         },
-        tls.clone(),
-    );
-    let server = tokio::spawn(server.run(drain_rx.clone()));
+        failover.clone(),
+        RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+    ));
+    let proxy = Arc::new(Proxy::new(vec![service.clone()], proxy_metrics));
+
+    let Listeners {
+        proxy: proxy_listener,
+        proxy_addr,
+        admin: admin_listener,
+        admin_addr,
+        probe: probe_listener,
+        probe_addr,
+    } = bind_listeners(&config).await?;
+
+    let server = serve_proxy(
+        &config,
+        proxy_listener,
+        proxy,
+        &registry,
+        &drain_rx,
+        &mut tasks,
+    )?;
     let token = config.admin.token_file.clone().map(AdminToken::new);
     if let Some(t) = &token {
         t.load().map_err(|source| StartError::TokenFile {
@@ -239,7 +198,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         options.resolver.clone(),
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
-        proxy.clone(),
+        service,
         failover.clone(),
         probers,
         options.active_health_checks,
@@ -259,20 +218,8 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             config.upstreams.replica.url.to_string(),
         ],
     });
-    if let Some(l) = probe_listener {
-        tasks.push(tokio::spawn(admin::serve(
-            l,
-            Listener::Probe,
-            admin_state.clone(),
-            drain_rx.clone(),
-        )));
-    }
-    let admin = tokio::spawn(admin::serve(
-        admin_listener,
-        Listener::Admin,
-        admin_state.clone(),
-        drain_rx,
-    ));
+    let (admin, probe_task) = serve_admin(admin_listener, probe_listener, &admin_state, drain_rx);
+    tasks.extend(probe_task);
     admin_state.ready.store(true, Ordering::Relaxed);
     tracing::info!(%proxy_addr, %admin_addr, primary = %config.upstreams.primary.url, replica = %config.upstreams.replica.url, "failway listening");
     Ok(Running {
@@ -289,6 +236,103 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         failover,
         grace: config.proxy.shutdown_grace,
     })
+}
+
+/// Serves the proxy listener (with downstream TLS when configured, its
+/// certificate watcher joining `tasks`).
+fn serve_proxy(
+    config: &Config,
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    registry: &Registry,
+    drain_rx: &watch::Receiver<bool>,
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> Result<JoinHandle<()>, StartError> {
+    let tls = match &config.proxy.tls {
+        Some(tls_cfg) => {
+            let acceptor = TlsAcceptor::new(tls_cfg, TlsMetrics::register(registry)?)?;
+            tasks.push(acceptor.spawn_reloader(Duration::from_secs(1), drain_rx.clone()));
+            Some(acceptor)
+        }
+        None => None,
+    };
+    let server = Server::new(
+        listener,
+        proxy,
+        ServerSettings {
+            max_connections: config.proxy.max_connections,
+            header_read_timeout: config.proxy.header_read_timeout,
+            idle_timeout: config.proxy.idle_timeout,
+            max_header_bytes: config.proxy.max_header_bytes.0,
+            max_headers: config.proxy.max_headers,
+        },
+        tls.clone(),
+    );
+    Ok(tokio::spawn(server.run(drain_rx.clone())))
+}
+
+/// The listeners failway binds at start, with their bound addresses.
+struct Listeners {
+    proxy: TcpListener,
+    proxy_addr: SocketAddr,
+    admin: TcpListener,
+    admin_addr: SocketAddr,
+    probe: Option<TcpListener>,
+    probe_addr: Option<SocketAddr>,
+}
+
+/// Binds the proxy, admin and probe listeners; an error names the key.
+async fn bind_listeners(config: &Config) -> Result<Listeners, StartError> {
+    let bind = |key: &'static str, addr: SocketAddr| async move {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { key, addr, source })?;
+        let bound = l
+            .local_addr()
+            .map_err(|source| StartError::Bind { key, addr, source })?;
+        Ok::<_, StartError>((l, bound))
+    };
+    let (proxy, proxy_addr) = bind("proxy.listen", config.proxy.listen).await?;
+    let (admin, admin_addr) = bind("admin.listen", config.admin.listen).await?;
+    let (probe, probe_addr) = match config.admin.probe_listen {
+        Some(addr) => {
+            let (l, a) = bind("admin.probe_listen", addr).await?;
+            (Some(l), Some(a))
+        }
+        None => (None, None),
+    };
+    Ok(Listeners {
+        proxy,
+        proxy_addr,
+        admin,
+        admin_addr,
+        probe,
+        probe_addr,
+    })
+}
+
+/// Serves the admin API, and the GET-only probe listener when bound.
+fn serve_admin(
+    admin_listener: TcpListener,
+    probe_listener: Option<TcpListener>,
+    state: &Arc<AdminState>,
+    drain_rx: watch::Receiver<bool>,
+) -> (JoinHandle<()>, Option<JoinHandle<()>>) {
+    let probe = probe_listener.map(|l| {
+        tokio::spawn(admin::serve(
+            l,
+            Listener::Probe,
+            state.clone(),
+            drain_rx.clone(),
+        ))
+    });
+    let admin = tokio::spawn(admin::serve(
+        admin_listener,
+        Listener::Admin,
+        state.clone(),
+        drain_rx,
+    ));
+    (admin, probe)
 }
 
 impl Running {

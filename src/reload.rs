@@ -25,10 +25,9 @@ use crate::classify::Classifier;
 use crate::config::Config;
 use crate::failover::Failover;
 use crate::health::prober::Probers;
-use crate::proxy::{Dynamic, Proxy, Settings};
-use crate::region::Region;
+use crate::proxy::service::Service;
+use crate::proxy::{Dynamic, Settings};
 use crate::rewrite::Rewriter;
-use crate::upstream::client::Upstream;
 use crate::upstream::dns::Resolve;
 
 #[derive(Clone)]
@@ -58,7 +57,7 @@ pub struct Reloader {
     resolver: Arc<dyn Resolve>,
     path: PathBuf,
     current: Mutex<Config>,
-    proxy: Arc<Proxy>,
+    service: Arc<Service>,
     failover: Failover,
     probers: Mutex<Probers>,
     probes_enabled: bool,
@@ -66,40 +65,56 @@ pub struct Reloader {
     metrics: ReloadMetrics,
 }
 
-/// Keys whose change needs a restart, with how to read them.
-fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
-    let mut keys = Vec::new();
-    let mut check = |key, changed: bool| {
-        if changed {
-            keys.push(key)
+/// A setting that takes effect only at start: how to tell it changed, and
+/// how to keep the running value in a reloaded configuration.
+struct RestartOnly {
+    key: &'static str,
+    changed: fn(&Config, &Config) -> bool,
+    keep: fn(&mut Config, &Config),
+}
+
+/// One entry per setting, from its field path: the same path reads the
+/// change and copies the running value back, so the two cannot disagree.
+macro_rules! restart_only {
+    ($key:literal, $($field:ident).+) => {
+        RestartOnly {
+            key: $key,
+            changed: |old, new| old.$($field).+ != new.$($field).+,
+            keep: |new, old| new.$($field).+ = old.$($field).+.clone(),
         }
     };
-    check("proxy.listen", old.proxy.listen != new.proxy.listen);
-    check("proxy.tls", old.proxy.tls != new.proxy.tls);
-    check(
-        "proxy.worker_threads",
-        old.proxy.worker_threads != new.proxy.worker_threads,
-    );
-    check(
-        "proxy.max_connections",
-        old.proxy.max_connections != new.proxy.max_connections,
-    );
-    check(
-        "proxy.header_read_timeout",
-        old.proxy.header_read_timeout != new.proxy.header_read_timeout,
-    );
-    check(
-        "proxy.idle_timeout",
-        old.proxy.idle_timeout != new.proxy.idle_timeout,
-    );
-    check(
-        "proxy.shutdown_grace",
-        old.proxy.shutdown_grace != new.proxy.shutdown_grace,
-    );
-    check("admin", old.admin != new.admin);
-    check("state.path", old.state != new.state);
-    check("fleet", old.fleet != new.fleet);
-    keys
+}
+
+/// Every setting a reload cannot change.
+const RESTART_ONLY: &[RestartOnly] = &[
+    restart_only!("proxy.listen", proxy.listen),
+    restart_only!("proxy.tls", proxy.tls),
+    restart_only!("proxy.worker_threads", proxy.worker_threads),
+    restart_only!("proxy.max_connections", proxy.max_connections),
+    restart_only!("proxy.header_read_timeout", proxy.header_read_timeout),
+    restart_only!("proxy.idle_timeout", proxy.idle_timeout),
+    restart_only!("proxy.shutdown_grace", proxy.shutdown_grace),
+    restart_only!("admin", admin),
+    restart_only!("state.path", state),
+    restart_only!("fleet", fleet),
+];
+
+/// Keys whose change needs a restart.
+fn restart_only(old: &Config, new: &Config) -> Vec<&'static str> {
+    RESTART_ONLY
+        .iter()
+        .filter(|r| (r.changed)(old, new))
+        .map(|r| r.key)
+        .collect()
+}
+
+/// `new` with every restart-only setting at its running value.
+fn keep_restart_only(new: &Config, old: &Config) -> Config {
+    let mut effective = new.clone();
+    for r in RESTART_ONLY {
+        (r.keep)(&mut effective, old);
+    }
+    effective
 }
 
 /// The file's identity: a change of any part means "read it again".
@@ -121,7 +136,7 @@ impl Reloader {
         resolver: Arc<dyn Resolve>,
         path: PathBuf,
         current: Config,
-        proxy: Arc<Proxy>,
+        service: Arc<Service>,
         failover: Failover,
         probers: Probers,
         probes_enabled: bool,
@@ -132,7 +147,7 @@ impl Reloader {
             resolver,
             path,
             current: Mutex::new(current),
-            proxy,
+            service,
             failover,
             probers: Mutex::new(probers),
             probes_enabled,
@@ -191,46 +206,22 @@ impl Reloader {
                 "changed in the configuration file, but needs a restart; the running value is kept"
             );
         }
-        let current = self.proxy.dynamic();
-        let upstream =
-            |region: Region| -> Result<Arc<Upstream>, crate::upstream::client::ClientError> {
-                let (o, n) = match region {
-                    Region::Primary => (&old.upstreams.primary, &new.upstreams.primary),
-                    Region::Replica => (&old.upstreams.replica, &new.upstreams.replica),
-                };
-                // An unchanged region keeps its client and its warm pool.
-                if o == n && old.retry.per_try_timeout == new.retry.per_try_timeout {
-                    Ok(current.upstreams[region.index()].clone())
-                } else {
-                    Ok(Arc::new(Upstream::new(
-                        region,
-                        n,
-                        new.retry.per_try_timeout,
-                        self.resolver.clone(),
-                    )?))
-                }
-            };
-        let upstreams = [upstream(Region::Primary)?, upstream(Region::Replica)?];
+        let current = self.service.dynamic();
+        let upstreams = crate::upstream::client::upstream_pair(
+            &new,
+            &self.resolver,
+            Some((&old, &current.upstreams)),
+        )?;
         let rewriter = Rewriter::new(&new.rewrite);
         // Keys that need a restart keep their running values: the swap
         // applies only what can change live.
-        let mut effective = new.clone();
-        effective.proxy.listen = old.proxy.listen;
-        effective.proxy.tls = old.proxy.tls.clone();
-        effective.proxy.worker_threads = old.proxy.worker_threads;
-        effective.proxy.max_connections = old.proxy.max_connections;
-        effective.proxy.header_read_timeout = old.proxy.header_read_timeout;
-        effective.proxy.idle_timeout = old.proxy.idle_timeout;
-        effective.proxy.shutdown_grace = old.proxy.shutdown_grace;
-        effective.admin = old.admin.clone();
-        effective.state = old.state.clone();
-        effective.fleet = old.fleet.clone();
+        let effective = keep_restart_only(&new, &old);
 
         let restart_probers = old.health != effective.health
             || !Arc::ptr_eq(&upstreams[0], &current.upstreams[0])
             || !Arc::ptr_eq(&upstreams[1], &current.upstreams[1])
             || old.rewrite != effective.rewrite;
-        self.proxy.replace(Dynamic {
+        self.service.replace(Dynamic {
             settings: Settings::from_config(&effective),
             classifier: Classifier::new(effective.classify.profile, &effective.classify.rules),
             rewriter: rewriter.clone(),

@@ -10,16 +10,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::{
-    Config, FailbackMode, FailoverMode, FleetBackend, HostHeader, RewriteKind, UpstreamConfig,
-    UpstreamTls,
+    AdminConfig, ClassifyConfig, Config, FailbackMode, FailoverConfig, FailoverMode, FleetBackend,
+    FleetConfig, HealthConfig, HostHeader, ProxyConfig, RetryConfig, RewriteKind, RewriteRule,
+    UpstreamConfig, UpstreamTls,
 };
 
 pub(super) const REDACTED: &str = "<redacted>";
 
 pub(super) fn effective_toml(c: &Config) -> String {
     let mut w = Writer::default();
+    proxy(&mut w, &c.proxy);
+    admin(&mut w, &c.admin);
+    upstream(&mut w, "upstreams.primary", &c.upstreams.primary);
+    upstream(&mut w, "upstreams.replica", &c.upstreams.replica);
+    health(&mut w, &c.health);
+    failover(&mut w, &c.failover);
+    w.section("state");
+    match &c.state.path {
+        Some(f) => w.kv("path", path(f)),
+        None => w.comment("path is not set: the failover state is not persisted"),
+    }
+    classify(&mut w, &c.classify);
+    retry(&mut w, &c.retry);
+    fleet(&mut w, c.fleet.as_ref());
+    rewrite(&mut w, &c.rewrite);
+    w.out
+}
 
-    let p = &c.proxy;
+fn proxy(w: &mut Writer, p: &ProxyConfig) {
     w.section("proxy");
     w.kv("listen", s(&p.listen.to_string()));
     match &p.tls {
@@ -51,8 +69,9 @@ pub(super) fn effective_toml(c: &Config) -> String {
         Some(n) => w.kv("worker_threads", n.to_string()),
         None => w.comment("worker_threads is not set: the CPUs available to the process"),
     }
+}
 
-    let a = &c.admin;
+fn admin(w: &mut Writer, a: &AdminConfig) {
     w.section("admin");
     w.kv("listen", s(&a.listen.to_string()));
     match &a.token_file {
@@ -63,11 +82,9 @@ pub(super) fn effective_toml(c: &Config) -> String {
         Some(addr) => w.kv("probe_listen", s(&addr.to_string())),
         None => w.comment("probe_listen is not set"),
     }
+}
 
-    upstream(&mut w, "upstreams.primary", &c.upstreams.primary);
-    upstream(&mut w, "upstreams.replica", &c.upstreams.replica);
-
-    let h = &c.health;
+fn health(w: &mut Writer, h: &HealthConfig) {
     w.section("health");
     w.kv("method", s(h.method.as_str()));
     w.kv("path", s(&h.path));
@@ -92,8 +109,9 @@ pub(super) fn effective_toml(c: &Config) -> String {
         "error_ratio",
         toml::Value::Float(h.passive.error_ratio).to_string(),
     );
+}
 
-    let f = &c.failover;
+fn failover(w: &mut Writer, f: &FailoverConfig) {
     w.section("failover");
     let mode = match f.mode {
         FailoverMode::Auto => "auto",
@@ -115,16 +133,12 @@ pub(super) fn effective_toml(c: &Config) -> String {
         f.blocked_write_status.as_u16().to_string(),
     );
     w.kv("blocked_retry_after", dur(f.blocked_retry_after));
+}
 
-    w.section("state");
-    match &c.state.path {
-        Some(f) => w.kv("path", path(f)),
-        None => w.comment("path is not set: the failover state is not persisted"),
-    }
-
+fn classify(w: &mut Writer, c: &ClassifyConfig) {
     w.section("classify");
-    w.kv("profile", s(c.classify.profile.as_str()));
-    for rule in &c.classify.rules {
+    w.kv("profile", s(c.profile.as_str()));
+    for rule in &c.rules {
         w.array_section("classify.rules");
         w.kv("methods", list(rule.methods.iter().map(|m| s(m.as_str()))));
         w.kv("path", s(&rule.path));
@@ -133,8 +147,9 @@ pub(super) fn effective_toml(c: &Config) -> String {
         }
         w.kv("class", s(rule.class.as_str()));
     }
+}
 
-    let r = &c.retry;
+fn retry(w: &mut Writer, r: &RetryConfig) {
     w.section("retry");
     w.kv("max_attempts", r.max_attempts.to_string());
     w.kv("backoff_base", dur(r.backoff_base));
@@ -147,8 +162,10 @@ pub(super) fn effective_toml(c: &Config) -> String {
         toml::Value::Float(r.budget_ratio).to_string(),
     );
     w.kv("budget_min_per_sec", r.budget_min_per_sec.to_string());
+}
 
-    match &c.fleet {
+fn fleet(w: &mut Writer, fleet: Option<&FleetConfig>) {
+    match fleet {
         Some(fl) => {
             w.section("fleet");
             let backend = match fl.backend {
@@ -184,8 +201,10 @@ pub(super) fn effective_toml(c: &Config) -> String {
             w.comment("[fleet] is not set: this instance decides alone");
         }
     }
+}
 
-    for rule in &c.rewrite {
+fn rewrite(w: &mut Writer, rules: &[RewriteRule]) {
+    for rule in rules {
         w.array_section("rewrite");
         match &rule.kind {
             RewriteKind::Header(name) => w.kv("header", s(name.as_str())),
@@ -194,7 +213,6 @@ pub(super) fn effective_toml(c: &Config) -> String {
         w.kv("primary", s(&rule.primary));
         w.kv("replica", s(&rule.replica));
     }
-    w.out
 }
 
 fn upstream(w: &mut Writer, name: &str, u: &UpstreamConfig) {

@@ -143,113 +143,15 @@ impl Driver {
     async fn handle(&mut self, ev: Event) {
         let now = self.clock.now();
         match ev {
-            Event::Probe(report) => {
-                let i = report.region.index();
-                self.metrics.health_check(report.region, report.success);
-                let view = &mut self.regions[i];
-                view.last_check = Some(now);
-                view.last_status = report.status;
-                view.last_error = report.error.clone();
-                let change = self.counters[i].record(report.success);
-                let health = self.counters[i].health();
-                view.health = health;
-                if let Some(change) = change {
-                    tracing::info!(
-                        region = report.region.as_str(),
-                        from = change.from.as_str(),
-                        to = change.to.as_str(),
-                        last_error = report.error.as_deref().unwrap_or(""),
-                        "region health changed"
-                    );
-                }
-                let t = match report.region {
-                    Region::Primary => self.machine.observe_primary(health, now),
-                    Region::Replica => self.machine.observe_replica(health, now),
-                };
-                self.record(t);
-            }
-            Event::Passive { region, down } => {
-                self.apply_passive(region, down, now);
-            }
+            Event::Probe(report) => self.on_probe(report, now),
+            Event::Passive { region, down } => self.apply_passive(region, down, now),
             Event::Reconfigure {
                 settings,
                 thresholds,
-            } => {
-                if *self.machine.settings() != settings {
-                    tracing::info!(?settings, "failover settings reloaded");
-                    self.machine.set_settings(settings);
-                }
-                if self.thresholds != thresholds {
-                    // Fresh counters judge each region anew from the next
-                    // probes; the verdicts so far stay in the region views.
-                    self.thresholds = thresholds;
-                    self.counters = [
-                        HealthCounter::new(thresholds.0, thresholds.1),
-                        HealthCounter::new(thresholds.0, thresholds.1),
-                    ];
-                }
-            }
+            } => self.on_reconfigure(settings, thresholds),
             Event::Command { command, reply } => {
-                let what = match &command {
-                    Command::Failover { .. } => "failover",
-                    Command::EnableWrites { .. } => "enable-writes",
-                    Command::Failback { .. } => "failback",
-                };
-                let (reason, force) = match &command {
-                    Command::Failover { force, reason } | Command::Failback { force, reason } => {
-                        (reason.clone(), *force)
-                    }
-                    Command::EnableWrites { reason } => (reason.clone(), false),
-                };
-                let mut result = self.machine.command(command.clone(), now);
-                let mut outcome = Ok(());
-                if self.fleet.is_some() {
-                    if let Ok(CommandOutcome::Changed(t)) = &result {
-                        self.pending.push(t.clone());
-                    }
-                    self.settle();
-                    outcome = self.reconcile().await;
-                    if outcome == Err(super::fleet_sync::Unagreed::Lost) {
-                        // Another instance changed the record first: apply
-                        // the command once more to what the fleet agreed.
-                        result = self.machine.command(command, self.clock.now());
-                        if let Ok(CommandOutcome::Changed(t)) = &result {
-                            self.pending.push(t.clone());
-                        }
-                        self.settle();
-                        outcome = self.reconcile().await;
-                    }
-                }
-                if outcome.is_err()
-                    && matches!(
-                        result,
-                        Ok(CommandOutcome::Changed(_) | CommandOutcome::HoldSet)
-                    )
-                {
-                    tracing::warn!(action = what, force, reason = ?reason, "operator action not applied: the shared fleet record could not be changed");
-                    self.publish();
-                    let _ = reply.send(Err(CommandError::Fleet));
-                    return;
-                }
-                match &result {
-                    Ok(CommandOutcome::Changed(t)) => {
-                        tracing::info!(action = what, force, reason = ?reason, "operator action applied");
-                        if self.fleet.is_none() {
-                            self.record(Some(t.clone()));
-                        }
-                    }
-                    Ok(other) => {
-                        tracing::info!(action = what, force, reason = ?reason, outcome = ?other, "operator action applied")
-                    }
-                    Err(c) => {
-                        tracing::warn!(action = what, force, reason = ?reason, refused = %c, "operator action refused")
-                    }
-                }
-                self.settle();
-                // The answer goes out once the new state is on disk.
-                self.persist_if_changed().await;
-                self.publish();
-                let _ = reply.send(Ok(result));
+                let answer = self.on_command(command, now).await;
+                let _ = reply.send(answer);
             }
             Event::BeginWrite { reply } if self.fleet.is_some() => {
                 let answer = self.begin_fleet_write().await;
@@ -257,24 +159,137 @@ impl Driver {
                 let _ = reply.send(answer);
             }
             Event::BeginWrite { reply } => {
-                let answer = match self.machine.begin_replica_write(now) {
-                    Err(Refused { mode }) => Err(WriteRefusal::Mode(mode)),
-                    Ok(LatchChange::AlreadyPersisted) => Ok(()),
-                    Ok(LatchChange::MustPersist) => {
-                        let state = self.machine.state().clone();
-                        if self.save(&state).await {
-                            self.machine.mark_persisted(&state);
-                            tracing::info!(
-                                "replica-writes latch set: automatic failback is now refused"
-                            );
-                            Ok(())
-                        } else {
-                            Err(WriteRefusal::PersistFailed)
-                        }
-                    }
-                };
+                let answer = self.begin_replica_write(now).await;
                 self.publish();
                 let _ = reply.send(answer);
+            }
+        }
+    }
+
+    fn on_probe(&mut self, report: ProbeReport, now: SystemTime) {
+        let i = report.region.index();
+        self.metrics.health_check(report.region, report.success);
+        let view = &mut self.regions[i];
+        view.last_check = Some(now);
+        view.last_status = report.status;
+        view.last_error = report.error.clone();
+        let change = self.counters[i].record(report.success);
+        let health = self.counters[i].health();
+        view.health = health;
+        if let Some(change) = change {
+            tracing::info!(
+                region = report.region.as_str(),
+                from = change.from.as_str(),
+                to = change.to.as_str(),
+                last_error = report.error.as_deref().unwrap_or(""),
+                "region health changed"
+            );
+        }
+        let t = match report.region {
+            Region::Primary => self.machine.observe_primary(health, now),
+            Region::Replica => self.machine.observe_replica(health, now),
+        };
+        self.record(t);
+    }
+
+    fn on_reconfigure(&mut self, settings: super::machine::Settings, thresholds: (u32, u32)) {
+        if *self.machine.settings() != settings {
+            tracing::info!(?settings, "failover settings reloaded");
+            self.machine.set_settings(settings);
+        }
+        if self.thresholds != thresholds {
+            // Fresh counters judge each region anew from the next
+            // probes; the verdicts so far stay in the region views.
+            self.thresholds = thresholds;
+            self.counters = [
+                HealthCounter::new(thresholds.0, thresholds.1),
+                HealthCounter::new(thresholds.0, thresholds.1),
+            ];
+        }
+    }
+
+    /// Applies an operator command (fleet-wide with `[fleet]`); the answer
+    /// goes out once the new state is on disk.
+    async fn on_command(
+        &mut self,
+        command: Command,
+        now: SystemTime,
+    ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
+        let what = match &command {
+            Command::Failover { .. } => "failover",
+            Command::EnableWrites { .. } => "enable-writes",
+            Command::Failback { .. } => "failback",
+        };
+        let (reason, force) = match &command {
+            Command::Failover { force, reason } | Command::Failback { force, reason } => {
+                (reason.clone(), *force)
+            }
+            Command::EnableWrites { reason } => (reason.clone(), false),
+        };
+        let mut result = self.machine.command(command.clone(), now);
+        let mut outcome = Ok(());
+        if self.fleet.is_some() {
+            if let Ok(CommandOutcome::Changed(t)) = &result {
+                self.pending.push(t.clone());
+            }
+            self.settle();
+            outcome = self.reconcile().await;
+            if outcome == Err(super::fleet_sync::Unagreed::Lost) {
+                // Another instance changed the record first: apply
+                // the command once more to what the fleet agreed.
+                result = self.machine.command(command, self.clock.now());
+                if let Ok(CommandOutcome::Changed(t)) = &result {
+                    self.pending.push(t.clone());
+                }
+                self.settle();
+                outcome = self.reconcile().await;
+            }
+        }
+        if outcome.is_err()
+            && matches!(
+                result,
+                Ok(CommandOutcome::Changed(_) | CommandOutcome::HoldSet)
+            )
+        {
+            tracing::warn!(action = what, force, reason = ?reason, "operator action not applied: the shared fleet record could not be changed");
+            self.publish();
+            return Err(CommandError::Fleet);
+        }
+        match &result {
+            Ok(CommandOutcome::Changed(t)) => {
+                tracing::info!(action = what, force, reason = ?reason, "operator action applied");
+                if self.fleet.is_none() {
+                    self.record(Some(t.clone()));
+                }
+            }
+            Ok(other) => {
+                tracing::info!(action = what, force, reason = ?reason, outcome = ?other, "operator action applied")
+            }
+            Err(c) => {
+                tracing::warn!(action = what, force, reason = ?reason, refused = %c, "operator action refused")
+            }
+        }
+        self.settle();
+        // The answer goes out once the new state is on disk.
+        self.persist_if_changed().await;
+        self.publish();
+        Ok(result)
+    }
+
+    /// Sets and persists the latch before a write leaves for the replica.
+    async fn begin_replica_write(&mut self, now: SystemTime) -> Result<(), WriteRefusal> {
+        match self.machine.begin_replica_write(now) {
+            Err(Refused { mode }) => Err(WriteRefusal::Mode(mode)),
+            Ok(LatchChange::AlreadyPersisted) => Ok(()),
+            Ok(LatchChange::MustPersist) => {
+                let state = self.machine.state().clone();
+                if self.save(&state).await {
+                    self.machine.mark_persisted(&state);
+                    tracing::info!("replica-writes latch set: automatic failback is now refused");
+                    Ok(())
+                } else {
+                    Err(WriteRefusal::PersistFailed)
+                }
             }
         }
     }

@@ -17,12 +17,11 @@ pub mod headers;
 mod refusal;
 pub mod response;
 pub mod server;
+pub mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use arc_swap::ArcSwap;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -31,11 +30,11 @@ use self::conn::ConnTracker;
 use self::headers::HeadLimits;
 use self::refusal::Refusal;
 use self::response::{AccessLog, ResponseBody};
+use self::service::Service;
 use crate::classify::Classifier;
 use crate::config::{Cidr, Config, HostHeader, Profile};
-use crate::failover::Failover;
 use crate::metrics::ProxyMetrics;
-use crate::retry::{Backoff, RetryBudget};
+use crate::retry::Backoff;
 use crate::rewrite::Rewriter;
 use crate::upstream::body::BodyWatch;
 use crate::upstream::client::Upstream;
@@ -105,50 +104,30 @@ pub struct Dynamic {
     pub upstreams: [Arc<Upstream>; 2],
 }
 
-/// The proxy service shared by every connection.
+/// The proxy service shared by every connection: the services it fronts
+/// and the metrics of the data path.
 pub struct Proxy {
-    dynamic: ArcSwap<Dynamic>,
-    failover: Failover,
-    budget: RetryBudget,
+    services: Vec<Arc<Service>>,
     metrics: ProxyMetrics,
 }
 
 type Resp = Response<ResponseBody>;
 
-/// Everything [`Proxy::new`] needs.
-pub struct Parts {
-    pub settings: Settings,
-    pub classifier: Classifier,
-    pub rewriter: Rewriter,
-    pub upstreams: [Arc<Upstream>; 2],
-    pub failover: Failover,
-    pub budget: RetryBudget,
-    pub metrics: ProxyMetrics,
-}
-
 impl Proxy {
-    pub fn new(p: Parts) -> Proxy {
-        Proxy {
-            dynamic: ArcSwap::from_pointee(Dynamic {
-                settings: p.settings,
-                classifier: p.classifier,
-                rewriter: p.rewriter,
-                upstreams: p.upstreams,
-            }),
-            failover: p.failover,
-            budget: p.budget,
-            metrics: p.metrics,
-        }
+    /// A proxy for `services` (at least one; today exactly one).
+    pub fn new(services: Vec<Arc<Service>>, metrics: ProxyMetrics) -> Proxy {
+        assert!(!services.is_empty(), "a proxy fronts at least one service");
+        Proxy { services, metrics }
     }
 
-    /// The settings, rules and clients requests use now.
-    pub fn dynamic(&self) -> Arc<Dynamic> {
-        self.dynamic.load_full()
+    /// The service named `name`.
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.services.iter().find(|s| s.name() == name)
     }
 
-    /// Swaps in a reloaded configuration; requests in flight keep theirs.
-    pub fn replace(&self, d: Dynamic) {
-        self.dynamic.store(Arc::new(d));
+    /// The service a request is for. One service takes every request.
+    fn pick(&self, _parts: &http::request::Parts) -> &Arc<Service> {
+        &self.services[0]
     }
 
     pub fn metrics(&self) -> &ProxyMetrics {
@@ -159,8 +138,9 @@ impl Proxy {
     pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Resp {
         conn.tracker.request_started();
         let start = Instant::now();
-        let d = self.dynamic.load_full();
         let (parts, body) = req.into_parts();
+        let svc = self.pick(&parts).clone();
+        let d = svc.dynamic();
         let correlation_id = headers::correlation_id(&parts.headers);
         let class = d
             .classifier
@@ -191,7 +171,7 @@ impl Proxy {
             watch,
             conn,
         };
-        let result = Box::pin(self.forward(&d, inbound)).await;
+        let result = Box::pin(self.forward(&svc, &d, inbound)).await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());
@@ -202,7 +182,7 @@ impl Proxy {
                 (resp, Some(region))
             }
             Err(refusal) => {
-                let local = self.render_refusal(&d.settings, &refusal, &correlation_id);
+                let local = self.render_refusal(&svc, &d.settings, &refusal, &correlation_id);
                 log.status = local.status().as_u16();
                 let (p, b) = local.into_parts();
                 (

@@ -13,6 +13,7 @@ use http_body_util::Full;
 
 use super::error::{self, ErrorContext, ProxyError};
 use super::headers::{FAILWAY_MODE, FAILWAY_OUTCOME};
+use super::service::Service;
 use super::{Proxy, Settings};
 use crate::failover::machine::Mode;
 use crate::failover::BlockReason;
@@ -44,6 +45,7 @@ fn seconds(d: Duration) -> HeaderValue {
 impl Proxy {
     pub(super) fn render_refusal(
         &self,
+        svc: &Service,
         s: &Settings,
         refusal: &Refusal,
         correlation_id: &HeaderValue,
@@ -85,7 +87,7 @@ impl Proxy {
                 reason,
                 close,
             } => {
-                self.failover.metrics().write_blocked(*reason);
+                svc.failover().metrics().write_blocked(*reason);
                 let (status, code, message) = match reason {
                     BlockReason::StatePersistFailed => (
                         StatusCode::SERVICE_UNAVAILABLE,

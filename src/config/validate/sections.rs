@@ -2,6 +2,7 @@
 //! rules between keys of these sections (`retry.per_try_timeout` within
 //! `proxy.request_timeout`, a token for an admin API off loopback, ...).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http::StatusCode;
@@ -9,7 +10,7 @@ use http::StatusCode;
 use super::super::raw;
 use super::super::{
     AdminConfig, ByteSize, Cidr, FailbackMode, FailoverConfig, FailoverMode, FleetBackend,
-    FleetConfig, HostHeader, Profile, ProxyConfig, RetryConfig, ServerTls,
+    FleetConfig, HostHeader, Profile, ProxyConfig, RetryConfig, ServerTls, UpstreamTls,
 };
 use super::{loopback, secs, Validator};
 
@@ -261,62 +262,9 @@ impl Validator<'_> {
             FleetBackend::Etcd,
             &[("etcd", FleetBackend::Etcd)],
         );
-        let endpoints_file = self.file("fleet.endpoints_file", r.endpoints_file);
-        let raw_endpoints = r.endpoints.unwrap_or_default();
-        match (raw_endpoints.is_empty(), endpoints_file.is_some()) {
-            (true, false) => self.err(
-                "fleet.endpoints",
-                "must list at least one etcd endpoint (e.g. [\"http://127.0.0.1:2379\"]), or set fleet.endpoints_file",
-            ),
-            (false, true) => self.err(
-                "fleet.endpoints_file",
-                "set together with fleet.endpoints; use one of them",
-            ),
-            _ => {}
-        }
-        let endpoints: Vec<http::Uri> = raw_endpoints
-            .iter()
-            .enumerate()
-            .filter_map(|(i, e)| self.url(&format!("fleet.endpoints[{i}]"), e))
-            .collect();
-        // One client setup serves every endpoint: TLS is on for all or none.
-        let https = endpoints
-            .iter()
-            .filter(|u| u.scheme_str() == Some("https"))
-            .count();
-        if https != 0 && https != endpoints.len() {
-            self.err(
-                "fleet.endpoints",
-                "mixes http and https endpoints; use one scheme for all",
-            );
-        }
-        let tls = r.tls.map(|t| self.upstream_tls("fleet.tls", t));
-        if tls.is_some() && !endpoints.is_empty() && https == 0 {
-            self.err(
-                "fleet.tls",
-                "set, but fleet.endpoints are http://; use https:// endpoints or remove tls",
-            );
-        }
-        let username = r.username.filter(|u| {
-            let valid = !u.trim().is_empty();
-            if !valid {
-                self.err(
-                    "fleet.username",
-                    "must not be empty; omit it when etcd has no authentication",
-                );
-            }
-            valid
-        });
-        let password_file = self.file("fleet.password_file", r.password_file);
-        match (&username, &password_file) {
-            (Some(_), None) => {
-                self.err("fleet.password_file", "required when fleet.username is set")
-            }
-            (None, Some(_)) => {
-                self.err("fleet.username", "required when fleet.password_file is set")
-            }
-            _ => {}
-        }
+        let (endpoints, endpoints_file, tls) =
+            self.fleet_endpoints(r.endpoints, r.endpoints_file, r.tls);
+        let (username, password_file) = self.fleet_auth(r.username, r.password_file);
         let key = r.key.unwrap_or_default();
         if key.is_empty() {
             self.err("fleet.key", "required (e.g. \"/failway/my-service/mode\")");
@@ -357,5 +305,80 @@ impl Validator<'_> {
             username,
             password_file,
         }
+    }
+
+    /// `fleet.endpoints` or `fleet.endpoints_file`, and `fleet.tls`.
+    fn fleet_endpoints(
+        &mut self,
+        endpoints: Option<Vec<String>>,
+        endpoints_file: Option<String>,
+        tls: Option<raw::RawUpstreamTls>,
+    ) -> (Vec<http::Uri>, Option<PathBuf>, Option<UpstreamTls>) {
+        let endpoints_file = self.file("fleet.endpoints_file", endpoints_file);
+        let raw_endpoints = endpoints.unwrap_or_default();
+        match (raw_endpoints.is_empty(), endpoints_file.is_some()) {
+            (true, false) => self.err(
+                "fleet.endpoints",
+                "must list at least one etcd endpoint (e.g. [\"http://127.0.0.1:2379\"]), or set fleet.endpoints_file",
+            ),
+            (false, true) => self.err(
+                "fleet.endpoints_file",
+                "set together with fleet.endpoints; use one of them",
+            ),
+            _ => {}
+        }
+        let endpoints: Vec<http::Uri> = raw_endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| self.url(&format!("fleet.endpoints[{i}]"), e))
+            .collect();
+        // One client setup serves every endpoint: TLS is on for all or none.
+        let https = endpoints
+            .iter()
+            .filter(|u| u.scheme_str() == Some("https"))
+            .count();
+        if https != 0 && https != endpoints.len() {
+            self.err(
+                "fleet.endpoints",
+                "mixes http and https endpoints; use one scheme for all",
+            );
+        }
+        let tls = tls.map(|t| self.upstream_tls("fleet.tls", t));
+        if tls.is_some() && !endpoints.is_empty() && https == 0 {
+            self.err(
+                "fleet.tls",
+                "set, but fleet.endpoints are http://; use https:// endpoints or remove tls",
+            );
+        }
+        (endpoints, endpoints_file, tls)
+    }
+
+    /// `fleet.username` with `fleet.password_file`: both or neither.
+    fn fleet_auth(
+        &mut self,
+        username: Option<String>,
+        password_file: Option<String>,
+    ) -> (Option<String>, Option<PathBuf>) {
+        let username = username.filter(|u| {
+            let valid = !u.trim().is_empty();
+            if !valid {
+                self.err(
+                    "fleet.username",
+                    "must not be empty; omit it when etcd has no authentication",
+                );
+            }
+            valid
+        });
+        let password_file = self.file("fleet.password_file", password_file);
+        match (&username, &password_file) {
+            (Some(_), None) => {
+                self.err("fleet.password_file", "required when fleet.username is set")
+            }
+            (None, Some(_)) => {
+                self.err("fleet.username", "required when fleet.password_file is set")
+            }
+            _ => {}
+        }
+        (username, password_file)
     }
 }

@@ -1,6 +1,5 @@
 //! One attempt's request for a region (rewritten for the replica, `Host` per
-//! `proxy.host_header`), and the latch before a write leaves for the
-//! replica.
+//! `proxy.host_header`).
 
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Uri, Version};
@@ -9,7 +8,6 @@ use super::super::error::ProxyError;
 use super::super::refusal::Refusal;
 use super::super::{Dynamic, Proxy};
 use crate::config::HostHeader;
-use crate::failover::{BlockReason, WriteRefusal};
 use crate::region::Region;
 use crate::upstream::body::BodyFailure;
 use crate::upstream::client::RequestBody;
@@ -23,33 +21,6 @@ pub(super) struct Template {
 }
 
 impl Proxy {
-    /// Sets and persists the latch before a write leaves for the replica.
-    pub(super) async fn latch_before_replica_write(
-        &self,
-        unread_body: bool,
-    ) -> Result<(), Refusal> {
-        match self.failover.begin_replica_write().await {
-            Ok(()) => Ok(()),
-            Err(WriteRefusal::Mode(mode)) => {
-                let snap = self.failover.snapshot();
-                Err(Refusal::WriteBlocked {
-                    mode,
-                    deadline: snap.read_only_deadline,
-                    reason: BlockReason::ReadOnly,
-                    close: unread_body,
-                })
-            }
-            Err(WriteRefusal::PersistFailed) | Err(WriteRefusal::Stopped) => {
-                Err(Refusal::WriteBlocked {
-                    mode: self.failover.snapshot().mode,
-                    deadline: None,
-                    reason: BlockReason::StatePersistFailed,
-                    close: unread_body,
-                })
-            }
-        }
-    }
-
     /// One attempt's request for `region`.
     pub(super) fn build(
         &self,

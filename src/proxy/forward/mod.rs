@@ -28,6 +28,7 @@ use self::attempts::{AttemptError, Plan, Upstreams};
 use super::error::ProxyError;
 use super::headers::{self, Provenance};
 use super::refusal::Refusal;
+use super::service::Service;
 use super::{ConnInfo, Dynamic, Proxy};
 use crate::classify::Class;
 use crate::failover::{BlockReason, Snapshot};
@@ -75,6 +76,7 @@ pub(super) struct Inbound<'a> {
 impl Proxy {
     pub(super) async fn forward(
         &self,
+        svc: &Service,
         d: &Dynamic,
         req: Inbound<'_>,
     ) -> Result<(Response<Incoming>, Region), Refusal> {
@@ -90,14 +92,15 @@ impl Proxy {
         } = req;
         let exact_len = admit(d, &parts)?;
         let more_body = !body.is_end_stream();
-        let first = self.first_region(class, more_body)?;
+        let first = first_region(svc, class, more_body)?;
         if first == Region::Replica && class == Class::Write {
-            self.latch_before_replica_write(more_body).await?;
+            svc.latch_before_replica_write(more_body).await?;
         }
         let template = template(d, &mut parts, conn, correlation_id);
         let mut source = read_body(d, body, exact_len, &watch, deadline).await?;
         let upstreams = Regions {
             proxy: self,
+            svc,
             d,
             template: &template,
             class,
@@ -113,38 +116,38 @@ impl Proxy {
             backoff: &s.backoff,
             max_retry_after: s.max_retry_after,
             max_body: s.max_body,
-            budget: &self.budget,
+            budget: svc.budget(),
             metrics: &self.metrics,
         };
         let mut rng = fastrand::Rng::new();
         attempts::run(&upstreams, &plan, &mut source, &mut rng).await
     }
+}
 
-    /// Where the request goes first; the refusals `routing` decides are
-    /// answered here, before the body is read (`more_body`: the connection
-    /// then closes).
-    fn first_region(&self, class: Class, more_body: bool) -> Result<Region, Refusal> {
-        let snap = self.failover.snapshot();
-        match routing::route(class, &snap) {
-            Route::Forward(r) => Ok(r),
-            Route::BlockWrite => Err(Refusal::WriteBlocked {
-                mode: snap.mode,
-                deadline: snap.read_only_deadline,
-                reason: if snap.writes_suspended {
-                    BlockReason::FleetLeaseLost
-                } else {
-                    BlockReason::ReadOnly
-                },
-                close: more_body,
-            }),
-            Route::WriteRegionDown(r) => {
-                self.failover
-                    .metrics()
-                    .write_blocked(BlockReason::RegionDown);
-                Err(ProxyError::RegionDown(r.as_str()).into())
-            }
-            Route::Unavailable => Err(ProxyError::NoHealthyRegion.into()),
+/// Where the request goes first; the refusals `routing` decides are
+/// answered here, before the body is read (`more_body`: the connection then
+/// closes).
+fn first_region(svc: &Service, class: Class, more_body: bool) -> Result<Region, Refusal> {
+    let snap = svc.failover().snapshot();
+    match routing::route(class, &snap) {
+        Route::Forward(r) => Ok(r),
+        Route::BlockWrite => Err(Refusal::WriteBlocked {
+            mode: snap.mode,
+            deadline: snap.read_only_deadline,
+            reason: if snap.writes_suspended {
+                BlockReason::FleetLeaseLost
+            } else {
+                BlockReason::ReadOnly
+            },
+            close: more_body,
+        }),
+        Route::WriteRegionDown(r) => {
+            svc.failover()
+                .metrics()
+                .write_blocked(BlockReason::RegionDown);
+            Err(ProxyError::RegionDown(r.as_str()).into())
         }
+        Route::Unavailable => Err(ProxyError::NoHealthyRegion.into()),
     }
 }
 
@@ -237,6 +240,7 @@ async fn read_body(
 /// The two regions through the proxy's clients, for the attempt loop.
 struct Regions<'a> {
     proxy: &'a Proxy,
+    svc: &'a Service,
     d: &'a Dynamic,
     template: &'a Template,
     class: Class,
@@ -261,8 +265,8 @@ impl Upstreams for Regions<'_> {
             .build(self.d, self.template, region, body, count_misses)
             .map_err(AttemptError::Refused)?;
         if region == Region::Replica && self.class == Class::Write && attempt == 1 {
-            self.proxy
-                .failover
+            self.svc
+                .failover()
                 .metrics()
                 .writes_accepted_on_replica
                 .inc();
@@ -285,11 +289,11 @@ impl Upstreams for Regions<'_> {
     }
 
     fn snapshot(&self) -> Arc<Snapshot> {
-        self.proxy.failover.snapshot_arc()
+        self.svc.failover().snapshot_arc()
     }
 
     fn record_outcome(&self, region: Region, outcome: Outcome) {
-        self.proxy.failover.record_outcome(region, outcome);
+        self.svc.failover().record_outcome(region, outcome);
     }
 
     fn body_failure(&self) -> Option<BodyFailure> {

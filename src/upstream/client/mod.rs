@@ -23,7 +23,7 @@ pub use self::error::{error_chain, UpstreamError, UpstreamFailure};
 use super::body::{UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::pool::H1Pool;
-use crate::config::{UpstreamConfig, UpstreamTls};
+use crate::config::{Config, UpstreamConfig, UpstreamTls};
 use crate::region::Region;
 
 pub type RequestBody = UpstreamBody<Watched<hyper::body::Incoming>>;
@@ -108,50 +108,9 @@ impl Upstream {
 
         let ages = Ages::new(cfg.pool_max_lifetime);
         let resolver = DnsResolver::new(resolve, cfg.resolve_every, ages.clone());
-        let mut http = HttpConnector::new_with_resolver(resolver.clone());
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
-        http.set_keepalive(Some(Duration::from_secs(30)));
-
-        let tls = tls_config(section(region), cfg.tls.as_ref())?;
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
-            Some(name) => {
-                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
-                    ClientError::Invalid {
-                        section: section(region),
-                        key: "tls.server_name",
-                        message: format!("{name:?} is not a DNS name or IP address"),
-                    }
-                })?;
-                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
-            }
-            None => builder,
-        };
-        let aged = AgedConnector::new(http, ages.clone());
-        let connector = if cfg.http2 {
-            builder.enable_all_versions().wrap_connector(aged)
-        } else {
-            builder.enable_http1().wrap_connector(aged)
-        };
+        let connector = connector(region, cfg, per_try_timeout, resolver.clone(), &ages)?;
         let h1_connector = (!cfg.http2).then(|| connector.clone());
-
-        let mut b = Client::builder(TokioExecutor::new());
-        b.timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(MAX_IDLE)
-            // The read buffer for upstream responses; bodies stream through it,
-            // so a large one only costs memory per connection.
-            .http1_max_buf_size(UPSTREAM_BUF_SIZE);
-        // Over plain HTTP there is no ALPN: `http2 = true` means prior knowledge.
-        if cfg.http2 && !cfg.is_https() {
-            b.http2_only(true);
-        }
-        let client = b.build(connector);
+        let client = h2_client(cfg, connector);
         let staleness = Staleness {
             resolver,
             host: authority
@@ -224,6 +183,92 @@ impl Upstream {
         }
         Ok(resp)
     }
+}
+
+/// The two regions' clients for `cfg`. With `running` (the configuration
+/// and clients in use), a region whose settings did not change keeps its
+/// client and its warm pool.
+pub fn upstream_pair(
+    cfg: &Config,
+    resolver: &Arc<dyn Resolve>,
+    running: Option<(&Config, &[Arc<Upstream>; 2])>,
+) -> Result<[Arc<Upstream>; 2], ClientError> {
+    let one = |region: Region| -> Result<Arc<Upstream>, ClientError> {
+        let settings = |c: &Config| match region {
+            Region::Primary => c.upstreams.primary.clone(),
+            Region::Replica => c.upstreams.replica.clone(),
+        };
+        let wanted = settings(cfg);
+        if let Some((old, clients)) = running {
+            if settings(old) == wanted && old.retry.per_try_timeout == cfg.retry.per_try_timeout {
+                return Ok(clients[region.index()].clone());
+            }
+        }
+        Ok(Arc::new(Upstream::new(
+            region,
+            &wanted,
+            cfg.retry.per_try_timeout,
+            resolver.clone(),
+        )?))
+    };
+    Ok([one(Region::Primary)?, one(Region::Replica)?])
+}
+
+/// The connector for one region: DNS through failway's cache, TCP with
+/// failway's timeouts, rustls with the region's TLS settings.
+fn connector(
+    region: Region,
+    cfg: &UpstreamConfig,
+    per_try_timeout: Duration,
+    resolver: DnsResolver,
+    ages: &Arc<Ages>,
+) -> Result<Connector, ClientError> {
+    let mut http = HttpConnector::new_with_resolver(resolver);
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+
+    let tls = tls_config(section(region), cfg.tls.as_ref())?;
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http();
+    let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                ClientError::Invalid {
+                    section: section(region),
+                    key: "tls.server_name",
+                    message: format!("{name:?} is not a DNS name or IP address"),
+                }
+            })?;
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    };
+    let aged = AgedConnector::new(http, ages.clone());
+    Ok(if cfg.http2 {
+        builder.enable_all_versions().wrap_connector(aged)
+    } else {
+        builder.enable_http1().wrap_connector(aged)
+    })
+}
+
+/// hyper-util's client, which carries HTTP/2 upstreams (`http2 = true`).
+fn h2_client(cfg: &UpstreamConfig, connector: Connector) -> HttpClient {
+    let mut b = Client::builder(TokioExecutor::new());
+    b.timer(TokioTimer::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(cfg.pool_idle_timeout)
+        .pool_max_idle_per_host(MAX_IDLE)
+        // The read buffer for upstream responses; bodies stream through it,
+        // so a large one only costs memory per connection.
+        .http1_max_buf_size(UPSTREAM_BUF_SIZE);
+    // Over plain HTTP there is no ALPN: `http2 = true` means prior knowledge.
+    if cfg.http2 && !cfg.is_https() {
+        b.http2_only(true);
+    }
+    b.build(connector)
 }
 
 /// The config section an upstream's errors name.

@@ -1,0 +1,86 @@
+//! A service: one regional pair and what decides for it on the data path:
+//! its upstream clients, classifier, rewrite rules and settings (replaced
+//! whole by a reload), its failover engine (probes report to its driver),
+//! and its retry budget. The proxy first picks the service a request is
+//! for, then runs the request flow with it. A configuration in the
+//! single-pair form is one service, named `default`.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use super::refusal::Refusal;
+use super::Dynamic;
+use crate::failover::{BlockReason, Failover, WriteRefusal};
+use crate::retry::RetryBudget;
+
+/// The name of the one service of the single-pair form.
+pub const DEFAULT: &str = "default";
+
+pub struct Service {
+    name: String,
+    dynamic: ArcSwap<Dynamic>,
+    failover: Failover,
+    budget: RetryBudget,
+}
+
+impl Service {
+    pub fn new(name: &str, dynamic: Dynamic, failover: Failover, budget: RetryBudget) -> Service {
+        Service {
+            name: name.to_owned(),
+            dynamic: ArcSwap::from_pointee(dynamic),
+            failover,
+            budget,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The settings, rules and clients requests use now.
+    pub fn dynamic(&self) -> Arc<Dynamic> {
+        self.dynamic.load_full()
+    }
+
+    /// Swaps in a reloaded configuration; requests in flight keep theirs.
+    pub fn replace(&self, d: Dynamic) {
+        self.dynamic.store(Arc::new(d));
+    }
+
+    pub fn failover(&self) -> &Failover {
+        &self.failover
+    }
+
+    pub(super) fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// Sets and persists the latch before a write leaves for the replica
+    /// (`unread_body`: the refusal then closes the connection).
+    pub(super) async fn latch_before_replica_write(
+        &self,
+        unread_body: bool,
+    ) -> Result<(), Refusal> {
+        match self.failover.begin_replica_write().await {
+            Ok(()) => Ok(()),
+            Err(WriteRefusal::Mode(mode)) => {
+                let snap = self.failover.snapshot();
+                Err(Refusal::WriteBlocked {
+                    mode,
+                    deadline: snap.read_only_deadline,
+                    reason: BlockReason::ReadOnly,
+                    close: unread_body,
+                })
+            }
+            Err(WriteRefusal::PersistFailed) | Err(WriteRefusal::Stopped) => {
+                Err(Refusal::WriteBlocked {
+                    mode: self.failover.snapshot().mode,
+                    deadline: None,
+                    reason: BlockReason::StatePersistFailed,
+                    close: unread_body,
+                })
+            }
+        }
+    }
+}
