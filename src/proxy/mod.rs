@@ -139,7 +139,7 @@ impl Proxy {
         conn.tracker.request_started();
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let svc = self.pick(&parts).clone();
+        let svc = self.pick(&parts);
         let d = svc.dynamic();
         let correlation_id = headers::correlation_id(&parts.headers);
         let class = d
@@ -171,7 +171,7 @@ impl Proxy {
             watch,
             conn,
         };
-        let result = Box::pin(self.forward(&svc, &d, inbound)).await;
+        let result = Box::pin(self.forward(svc, &d, inbound)).await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());
@@ -182,7 +182,7 @@ impl Proxy {
                 (resp, Some(region))
             }
             Err(refusal) => {
-                let local = self.render_refusal(&svc, &d.settings, &refusal, &correlation_id);
+                let local = self.render_refusal(svc, &d.settings, &refusal, &correlation_id);
                 log.status = local.status().as_u16();
                 let (p, b) = local.into_parts();
                 (

@@ -41,6 +41,7 @@ impl<B> Answers<B> {
     }
 
     /// The answer to relay, given the response `region` sent.
+    #[inline(always)]
     pub(crate) fn finish(
         self,
         region: Region,

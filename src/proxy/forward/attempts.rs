@@ -154,6 +154,7 @@ pub(crate) async fn run<U: Upstreams>(
 
 /// What one attempt's result means; `Err` ends the request at once (the
 /// client's body failed, or the attempt could not be made).
+#[inline(always)]
 fn judge<U: Upstreams>(
     up: &U,
     plan: &Plan<'_>,

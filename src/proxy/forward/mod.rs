@@ -83,7 +83,7 @@ impl Proxy {
         let s = &d.settings;
         let deadline = Instant::now() + s.request_timeout;
         let Inbound {
-            mut parts,
+            parts,
             body,
             class,
             correlation_id,
@@ -96,7 +96,7 @@ impl Proxy {
         if first == Region::Replica && class == Class::Write {
             svc.latch_before_replica_write(more_body).await?;
         }
-        let template = template(d, &mut parts, conn, correlation_id);
+        let template = template(d, parts, conn, correlation_id);
         let mut source = read_body(d, body, exact_len, &watch, deadline).await?;
         let upstreams = Regions {
             proxy: self,
@@ -127,6 +127,7 @@ impl Proxy {
 /// Where the request goes first; the refusals `routing` decides are
 /// answered here, before the body is read (`more_body`: the connection then
 /// closes).
+#[inline(always)]
 fn first_region(svc: &Service, class: Class, more_body: bool) -> Result<Region, Refusal> {
     let snap = svc.failover().snapshot();
     match routing::route(class, &snap) {
@@ -153,6 +154,7 @@ fn first_region(svc: &Service, class: Class, more_body: bool) -> Result<Region, 
 
 /// What failway never forwards (CONNECT, upgrades, bad or oversized heads
 /// and bodies); returns the declared body length.
+#[inline(always)]
 fn admit(d: &Dynamic, parts: &http::request::Parts) -> Result<Option<u64>, Refusal> {
     let s = &d.settings;
     if parts.method == Method::CONNECT {
@@ -174,9 +176,10 @@ fn admit(d: &Dynamic, parts: &http::request::Parts) -> Result<Option<u64>, Refus
 /// The request every attempt is built from: hop-by-hop headers gone,
 /// forwarding headers added (`Host` is set per attempt: each region has
 /// its own).
+#[inline(always)]
 fn template(
     d: &Dynamic,
-    parts: &mut http::request::Parts,
+    mut parts: http::request::Parts,
     conn: &ConnInfo,
     correlation_id: &HeaderValue,
 ) -> Template {
@@ -201,13 +204,13 @@ fn template(
         },
     );
     Template {
-        method: std::mem::take(&mut parts.method),
+        method: parts.method,
         path_and_query: parts
             .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-        headers: std::mem::take(&mut parts.headers),
+        headers: parts.headers,
         original_host,
     }
 }
