@@ -7,7 +7,9 @@
 //!
 //! Separate from the proxy listener so operators reach it even when the data
 //! path is saturated, and so it is never exposed by accident on the
-//! client-facing address.
+//! client-facing address. Requests pass through tower-http layers: the
+//! `Authorization` header marked sensitive, a trace span per request, and a
+//! timeout on the whole request.
 
 pub mod actions;
 pub mod status;
@@ -20,14 +22,21 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::actions::{Action, AdminToken};
 use crate::failover::Failover;
+
+/// Bound on reading one admin request's head, and on answering it (its
+/// body included).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -191,15 +200,34 @@ pub async fn serve(
         let state = state.clone();
         let mut drain = drain.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, which, req).await) }
-            });
+            let svc = tower::ServiceBuilder::new()
+                // Marked before anything records headers: a token never
+                // reaches a trace.
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                ]))
+                // Spans and events at debug: a 503 from /readyz while
+                // draining is an answer, not a failure to log as an error.
+                .layer(
+                    TraceLayer::new_for_http()
+                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+                )
+                // A request (its body included) that takes longer is
+                // answered 408: a slow client cannot hold an operator
+                // endpoint.
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    REQUEST_TIMEOUT,
+                ))
+                .service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, which, req).await) }
+                });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
+                .header_read_timeout(REQUEST_TIMEOUT)
                 .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc);
+                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
             tokio::pin!(conn);
             tokio::select! {
                 _ = conn.as_mut() => {}

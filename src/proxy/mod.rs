@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use tracing::Instrument;
 
 use self::conn::ConnTracker;
 use self::headers::HeadLimits;
@@ -171,7 +172,14 @@ impl Proxy {
             watch,
             conn,
         };
-        let result = Box::pin(self.forward(svc, &d, inbound)).await;
+        // Every line the flow logs (retries, upstream failures) carries the
+        // request's correlation id, as its access-log line does.
+        let span = tracing::info_span!(
+            "request",
+            correlation_id = correlation_id.to_str().unwrap_or("-"),
+            service = svc.name(),
+        );
+        let result = Box::pin(self.forward(svc, &d, inbound).instrument(span)).await;
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());

@@ -46,13 +46,18 @@ impl Drop for AccessLog {
             status = self.status,
             region = self.region.map_or("none", Region::as_str),
             class = self.class.as_str(),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms = millis(self.start.elapsed()),
             bytes_in = self.request_body.bytes(),
             bytes_out = self.bytes_out,
             correlation_id = self.correlation_id.to_str().unwrap_or("-"),
             complete = self.complete,
         );
     }
+}
+
+/// Milliseconds to the microsecond (`0.038`, not `0.037765999999999994`).
+fn millis(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
 
 pin_project! {
@@ -131,5 +136,27 @@ impl Body for ResponseBody {
             Kind::Upstream { inner } => inner.size_hint(),
             Kind::Local { inner } => inner.size_hint(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    #[test]
+    fn durations_are_logged_in_milliseconds_with_three_decimals() {
+        assert_eq!(
+            super::millis(Duration::from_nanos(37_765_999)).to_string(),
+            "37.766"
+        );
+        assert_eq!(
+            super::millis(Duration::from_nanos(37_766)).to_string(),
+            "0.038"
+        );
+        assert_eq!(
+            super::millis(Duration::from_micros(1_052)).to_string(),
+            "1.052"
+        );
+        assert_eq!(super::millis(Duration::ZERO).to_string(), "0");
     }
 }
