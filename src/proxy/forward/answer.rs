@@ -6,7 +6,7 @@
 use http::{Response, StatusCode};
 
 use super::super::refusal::Refusal;
-use crate::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::region::Region;
 
 /// Statuses a read retried on the other region may answer when that region

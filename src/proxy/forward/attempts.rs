@@ -29,7 +29,7 @@ use super::{body_error, BodySource};
 use crate::classify::Class;
 use crate::failover::Snapshot;
 use crate::health::passive::Outcome;
-use crate::metrics::ProxyMetrics;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::region::Region;
 use crate::retry::{self, Backoff, Failure, RetryBudget, Verdict, WaitDecision};
 use crate::routing::{self, Retrying};

@@ -1,0 +1,204 @@
+//! The data path's series: requests and their latency by region, class and
+//! status class, retries, the retry budget, outcome-unknown writes, rewrite
+//! misses and client connections. Handles are resolved at registration, so
+//! recording is an index and an atomic add.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
+
+use crate::classify::Class;
+use crate::region::Region;
+use crate::retry::RetryReason;
+use crate::rewrite::{MissKind, Misses};
+
+/// Latency buckets, 0.5 ms to 30 s.
+pub const DURATION_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+const REGION_LABELS: [&str; 3] = ["primary", "replica", "none"];
+const CLASS_LABELS: [&str; 2] = ["read", "write"];
+const CODE_CLASS_LABELS: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn region_index(region: Option<Region>) -> usize {
+    region.map_or(2, Region::index)
+}
+
+fn class_index(class: Class) -> usize {
+    match class {
+        Class::Read => 0,
+        Class::Write => 1,
+    }
+}
+
+/// The data path's series.
+#[derive(Clone)]
+pub struct ProxyMetrics {
+    requests: Vec<IntCounter>,
+    durations: Vec<Histogram>,
+    pub connections_rejected: IntCounter,
+    pub connections_open: IntGauge,
+    /// `failway_retries_total{region,reason}`, by region index then reason.
+    retries: Vec<IntCounter>,
+    pub retry_budget_exhausted: IntCounter,
+    /// `failway_outcome_unknown_total{region}`, by region index.
+    outcome_unknown: Vec<IntCounter>,
+    /// `failway_rewrite_misses_total{kind}`: header, path_segment.
+    rewrite_misses: Vec<IntCounter>,
+}
+
+impl ProxyMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<ProxyMetrics> {
+        let requests_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_requests_total",
+                "Requests answered, by the region that served them (none: answered by failway), class and status class.",
+            ),
+            &["region", "class", "code_class"],
+        )?;
+        let durations_vec = HistogramVec::new(
+            HistogramOpts::new(
+                "failway_request_duration_seconds",
+                "Time from a request's arrival to its response head, by region and class.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["region", "class"],
+        )?;
+        let connections_rejected = IntCounter::new(
+            "failway_connections_rejected_total",
+            "Client connections closed at once because proxy.max_connections were open.",
+        )?;
+        let connections_open = IntGauge::new(
+            "failway_connections_open",
+            "Client connections currently open on the proxy listener.",
+        )?;
+        let retries_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_retries_total",
+                "Attempts sent again, by the region the retry went to and why.",
+            ),
+            &["region", "reason"],
+        )?;
+        let retry_budget_exhausted = IntCounter::new(
+            "failway_retry_budget_exhausted_total",
+            "Retries not made because the retry budget was spent; the original answer was returned.",
+        )?;
+        let outcome_unknown_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_outcome_unknown_total",
+                "Writes whose outcome is unknown (the connection broke after the request was sent); answered with failway-outcome: unknown and never re-sent.",
+            ),
+            &["region"],
+        )?;
+        let rewrite_misses_vec = IntCounterVec::new(
+            Opts::new(
+                "failway_rewrite_misses_total",
+                "Requests to the replica carrying a key ID or header value with no [[rewrite]] mapping, forwarded unchanged.",
+            ),
+            &["kind"],
+        )?;
+        registry.register(Box::new(retries_vec.clone()))?;
+        registry.register(Box::new(retry_budget_exhausted.clone()))?;
+        registry.register(Box::new(outcome_unknown_vec.clone()))?;
+        registry.register(Box::new(rewrite_misses_vec.clone()))?;
+        let retries = Region::ALL
+            .iter()
+            .flat_map(|r| {
+                RetryReason::ALL
+                    .iter()
+                    .map(|reason| retries_vec.with_label_values(&[r.as_str(), reason.as_str()]))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let outcome_unknown = Region::ALL
+            .iter()
+            .map(|r| outcome_unknown_vec.with_label_values(&[r.as_str()]))
+            .collect();
+        let rewrite_misses = MissKind::ALL
+            .iter()
+            .map(|k| rewrite_misses_vec.with_label_values(&[k.as_str()]))
+            .collect();
+        registry.register(Box::new(requests_vec.clone()))?;
+        registry.register(Box::new(durations_vec.clone()))?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+
+        let mut requests = Vec::with_capacity(3 * 2 * 5);
+        let mut durations = Vec::with_capacity(3 * 2);
+        for region in REGION_LABELS {
+            for class in CLASS_LABELS {
+                for code in CODE_CLASS_LABELS {
+                    requests.push(requests_vec.with_label_values(&[region, class, code]));
+                }
+                durations.push(durations_vec.with_label_values(&[region, class]));
+            }
+        }
+        Ok(ProxyMetrics {
+            requests,
+            durations,
+            connections_rejected,
+            connections_open,
+            retries,
+            retry_budget_exhausted,
+            outcome_unknown,
+            rewrite_misses,
+        })
+    }
+
+    /// Records one answered request.
+    pub fn record(&self, region: Option<Region>, class: Class, status: u16, seconds: f64) {
+        let r = region_index(region);
+        let c = class_index(class);
+        let code = usize::from((status / 100).clamp(1, 5) - 1);
+        self.requests[(r * 2 + c) * 5 + code].inc();
+        self.durations[r * 2 + c].observe(seconds);
+    }
+
+    pub fn retry(&self, region: Region, reason: RetryReason) {
+        let r = RetryReason::ALL
+            .iter()
+            .position(|x| *x == reason)
+            .unwrap_or(0);
+        self.retries[region.index() * RetryReason::ALL.len() + r].inc();
+    }
+
+    pub fn outcome_unknown(&self, region: Region) {
+        self.outcome_unknown[region.index()].inc();
+    }
+
+    pub fn rewrite_misses(&self, misses: &Misses) {
+        for (i, kind) in MissKind::ALL.iter().enumerate() {
+            let n = misses.get(*kind);
+            if n > 0 {
+                self.rewrite_misses[i].inc_by(u64::from(n));
+            }
+        }
+    }
+
+    pub fn requests(&self, region: Option<Region>, class: Class, code_class: usize) -> u64 {
+        self.requests[(region_index(region) * 2 + class_index(class)) * 5 + code_class - 1].get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_lands_in_the_right_series() {
+        let reg = crate::metrics::new_registry();
+        let m = ProxyMetrics::register(&reg).unwrap();
+        m.record(Some(Region::Primary), Class::Read, 200, 0.01);
+        m.record(Some(Region::Primary), Class::Read, 204, 0.01);
+        m.record(None, Class::Write, 409, 0.0);
+        assert_eq!(m.requests(Some(Region::Primary), Class::Read, 2), 2);
+        assert_eq!(m.requests(None, Class::Write, 4), 1);
+        assert_eq!(m.requests(Some(Region::Replica), Class::Read, 2), 0);
+        let text = String::from_utf8(crate::metrics::encode(&reg)).unwrap();
+        assert!(text.contains(
+            "failway_requests_total{class=\"read\",code_class=\"2xx\",region=\"primary\"} 2"
+        ));
+        assert!(text.contains("failway_build_info{version="));
+    }
+}
