@@ -1,19 +1,21 @@
 //! failway: a failover-aware reverse proxy for regional HTTP APIs with
 //! one-way replication (primary -> replica), such as IBM Key Protect.
 //!
-//! The crate is laid out along the request path; see `STYLE.md`-style layout:
-//! `config` (typed, validated configuration), `proxy` (the data path),
-//! `classify` (read or write), `routing` (which region), `retry`,
-//! `health` and `failover` (the decision cores), `metrics`, `admin`, `app`
-//! (wiring).
+//! The modules, in the order a request meets them, each depending only on
+//! those before it (no cycle: `tests/ci/module_graph.py`):
+//! `region` (the two regions), `config` (typed, validated configuration),
+//! `classify` (read or write), `rewrite` (region ID mapping), `retry`
+//! (rules, backoff, budget), `upstream` (clients, pool, DNS, bodies),
+//! `health` (probes, live-traffic detection), `failover` (the decision core,
+//! its driver, persistence, fleet mode), `routing` (which region), `proxy`
+//! (the inbound data path around a service), `tls`, `metrics`, `admin`,
+//! `reload`, `app` (wiring), and `tools` (ctl, sim, demo).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod app;
 pub mod classify;
 pub mod config;
-pub mod ctl;
-pub mod demo;
 pub mod failover;
 pub mod health;
 pub mod metrics;
@@ -24,7 +26,7 @@ pub mod retry;
 pub mod rewrite;
 pub mod routing;
 pub mod shutdown;
-pub mod sim;
 pub mod telemetry;
 pub mod tls;
+pub mod tools;
 pub mod upstream;

@@ -41,11 +41,11 @@ enum Command {
         config: PathBuf,
     },
     /// Play a scripted regional incident against two local simulated regions (--interactive: then keep them running).
-    Demo(failway::demo::DemoArgs),
+    Demo(failway::tools::demo::DemoArgs),
     /// Run a local Key Protect-compatible region simulator (for demos and failover drills).
-    Sim(failway::sim::SimArgs),
+    Sim(failway::tools::sim::SimArgs),
     /// Talk to a running failway's admin API (status, failover, enable-writes, failback).
-    Ctl(failway::ctl::CtlArgs),
+    Ctl(failway::tools::ctl::CtlArgs),
     /// Print the class (read or write) of a request and the rule that decided it.
     Classify {
         /// Config whose profile and rules to use (default: the key-protect profile).
@@ -107,12 +107,12 @@ fn main() -> ExitCode {
             target,
         } => classify(config, &method, &target),
         Command::Demo(args) => {
-            failway::demo::init_logging(cli.log_format);
+            failway::tools::demo::init_logging(cli.log_format);
             let rt = match runtime(None) {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(failway::demo::run(args)) {
+            match rt.block_on(failway::tools::demo::run(args)) {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => {
@@ -127,7 +127,7 @@ fn main() -> ExitCode {
                 Ok(rt) => rt,
                 Err(code) => return code,
             };
-            match rt.block_on(failway::sim::run(args)) {
+            match rt.block_on(failway::tools::sim::run(args)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
                     eprintln!("failway sim: {e}");
@@ -150,11 +150,11 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_START);
                 }
             };
-            match rt.block_on(failway::ctl::run(args)) {
+            match rt.block_on(failway::tools::ctl::run(args)) {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("failway ctl: {e}");
-                    ExitCode::from(failway::ctl::EXIT_UNAVAILABLE)
+                    ExitCode::from(failway::tools::ctl::EXIT_UNAVAILABLE)
                 }
             }
         }

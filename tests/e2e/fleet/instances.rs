@@ -169,8 +169,8 @@ fn replica_writes(up: &FakeUpstream) -> Vec<u64> {
         .collect()
 }
 
-async fn ctl(app: &Running, command: failway::ctl::CtlCommand) -> u8 {
-    failway::ctl::run(failway::ctl::CtlArgs {
+async fn ctl(app: &Running, command: failway::tools::ctl::CtlCommand) -> u8 {
+    failway::tools::ctl::run(failway::tools::ctl::CtlArgs {
         admin: format!("http://{}", app.admin_addr),
         token_file: None,
         json: false,
@@ -428,7 +428,7 @@ async fn an_instance_cut_off_from_etcd_stops_writes_once_its_lease_lapses() {
 
 #[tokio::test]
 async fn ctl_against_one_instance_moves_the_whole_fleet() {
-    use failway::ctl::{CtlCommand, FleetCommand};
+    use failway::tools::ctl::{CtlCommand, FleetCommand};
     let Some(c) = Cluster::start("read_only_window = \"never\"", "").await else {
         return;
     };

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use failway::demo::{run, DemoArgs};
+use failway::tools::demo::{run, DemoArgs};
 
 /// The demo aims at about 10 s with `--fast`; a minute means something hangs.
 const BOUND: Duration = Duration::from_secs(45);
@@ -34,7 +34,7 @@ async fn the_scripted_incident_behaves_as_expected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stack_serves_key_protect_through_failway_and_stops_cleanly() {
-    let stack = failway::demo::start_stack()
+    let stack = failway::tools::demo::start_stack()
         .await
         .expect("the stack starts");
     let snap = stack.failway.failover.snapshot();

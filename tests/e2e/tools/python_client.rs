@@ -37,7 +37,7 @@ async fn the_official_python_client_reads_through_a_failover_and_sees_writes_ref
     let Some(py) = python() else {
         return;
     };
-    let stack = failway::demo::start_stack()
+    let stack = failway::tools::demo::start_stack()
         .await
         .expect("the stack starts");
     let out = tempfile::tempdir().expect("temp dir");

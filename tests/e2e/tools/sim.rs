@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::failway::{client, send, Answer};
 use common::{eventually, eventually_async, raw_exchange};
-use failway::sim::{remapped_id, SimArgs, Simulator, DEFAULT_INSTANCE};
+use failway::tools::sim::{remapped_id, SimArgs, Simulator, DEFAULT_INSTANCE};
 use http_body_util::Full;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;

@@ -120,12 +120,12 @@ mod b64 {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::sim::api::b64_encode(v))
+        s.serialize_str(&crate::tools::sim::api::b64_encode(v))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(d)?;
-        crate::sim::api::b64_decode(&text)
+        crate::tools::sim::api::b64_decode(&text)
             .map_err(|e| serde::de::Error::custom(format_args!("key material is not base64: {e}")))
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 use crate::app::Running;
 use crate::config::Config;
 use crate::failover::machine::Health;
-use crate::sim::{SimArgs, Simulator, DEFAULT_INSTANCE};
+use crate::tools::sim::{SimArgs, Simulator, DEFAULT_INSTANCE};
 
 use super::client::Http;
 use super::DemoError;
