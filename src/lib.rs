@@ -30,3 +30,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tools;
 pub mod upstream;
+pub mod watched_file;

@@ -13,9 +13,9 @@
 //! the admin token file, `[fleet]`) are reported as such and keep their old
 //! values.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use prometheus::{IntCounterVec, Opts, Registry};
 use tokio::sync::watch;
@@ -115,19 +115,6 @@ fn keep_restart_only(new: &Config, old: &Config) -> Config {
         (r.keep)(&mut effective, old);
     }
     effective
-}
-
-/// The file's identity: a change of any part means "read it again".
-fn fingerprint(path: &Path) -> Option<(PathBuf, SystemTime, u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let canonical = std::fs::canonicalize(path).ok()?;
-    let meta = std::fs::metadata(&canonical).ok()?;
-    Some((
-        canonical,
-        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-        meta.len(),
-        meta.ino(),
-    ))
 }
 
 impl Reloader {
@@ -255,14 +242,14 @@ impl Reloader {
         let mut stop = self.stop.clone();
         // Taken now, not in the task: an edit between start and the task's
         // first run must still count as a change.
-        let mut last = fingerprint(&self.path);
+        let mut last = crate::watched_file::stamp(&self.path);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => return,
                 }
-                let now = fingerprint(&this.path);
+                let now = crate::watched_file::stamp(&this.path);
                 // A file briefly missing during a swap is not a change.
                 if now.is_some() && now != last {
                     last = now;

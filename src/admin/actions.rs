@@ -8,8 +8,6 @@
 //! what is wrong with the body, 401 without a valid token.
 
 use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::SystemTime;
 
 use bytes::Bytes;
 use http::{header, HeaderMap, StatusCode};
@@ -19,6 +17,7 @@ use serde_json::{json, Value};
 use super::status::transition_json;
 use crate::failover::machine::{Command, CommandOutcome};
 use crate::failover::Failover;
+use crate::watched_file::Cached;
 
 /// The largest action body accepted; a reason is a sentence, not a file.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -50,57 +49,42 @@ impl Action {
     }
 }
 
-/// `admin.token_file`, cached by modification time and size.
+/// `admin.token_file`, read again when it changes.
 pub struct AdminToken {
-    path: PathBuf,
-    cached: Mutex<Option<(SystemTime, u64, Vec<u8>)>>,
+    file: Cached<Vec<u8>>,
 }
 
 impl AdminToken {
     pub fn new(path: PathBuf) -> AdminToken {
         AdminToken {
-            path,
-            cached: Mutex::new(None),
+            file: Cached::new(path),
         }
     }
 
-    /// Reads the token now; a start-up check so a bad path fails early.
+    /// The token now; also a start-up check, so a bad path fails early.
     pub fn load(&self) -> std::io::Result<Vec<u8>> {
-        let meta = std::fs::metadata(&self.path)?;
-        let key = (
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            meta.len(),
-        );
-        if let Ok(guard) = self.cached.lock() {
-            if let Some((m, l, t)) = guard.as_ref() {
-                if (*m, *l) == key {
-                    return Ok(t.clone());
-                }
+        self.file.get(|path| {
+            let text = std::fs::read_to_string(path)?;
+            let token = text.trim().as_bytes().to_vec();
+            if token.is_empty() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "the token file is empty",
+                ));
             }
-        }
-        let text = std::fs::read_to_string(&self.path)?;
-        let token = text.trim().as_bytes().to_vec();
-        if token.is_empty() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "the token file is empty",
-            ));
-        }
-        if let Ok(mut guard) = self.cached.lock() {
-            *guard = Some((key.0, key.1, token.clone()));
-        }
-        Ok(token)
+            Ok(token)
+        })
     }
 
     pub fn path(&self) -> &std::path::Path {
-        &self.path
+        self.file.path()
     }
 
     /// Whether `headers` carry `Authorization: Bearer <token>`.
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Ok(expected) = self.load() else {
             // An unreadable token file refuses everyone rather than no one.
-            tracing::error!(path = %self.path.display(), "admin.token_file cannot be read; refusing operator actions");
+            tracing::error!(path = %self.path().display(), "admin.token_file cannot be read; refusing operator actions");
             return false;
         };
         let Some(given) = headers

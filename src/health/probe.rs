@@ -7,9 +7,7 @@
 //! warm connection ready for traffic. The token is never logged; failure
 //! reasons name only the status or the kind of error.
 
-use std::path::PathBuf;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
@@ -18,6 +16,7 @@ use http_body_util::BodyExt;
 use crate::config::{HealthConfig, StatusRanges};
 use crate::upstream::body::UpstreamBody;
 use crate::upstream::client::{Upstream, UpstreamFailure};
+use crate::watched_file::Cached;
 
 /// What a probe found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,47 +36,32 @@ pub struct Probe {
     token: Option<TokenFile>,
 }
 
-/// `health.authorization_file`, re-read when its modification time or size
-/// changes (Kubernetes rotates projected tokens in place).
+/// `health.authorization_file`, read again when it changes (Kubernetes
+/// rotates projected tokens in place). A bare token is sent as `Bearer`.
 struct TokenFile {
-    path: PathBuf,
-    cached: Mutex<Option<(SystemTime, u64, HeaderValue)>>,
+    file: Cached<HeaderValue>,
 }
 
 impl TokenFile {
     fn value(&self) -> Result<HeaderValue, String> {
-        let meta = std::fs::metadata(&self.path)
-            .map_err(|e| format!("health.authorization_file {}: {e}", self.path.display()))?;
-        let key = (
-            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-            meta.len(),
-        );
-        if let Ok(guard) = self.cached.lock() {
-            if let Some((m, l, v)) = guard.as_ref() {
-                if (*m, *l) == key {
-                    return Ok(v.clone());
-                }
-            }
-        }
-        let text = std::fs::read_to_string(&self.path)
-            .map_err(|e| format!("health.authorization_file {}: {e}", self.path.display()))?;
-        let token = text.trim();
-        let value = if token.contains(' ') {
-            token.to_owned()
-        } else {
-            format!("Bearer {token}")
-        };
-        let mut value = HeaderValue::from_str(&value).map_err(|_| {
-            format!(
-                "health.authorization_file {}: not a valid header value",
-                self.path.display()
-            )
-        })?;
-        value.set_sensitive(true);
-        if let Ok(mut guard) = self.cached.lock() {
-            *guard = Some((key.0, key.1, value.clone()));
-        }
-        Ok(value)
+        self.file.get(|path| {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("health.authorization_file {}: {e}", path.display()))?;
+            let token = text.trim();
+            let value = if token.contains(' ') {
+                token.to_owned()
+            } else {
+                format!("Bearer {token}")
+            };
+            let mut value = HeaderValue::from_str(&value).map_err(|_| {
+                format!(
+                    "health.authorization_file {}: not a valid header value",
+                    path.display()
+                )
+            })?;
+            value.set_sensitive(true);
+            Ok(value)
+        })
     }
 }
 
@@ -96,8 +80,7 @@ impl Probe {
             timeout: cfg.timeout,
             healthy: cfg.healthy_statuses.clone(),
             token: cfg.authorization_file.clone().map(|path| TokenFile {
-                path,
-                cached: Mutex::new(None),
+                file: Cached::new(path),
             }),
         }
     }

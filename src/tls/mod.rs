@@ -10,8 +10,8 @@
 //! logged at `error` with file paths only (never key bytes), and is counted
 //! in `failway_tls_reloads_total{result="error"}`.
 //!
-//! Change detection polls the files' metadata (canonical path, mtime, size,
-//! inode) instead of using inotify: a Kubernetes secret mount swaps its
+//! Change detection polls the files' stamps (`watched_file`: canonical path,
+//! inode, size, times) instead of using inotify: a Kubernetes secret mount swaps its
 //! `..data` symlink, which moves the canonical path, and a plain
 //! write-and-rename changes the inode; polling sees both on any filesystem
 //! for a few `stat` calls a second, with no extra dependency.
@@ -28,7 +28,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use prometheus::{IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
@@ -45,6 +45,7 @@ use tokio_rustls::server::TlsStream;
 use x509_cert::der::Decode;
 
 use crate::config::ServerTls;
+use crate::watched_file::{self, Stamp};
 
 /// The protocol versions offered, newest first; nothing below TLS 1.2.
 pub const PROTOCOL_VERSIONS: &[&SupportedProtocolVersion] =
@@ -160,16 +161,8 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
-/// What the watcher compares between polls; `None`: the file is missing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct FileStamp {
-    resolved: PathBuf,
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-type Fingerprint = [Option<FileStamp>; 2];
+/// What the watcher compares between polls (`None`: a file is missing).
+type Fingerprint = [Option<Stamp>; 2];
 
 struct Inner {
     cert_path: PathBuf,
@@ -322,22 +315,7 @@ fn lock(m: &Mutex<Fingerprint>) -> MutexGuard<'_, Fingerprint> {
 }
 
 fn fingerprint(cert: &Path, key: &Path) -> Fingerprint {
-    [stamp(cert), stamp(key)]
-}
-
-fn stamp(path: &Path) -> Option<FileStamp> {
-    let resolved = fs::canonicalize(path).ok()?;
-    let meta = fs::metadata(&resolved).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(FileStamp {
-        resolved,
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode,
-    })
+    [watched_file::stamp(cert), watched_file::stamp(key)]
 }
 
 fn load(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<Loaded, TlsError> {
