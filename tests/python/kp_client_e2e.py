@@ -2,7 +2,7 @@
 """The official Key Protect Python client (keyprotect 3.x) through failway.
 
 Drives a failway that stands in front of two `failway sim` regions (started
-by tests/python_client.rs): create a root key, wrap, unwrap and list through
+by tests/e2e/tools/python_client.rs): create a root key, wrap, unwrap and list through
 the primary; put the primary in an outage; wait for failway's read-only
 failover; unwrap the earlier ciphertext and list keys through the replica;
 check that a create is refused with a 409 ApiException whose message names

@@ -161,3 +161,29 @@ pub async fn metric(r: &Running, sample: &str) -> f64 {
         })
         .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
 }
+
+/// Waits until `app`'s driver has taken `n` more probe results for
+/// `region` (its last check moved on `n` times). Checks that something
+/// does not happen wait for this positive event rather than a fixed sleep:
+/// with `fast_health`, 9 probes span more than `failback_after`.
+pub async fn probes_evaluated(app: &Running, region: failway::region::Region, n: u32) {
+    let timeout = std::time::Duration::from_secs(20);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let last = || app.failover.snapshot().region(region).last_check;
+    let mut seen = last();
+    let mut count = 0;
+    while count < n {
+        if tokio::time::Instant::now() >= deadline {
+            panic!(
+                "only {count} of {n} {} probes evaluated within {timeout:?}",
+                region.as_str()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let now = last();
+        if now != seen {
+            seen = now;
+            count += 1;
+        }
+    }
+}

@@ -11,6 +11,7 @@ use common::upstream::{Behavior, FakeUpstream, Response};
 use common::{eventually, eventually_async};
 use failway::app::Running;
 use failway::failover::machine::Mode;
+use failway::region::Region;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -234,7 +235,8 @@ async fn writes_reach_the_replica_after_the_window_and_the_latch_blocks_failback
         app.failover.snapshot().regions[0].health == failway::failover::machine::Health::Healthy
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(900)).await; // > failback_after
+    // More probes than failback_after spans: the latch holds.
+    fw::probes_evaluated(&app, Region::Primary, 9).await;
     assert_eq!(mode(&app), Mode::FailoverReadWrite);
     let st = status(&app).await;
     assert_eq!(st["failback_blocked"], "replica_writes");
@@ -312,7 +314,7 @@ async fn both_regions_down_means_no_failover_and_a_503_with_retry_after() {
         app.failover.snapshot().regions[0].is_down()
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    fw::probes_evaluated(&app, Region::Replica, 3).await;
     assert_eq!(
         mode(&app),
         Mode::Primary,
@@ -366,8 +368,9 @@ async fn operator_actions_conflicts_no_ops_and_holds() {
     assert!(status(&app).await["read_only_deadline"].as_str().is_some());
     let ans = admin(&app, "failover", r#"{"reason":"again"}"#, None).await;
     assert_eq!(ans.json()["result"], "no_op");
-    // An operator's failover holds even with a healthy primary.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // An operator's failover holds even with a healthy primary, for more
+    // probes than failback_after spans.
+    fw::probes_evaluated(&app, Region::Primary, 9).await;
     assert_eq!(mode(&app), Mode::FailoverReadOnly);
     assert_eq!(status(&app).await["failback_blocked"], "operator_hold");
     let ans = admin(
@@ -561,7 +564,7 @@ async fn metrics_follow_the_mode() {
 /// by the replica), for the default health settings and for
 /// `interval = "1s"` (with `timeout = "500ms"`, since the timeout must stay
 /// under the interval):
-/// `cargo test --test failover -- --ignored --nocapture measure_detection`.
+/// `cargo test --test e2e -- --ignored --nocapture measure_detection`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check; run by hand"]
 async fn measure_detection_time() {

@@ -16,6 +16,7 @@ use common::failway::{self as fw, send, Answer};
 use common::upstream::{Behavior, FakeUpstream};
 use failway::app::Running;
 use failway::failover::machine::{Health, Mode};
+use failway::region::Region;
 
 const T: Duration = Duration::from_secs(10);
 const KEY: &str = "/failway/test/mode";
@@ -211,8 +212,11 @@ async fn one_instance_sees_the_primary_down_and_the_whole_fleet_follows() {
     assert_eq!(st["fleet"]["connected"], true);
     assert_eq!(st["fleet"]["instance_id"], "fw-1");
     // Followers see their own primary healthy, but fw-0 still reports it
-    // down: nobody fails back alone (failback_after is 400 ms).
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // down: nobody fails back alone (failback_after is 400 ms), for more
+    // probes than that spans.
+    for app in &c.apps[1..] {
+        fw::probes_evaluated(app, Region::Primary, 9).await;
+    }
     assert!(c.modes().iter().all(|m| *m == Mode::FailoverReadOnly));
     for app in &c.apps {
         assert_eq!(write(app, 0).await.status, 409);
@@ -239,8 +243,9 @@ async fn the_quorum_holds_back_a_failover_until_enough_instances_see_the_primary
         c.apps[0].failover.snapshot().regions[0].health == Health::Unhealthy
     })
     .await;
-    // Asserting that something does not happen needs a fixed wait.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // fw-0 keeps reporting it for a few more probes; one report is short
+    // of the quorum.
+    fw::probes_evaluated(&c.apps[0], Region::Primary, 5).await;
     assert!(
         c.modes().iter().all(|m| *m == Mode::Primary),
         "{:?}",
@@ -315,7 +320,7 @@ async fn window_latch_and_refused_failback_are_fleet_wide() {
         c.apps[0].failover.snapshot().regions[0].health == Health::Healthy
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(1200)).await; // > failback_after
+    fw::probes_evaluated(&c.apps[0], Region::Primary, 9).await;
     assert!(c.modes().iter().all(|m| *m == Mode::FailoverReadWrite));
     for app in &c.apps {
         assert_eq!(status(app).await["failback_blocked"], "replica_writes");

@@ -463,7 +463,10 @@ async fn a_pooled_connection_closed_by_the_upstream_never_duplicates_a_write() {
 }
 
 /// Measures what a client sees when 30% of connections to the primary are
-/// reset at once: `cargo test --release --test retries -- --ignored --nocapture`.
+/// reset at once (a soak: which connections are reset comes from a seeded
+/// generator, `FAILWAY_SOAK_SEED`, default 1, printed, so a run can be
+/// repeated): `cargo test --release --test e2e -- --ignored --nocapture
+/// measure_reads`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check; run by hand"]
 async fn measure_reads_against_a_primary_resetting_30_percent_of_connections() {
@@ -474,12 +477,18 @@ async fn measure_reads_against_a_primary_resetting_30_percent_of_connections() {
     let relay = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let relay_addr = relay.local_addr().unwrap();
     let origin_addr = origin.addr();
+    let seed = std::env::var("FAILWAY_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1u64);
+    println!("soak seed {seed} (FAILWAY_SOAK_SEED)");
+    let mut rng = fastrand::Rng::with_seed(seed);
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = relay.accept().await else {
                 return;
             };
-            if fastrand::f64() < 0.3 {
+            if rng.f64() < 0.3 {
                 let _ = s.set_zero_linger();
                 drop(s);
                 continue;
