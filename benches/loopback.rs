@@ -11,6 +11,9 @@
 //!
 //! For throughput side by side with nginx and HAProxy, see bench/README.md.
 
+// Real sockets, real time: these measure the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;

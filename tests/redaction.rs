@@ -6,6 +6,9 @@
 //! This test binary installs a global trace-level subscriber, so it holds a
 //! single test.
 
+// Real sockets, real time: these measure the wall clock.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "e2e/common/mod.rs"]
 mod common;
 

@@ -14,6 +14,9 @@
 //!   at the connection (a channel and two allocations) is paid only then.
 //!
 //! [`Resolve`] is the seam tests use to control what a name resolves to.
+// Connection ages and DNS expiry run on the real monotonic clock, as
+// hyper's own pool does: no paused-time test holds a pooled connection.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;

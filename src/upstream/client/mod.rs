@@ -164,6 +164,8 @@ impl Upstream {
         }
         // Looking at the connection a response came on costs a channel and
         // two allocations; only worth it when it may be stale.
+        // The connection ages it compares against are on the real clock.
+        #[allow(clippy::disallowed_methods)]
         let capture = self
             .staleness
             .ages
