@@ -12,17 +12,17 @@
 //! `reload`, `app` (wiring), and `tools` (ctl, sim, demo).
 #![forbid(unsafe_code)]
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod classify;
 pub mod config;
 pub mod failover;
-pub mod health;
+pub(crate) mod health;
 pub mod metrics;
 pub mod proxy;
 pub mod region;
-pub mod reload;
-pub mod retry;
+pub(crate) mod reload;
+pub(crate) mod retry;
 pub mod rewrite;
 pub mod routing;
 pub mod shutdown;
@@ -30,4 +30,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod tools;
 pub mod upstream;
-pub mod watched_file;
+pub(crate) mod watched_file;

@@ -109,14 +109,15 @@ impl HealthCounter {
     pub fn health(&self) -> Health {
         self.health
     }
+}
 
-    /// Successes in a row since the last failure.
-    pub fn consecutive_successes(&self) -> u32 {
+#[cfg(test)]
+impl HealthCounter {
+    fn consecutive_successes(&self) -> u32 {
         self.consecutive_successes
     }
 
-    /// Failures in a row since the last success.
-    pub fn consecutive_failures(&self) -> u32 {
+    fn consecutive_failures(&self) -> u32 {
         self.consecutive_failures
     }
 }

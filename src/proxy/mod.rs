@@ -10,15 +10,15 @@
 //! (client-bound body + access log), `conn` (per-connection timers),
 //! `server` (accept loop).
 
-pub mod conn;
-pub mod error;
+pub(crate) mod conn;
+pub(crate) mod error;
 mod forward;
 pub mod headers;
 pub mod metrics;
 mod refusal;
-pub mod response;
-pub mod server;
-pub mod service;
+pub(crate) mod response;
+pub(crate) mod server;
+pub(crate) mod service;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -99,10 +99,6 @@ impl Server {
         }
     }
 
-    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-
     /// Accepts until `drain` turns true, then waits for every connection to
     /// finish its in-flight requests (the caller bounds that wait).
     pub async fn run(self, mut drain: watch::Receiver<bool>) {
@@ -201,10 +197,15 @@ async fn serve_connection<S>(
         tracker: tracker.clone(),
     };
     let io = TokioIo::new(TrackedIo::new(stream, tracker.clone()));
+    // One reference count per request for the proxy and the connection's
+    // details together.
+    let shared = Arc::new((proxy, info));
     let svc = service_fn(move |req| {
-        let proxy = proxy.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+        let shared = shared.clone();
+        async move {
+            let (proxy, info) = &*shared;
+            Ok::<_, Infallible>(proxy.handle(req, info).await)
+        }
     });
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);

@@ -21,4 +21,4 @@ pub mod retry_after;
 pub use backoff::Backoff;
 pub use budget::RetryBudget;
 pub use policy::{decide, Failure, RetryReason, Verdict};
-pub use retry_after::{decide_wait, GiveUpReason, WaitDecision};
+pub use retry_after::{decide_wait, WaitDecision};

@@ -69,7 +69,8 @@ pub enum GiveUpReason {
 }
 
 impl GiveUpReason {
-    /// Every reason, for registering label values up front.
+    /// Every reason (the label values are checked against it).
+    #[cfg(test)]
     pub const ALL: [GiveUpReason; 3] = [
         GiveUpReason::RetryAfterAboveMax,
         GiveUpReason::RetryAfterBeyondDeadline,
