@@ -27,7 +27,7 @@ use base64::Engine as _;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -207,27 +207,12 @@ impl Etcd {
             None => "fleet.endpoints",
         };
         check_endpoints(&list, key)?;
-        let tls = crate::upstream::client::tls_config("fleet", cfg.tls.as_ref())
+        let builder = crate::upstream::client::https_builder("fleet", cfg.tls.as_ref())
             .map_err(FleetError::Client)?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(op_timeout));
-        let builder = HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http();
-        let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
-            Some(name) => {
-                let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
-                    FleetError::Config {
-                        key: "fleet.tls.server_name",
-                        message: "is not a DNS name",
-                    }
-                })?;
-                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
-            }
-            None => builder,
-        };
         let connector = builder.enable_http1().wrap_connector(http);
         let http = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())

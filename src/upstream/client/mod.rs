@@ -216,6 +216,31 @@ pub fn upstream_pair(
     Ok([one(Region::Primary)?, one(Region::Replica)?])
 }
 
+/// The TLS half of a connector for `tls` (its roots, client certificate and
+/// fixed server name); errors name `{section}.tls.*`. Shared by the
+/// upstreams and the fleet's etcd client.
+pub fn https_builder(
+    section: &'static str,
+    tls: Option<&UpstreamTls>,
+) -> Result<HttpsConnectorBuilder<hyper_rustls::builderstates::WantsProtocols1>, ClientError> {
+    let builder = HttpsConnectorBuilder::new()
+        .with_tls_config(tls_config(section, tls)?)
+        .https_or_http();
+    Ok(match tls.and_then(|t| t.server_name.clone()) {
+        Some(name) => {
+            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
+                ClientError::Invalid {
+                    section,
+                    key: "tls.server_name",
+                    message: format!("{name:?} is not a DNS name or IP address"),
+                }
+            })?;
+            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+        }
+        None => builder,
+    })
+}
+
 /// The connector for one region: DNS through failway's cache, TCP with
 /// failway's timeouts, rustls with the region's TLS settings.
 fn connector(
@@ -231,23 +256,7 @@ fn connector(
     http.set_connect_timeout(Some(per_try_timeout.min(MAX_CONNECT_TIMEOUT)));
     http.set_keepalive(Some(Duration::from_secs(30)));
 
-    let tls = tls_config(section(region), cfg.tls.as_ref())?;
-    let builder = HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http();
-    let builder = match cfg.tls.as_ref().and_then(|t| t.server_name.clone()) {
-        Some(name) => {
-            let name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|_| {
-                ClientError::Invalid {
-                    section: section(region),
-                    key: "tls.server_name",
-                    message: format!("{name:?} is not a DNS name or IP address"),
-                }
-            })?;
-            builder.with_server_name_resolver(FixedServerNameResolver::new(name))
-        }
-        None => builder,
-    };
+    let builder = https_builder(section(region), cfg.tls.as_ref())?;
     let aged = AgedConnector::new(http, ages.clone());
     Ok(if cfg.http2 {
         builder.enable_all_versions().wrap_connector(aged)
