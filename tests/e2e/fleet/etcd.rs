@@ -396,6 +396,27 @@ async fn etcd_killed_and_restarted_is_reconnected() {
     eventually(Duration::from_secs(1), "a follows", || a.epoch() == Some(2)).await;
 }
 
+/// etcd holds `first` as written, and a record put by hand (epoch 2)
+/// reaches `h`'s watch.
+async fn stored_and_followed(etcd: &Etcd, h: &Handle, first: &FleetRecord) {
+    let (value, _) = etcd.get(KEY).await.expect("record stored");
+    assert_eq!(&FleetRecord::from_json(&value).expect("json"), first);
+    let by_hand = FleetRecord::new(
+        2,
+        state(Mode::FailoverReadWrite),
+        "operator",
+        "y",
+        SystemTime::now(),
+    );
+    etcd.put(KEY, by_hand.to_json().expect("json")).await;
+    eventually(
+        Duration::from_secs(2),
+        "the watch follows a change by hand",
+        || h.epoch() == Some(2),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn authenticated_etcd_is_used_with_the_password_from_a_file() {
     let Some(mut etcd) = Etcd::start().await else {
@@ -445,21 +466,8 @@ async fn authenticated_etcd_is_used_with_the_password_from_a_file() {
     .await;
     b.fleet.report(&report()).await.expect("report");
     eventually_async(Duration::from_secs(2), "b listed", || a.listed("b")).await;
-    let (value, _) = etcd.get(KEY).await.expect("record stored");
-    assert_eq!(FleetRecord::from_json(&value).expect("json"), first);
     // A change by hand reaches b's watch through the authenticated stream.
-    let by_hand = FleetRecord::new(
-        2,
-        state(Mode::FailoverReadWrite),
-        "operator",
-        "y",
-        SystemTime::now(),
-    );
-    etcd.put(KEY, by_hand.to_json().expect("json")).await;
-    eventually(Duration::from_secs(2), "b sees epoch 2", || {
-        b.epoch() == Some(2)
-    })
-    .await;
+    stored_and_followed(&etcd, &b, &first).await;
 }
 
 #[tokio::test]
@@ -492,20 +500,7 @@ async fn etcd_over_tls_with_a_client_certificate() {
     })
     .await;
     let first = won(&a.fleet, None, Mode::FailoverReadOnly).await;
-    let (value, _) = etcd.get(KEY).await.expect("record stored");
-    assert_eq!(FleetRecord::from_json(&value).expect("json"), first);
-    let by_hand = FleetRecord::new(
-        2,
-        state(Mode::FailoverReadWrite),
-        "operator",
-        "y",
-        SystemTime::now(),
-    );
-    etcd.put(KEY, by_hand.to_json().expect("json")).await;
-    eventually(Duration::from_secs(2), "the watch follows over TLS", || {
-        a.epoch() == Some(2)
-    })
-    .await;
+    stored_and_followed(&etcd, &a, &first).await;
 
     // Without the client certificate etcd refuses the handshake.
     let mut no_cert = cfg.clone();
