@@ -168,6 +168,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         },
         failover.clone(),
         RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
+        probers,
     ));
     let proxy = Arc::new(Proxy::new(vec![service.clone()], proxy_metrics));
 
@@ -200,8 +201,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
         service,
-        failover.clone(),
-        probers,
         options.active_health_checks,
         drain_rx.clone(),
         reload_metrics,

@@ -23,7 +23,6 @@ use tokio::task::JoinHandle;
 
 use crate::classify::Classifier;
 use crate::config::Config;
-use crate::failover::Failover;
 use crate::health::prober::Probers;
 use crate::proxy::service::Service;
 use crate::proxy::{Dynamic, Settings};
@@ -58,8 +57,6 @@ pub struct Reloader {
     path: PathBuf,
     current: Mutex<Config>,
     service: Arc<Service>,
-    failover: Failover,
-    probers: Mutex<Probers>,
     probes_enabled: bool,
     stop: watch::Receiver<bool>,
     metrics: ReloadMetrics,
@@ -118,14 +115,11 @@ fn keep_restart_only(new: &Config, old: &Config) -> Config {
 }
 
 impl Reloader {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         resolver: Arc<dyn Resolve>,
         path: PathBuf,
         current: Config,
         service: Arc<Service>,
-        failover: Failover,
-        probers: Probers,
         probes_enabled: bool,
         stop: watch::Receiver<bool>,
         metrics: ReloadMetrics,
@@ -135,8 +129,6 @@ impl Reloader {
             path,
             current: Mutex::new(current),
             service,
-            failover,
-            probers: Mutex::new(probers),
             probes_enabled,
             stop,
             metrics,
@@ -214,20 +206,17 @@ impl Reloader {
             rewriter: rewriter.clone(),
             upstreams: upstreams.clone(),
         });
-        self.failover.reconfigure(&effective).await;
+        self.service.failover().reconfigure(&effective).await;
         if restart_probers {
             let fresh = Probers::start(
                 self.probes_enabled,
                 &effective.health,
                 &upstreams,
                 &rewriter,
-                &self.failover.probe_reports(),
+                &self.service.failover().probe_reports(),
                 &self.stop,
             );
-            if let Ok(mut p) = self.probers.lock() {
-                p.stop();
-                *p = fresh;
-            }
+            self.service.replace_probers(fresh);
         }
         if let Ok(mut c) = self.current.lock() {
             *c = effective;

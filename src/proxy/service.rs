@@ -1,17 +1,18 @@
-//! A service: one regional pair and what decides for it on the data path:
-//! its upstream clients, classifier, rewrite rules and settings (replaced
-//! whole by a reload), its failover engine (probes report to its driver),
-//! and its retry budget. The proxy first picks the service a request is
+//! A service: one regional pair and what decides for it: its upstream
+//! clients, classifier, rewrite rules and settings (replaced whole by a
+//! reload), its failover engine, the probers reporting to it, and its retry
+//! budget. The proxy first picks the service a request is
 //! for, then runs the request flow with it. A configuration in the
 //! single-pair form is one service, named `default`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
 use super::refusal::Refusal;
 use super::Dynamic;
 use crate::failover::{BlockReason, Failover, WriteRefusal};
+use crate::health::prober::Probers;
 use crate::retry::RetryBudget;
 
 /// The name of the one service of the single-pair form.
@@ -22,16 +23,33 @@ pub struct Service {
     dynamic: ArcSwap<Dynamic>,
     failover: Failover,
     budget: RetryBudget,
+    /// The probers reporting to `failover`, replaced when a reload changes
+    /// what they probe.
+    probers: Mutex<Probers>,
 }
 
 impl Service {
-    pub fn new(name: &str, dynamic: Dynamic, failover: Failover, budget: RetryBudget) -> Service {
+    pub fn new(
+        name: &str,
+        dynamic: Dynamic,
+        failover: Failover,
+        budget: RetryBudget,
+        probers: Probers,
+    ) -> Service {
         Service {
             name: name.to_owned(),
             dynamic: ArcSwap::from_pointee(dynamic),
             failover,
             budget,
+            probers: Mutex::new(probers),
         }
+    }
+
+    /// Stops the running probers and keeps `fresh` instead.
+    pub fn replace_probers(&self, fresh: Probers) {
+        let mut p = self.probers.lock().unwrap_or_else(|e| e.into_inner());
+        p.stop();
+        *p = fresh;
     }
 
     pub fn name(&self) -> &str {
