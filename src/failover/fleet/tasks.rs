@@ -162,6 +162,9 @@ pub(super) async fn watch_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bo
 
 /// One read-then-watch cycle; returns `Ok` when asked to start over.
 async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError> {
+    // What this instance had seen committed before it asked: one cluster
+    // answers a read with at least that revision.
+    let seen_before = shared.view_revision();
     let got = shared.client.range(&shared.key, false).await?;
     let revision = got.revision;
     // An unreadable record is not followed: the last good one is kept and
@@ -179,7 +182,10 @@ async fn follow(shared: &Shared, backoff: &mut Backoff) -> Result<(), FleetError
             };
             // Revisions never go back within one etcd cluster: if they did,
             // this is a new (or restored) cluster, and its record is the truth.
-            let replaced = revision < shared.view_revision();
+            // (Compared with what was seen before the read was sent: a
+            // compare-and-swap of this instance's own that lands while the
+            // read is in flight is newer, not a sign of another cluster.)
+            let replaced = revision < seen_before;
             shared.apply(revision, mod_revision, record, replaced);
         }
     }
