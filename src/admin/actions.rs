@@ -80,7 +80,8 @@ impl AdminToken {
         self.file.path()
     }
 
-    /// Whether `headers` carry `Authorization: Bearer <token>`.
+    /// Whether `headers` carry `Authorization: Bearer <token>` (the scheme
+    /// in any case, as RFC 9110 has it).
     pub fn allows(&self, headers: &HeaderMap) -> bool {
         let Ok(expected) = self.load() else {
             // An unreadable token file refuses everyone rather than no one.
@@ -89,12 +90,44 @@ impl AdminToken {
         };
         let Some(given) = headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+            .and_then(|v| bearer_token(v.as_bytes()))
         else {
             return false;
         };
         constant_time_eq(given, &expected)
     }
+}
+
+/// The credentials of a `Bearer` authorization value: the scheme matched
+/// case-insensitively, then one or more spaces.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return None;
+    }
+    let token = rest.trim_ascii_start();
+    (!token.is_empty()).then_some(token)
+}
+
+/// The operator's reason, trimmed: required, and plain text on one line,
+/// since it is stored, logged and printed by `failway ctl` (no terminal
+/// escape, NUL or line break rides along).
+fn reason_of(raw: Option<String>) -> Result<String, String> {
+    let reason = raw.map(|r| r.trim().to_owned()).unwrap_or_default();
+    if reason.is_empty() {
+        return Err(
+            "reason: required, a non-empty string saying why (it is logged and kept in /status)"
+                .to_owned(),
+        );
+    }
+    if let Some(c) = reason.chars().find(|c| c.is_control()) {
+        return Err(format!(
+            "reason: must not contain control characters (found U+{:04X}); write it as one line of plain text",
+            c as u32
+        ));
+    }
+    Ok(reason)
 }
 
 /// Compares without an early exit, so the time taken does not reveal how
@@ -124,14 +157,9 @@ pub async fn run(failover: &Failover, action: Action, body: &Bytes) -> (StatusCo
             }
         }
     };
-    let reason = match parsed.reason.map(|r| r.trim().to_owned()) {
-        Some(r) if !r.is_empty() => r,
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                json!({"error": "reason: required, a non-empty string saying why (it is logged and kept in /status)"}),
-            )
-        }
+    let reason = match reason_of(parsed.reason) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
     };
     if action == Action::EnableWrites && parsed.force {
         return (
@@ -207,5 +235,41 @@ mod tests {
         assert!(token.allows(&h));
         h.insert(header::AUTHORIZATION, "Basic second-token".parse().unwrap());
         assert!(!token.allows(&h));
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER   abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Bearer "), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert_eq!(bearer_token(b"Basic abc"), None);
+    }
+
+    #[test]
+    fn reasons_are_one_line_of_plain_text() {
+        assert_eq!(
+            reason_of(Some("  incident 42 ".into())).unwrap(),
+            "incident 42"
+        );
+        assert!(reason_of(None).unwrap_err().starts_with("reason: required"));
+        assert!(reason_of(Some("  ".into()))
+            .unwrap_err()
+            .starts_with("reason: required"));
+        for bad in ["ok\u{1b}[31mred", "a\u{0}b", "two\nlines", "tab\there"] {
+            let err = reason_of(Some(bad.into())).unwrap_err();
+            assert!(
+                err.starts_with("reason: must not contain control characters"),
+                "{err}"
+            );
+        }
+        assert!(reason_of(Some("ok\u{1b}x".into()))
+            .unwrap_err()
+            .contains("U+001B"));
+        assert_eq!(
+            reason_of(Some("région de secours".into())).unwrap(),
+            "région de secours"
+        );
     }
 }
