@@ -24,9 +24,9 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{HeaderValue, Method, Request, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -35,6 +35,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
+mod endpoints;
+mod stream;
+
+use self::endpoints::{check_endpoints, read_endpoints};
+pub(super) use self::stream::WatchStream;
+use self::stream::{read_all, Lines};
 use super::FleetError;
 use crate::config::FleetConfig;
 
@@ -609,125 +615,6 @@ struct LeaseBody {
     error: String,
 }
 
-/// A streamed answer, one JSON object a line.
-pub(super) struct Lines {
-    endpoint: String,
-    body: hyper::body::Incoming,
-    buf: BytesMut,
-}
-
-impl Lines {
-    /// The next non-empty line; `None` when the stream ended.
-    async fn next_line(&mut self) -> Result<Option<Bytes>, FleetError> {
-        loop {
-            if let Some(at) = self.buf.iter().position(|b| *b == b'\n') {
-                let line = self.buf.split_to(at + 1).freeze();
-                let line = line.slice(..at);
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                return Ok(Some(line));
-            }
-            if self.buf.len() > MAX_MESSAGE {
-                return Err(self.decode_error("a message over 4 MiB"));
-            }
-            match self.body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(mut data) = frame.into_data() {
-                        while data.has_remaining() {
-                            let chunk = data.chunk();
-                            self.buf.extend_from_slice(chunk);
-                            let n = chunk.len();
-                            data.advance(n);
-                        }
-                    }
-                }
-                Some(Err(source)) => {
-                    return Err(FleetError::Etcd(EtcdError::Body {
-                        endpoint: self.endpoint.clone(),
-                        source,
-                    }))
-                }
-                None if self.buf.iter().all(u8::is_ascii_whitespace) => return Ok(None),
-                // A last line without its newline.
-                None => return Ok(Some(std::mem::take(&mut self.buf).freeze())),
-            }
-        }
-    }
-
-    /// The `result` of one streamed line, or the error etcd put there.
-    fn result<T: DeserializeOwned + Default>(&self, line: &[u8]) -> Result<T, FleetError> {
-        #[derive(Deserialize)]
-        struct Item {
-            result: Option<Value>,
-            error: Option<Value>,
-        }
-        let item: Item =
-            serde_json::from_slice(line).map_err(|_| self.decode_error("a stream line"))?;
-        if let Some(err) = item.error {
-            let message = err
-                .get("message")
-                .and_then(Value::as_str)
-                .unwrap_or("error")
-                .to_owned();
-            let status = err
-                .get("http_code")
-                .and_then(Value::as_u64)
-                .and_then(|c| u16::try_from(c).ok())
-                .and_then(|c| StatusCode::from_u16(c).ok())
-                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Err(FleetError::Etcd(EtcdError::Status {
-                endpoint: self.endpoint.clone(),
-                status,
-                message,
-            }));
-        }
-        match item.result {
-            Some(v) => serde_json::from_value(v).map_err(|_| self.decode_error("a stream result")),
-            None => Ok(T::default()),
-        }
-    }
-
-    fn decode_error(&self, what: &'static str) -> FleetError {
-        FleetError::Etcd(EtcdError::Decode {
-            endpoint: self.endpoint.clone(),
-            what,
-        })
-    }
-}
-
-/// A live watch.
-pub(super) struct WatchStream {
-    inner: Lines,
-}
-
-impl WatchStream {
-    /// The next message; `None` when etcd ended the stream.
-    pub async fn message(&mut self) -> Result<Option<WatchMessage>, FleetError> {
-        match self.inner.next_line().await? {
-            Some(line) => self.inner.result(&line).map(Some),
-            None => Ok(None),
-        }
-    }
-}
-
-async fn read_all(endpoint: &str, body: hyper::body::Incoming) -> Result<Bytes, EtcdError> {
-    let limited = http_body_util::Limited::new(body, MAX_MESSAGE);
-    match limited.collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) => match e.downcast::<hyper::Error>() {
-            Ok(source) => Err(EtcdError::Body {
-                endpoint: endpoint.to_owned(),
-                source: *source,
-            }),
-            Err(_) => Err(EtcdError::Decode {
-                endpoint: endpoint.to_owned(),
-                what: "an answer over 4 MiB",
-            }),
-        },
-    }
-}
-
 /// etcd's text from an error answer (`{"error": ..., "message": ...}`).
 fn error_message(body: &[u8]) -> String {
     let v: Option<Value> = serde_json::from_slice(body).ok();
@@ -764,71 +651,6 @@ fn origin(u: &Uri) -> String {
     )
 }
 
-/// Reads `fleet.endpoints_file`: URLs separated by newlines, commas or
-/// spaces; `#` starts a comment.
-pub(super) fn read_endpoints(path: &std::path::Path) -> Result<Vec<Uri>, FleetError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        FleetError::Etcd(EtcdError::EndpointsFile(format!(
-            "cannot read {}: {e}",
-            path.display()
-        )))
-    })?;
-    parse_endpoints(&text)
-        .map_err(|e| FleetError::Etcd(EtcdError::EndpointsFile(format!("{}: {e}", path.display()))))
-}
-
-fn parse_endpoints(text: &str) -> Result<Vec<Uri>, String> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let line = line.split('#').next().unwrap_or("");
-        for word in line
-            .split([',', ' ', '\t'])
-            .filter(|w| !w.trim().is_empty())
-        {
-            let word = word.trim();
-            let uri: Uri = word
-                .parse()
-                .map_err(|_| format!("{word:?} is not a URL (e.g. \"https://etcd-0:2379\")"))?;
-            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
-            if !scheme_ok || uri.authority().is_none() || uri.path() != "/" {
-                return Err(format!(
-                    "{word:?} is not an http:// or https:// origin (e.g. \"https://etcd-0:2379\")"
-                ));
-            }
-            if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-                return Err("an endpoint must not carry user info; use fleet.username".into());
-            }
-            out.push(uri);
-        }
-    }
-    if out.is_empty() {
-        return Err("lists no endpoint".into());
-    }
-    Ok(out)
-}
-
-/// One scheme for all: one client setup serves every endpoint. `key` names
-/// where the list came from.
-fn check_endpoints(list: &[Uri], key: &'static str) -> Result<(), FleetError> {
-    if list.is_empty() {
-        return Err(FleetError::Config {
-            key,
-            message: "must list at least one etcd endpoint",
-        });
-    }
-    let https = list
-        .iter()
-        .filter(|u| u.scheme_str() == Some("https"))
-        .count();
-    if https != 0 && https != list.len() {
-        return Err(FleetError::Config {
-            key,
-            message: "mixes http and https endpoints; use one scheme for all",
-        });
-    }
-    Ok(())
-}
-
 /// A 64-bit integer the gateway sends as a string (or, leniently, a number).
 fn int<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     #[derive(Deserialize)]
@@ -861,36 +683,6 @@ mod tests {
         assert_eq!(prefix_end(b"/a/"), b"/a0".to_vec());
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff"), vec![0]);
-    }
-
-    #[test]
-    fn endpoints_file_takes_lines_commas_and_comments() {
-        let list = parse_endpoints(
-            "# etcd members\nhttps://etcd-0:2379, https://etcd-1:2379\n\n https://etcd-2:2379 # last\n",
-        )
-        .expect("parses");
-        let names: Vec<String> = list.iter().map(origin).collect();
-        assert_eq!(
-            names,
-            [
-                "https://etcd-0:2379",
-                "https://etcd-1:2379",
-                "https://etcd-2:2379"
-            ]
-        );
-    }
-
-    #[test]
-    fn endpoints_file_errors_name_the_bad_entry() {
-        let err = parse_endpoints("etcd-0:2379\n").expect_err("no scheme");
-        assert!(err.contains("\"etcd-0:2379\""), "{err}");
-        let err = parse_endpoints("https://u:p@etcd:2379").expect_err("user info");
-        assert!(err.contains("fleet.username"), "{err}");
-        assert!(!err.contains("u:p"), "{err}");
-        assert_eq!(
-            parse_endpoints("# none\n").expect_err("empty"),
-            "lists no endpoint"
-        );
     }
 
     #[test]
