@@ -141,18 +141,62 @@ pub async fn send(
     }
 }
 
+/// A request to send, built up call by call, for the shapes tests repeat:
+/// `fw::req("GET", &url).header("host", "kms.example").send().await`.
+pub struct Req {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: Bytes,
+}
+
+/// A request of `method` to `url`, with no headers and an empty body.
+pub fn req(method: &str, url: &str) -> Req {
+    Req {
+        method: method.to_owned(),
+        url: url.to_owned(),
+        headers: Vec::new(),
+        body: Bytes::new(),
+    }
+}
+
+impl Req {
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Sends it on a fresh HTTP/1.1 client.
+    pub async fn send(self) -> Answer {
+        self.send_on(&client()).await
+    }
+
+    /// Sends it on `client` (to reuse its pool, or to speak h2).
+    pub async fn send_on(
+        self,
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
+    ) -> Answer {
+        let headers: Vec<(&str, &str)> = self
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        send(client, &self.method, &self.url, &headers, self.body).await
+    }
+}
+
 /// The value of one sample in `/metrics`, e.g.
 /// `failway_retries_total{region="primary",reason="connect_error"}`
 /// (labels in the order the exposition prints them: alphabetical).
 pub async fn metric(r: &Running, sample: &str) -> f64 {
-    let text = send(
-        &client(),
-        "GET",
-        &format!("http://{}/metrics", r.admin_addr),
-        &[],
-        "",
-    )
-    .await;
+    let text = req("GET", &format!("http://{}/metrics", r.admin_addr))
+        .send()
+        .await;
     let text = String::from_utf8_lossy(&text.body).to_string();
     text.lines()
         .find_map(|l| {

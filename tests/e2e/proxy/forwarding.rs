@@ -5,7 +5,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::failway::{self as fw, send};
+use common::failway as fw;
 use common::upstream::{Behavior, Body, FakeUpstream, Response};
 use common::{eventually, raw_exchange};
 use failway::config::ByteSize;
@@ -27,19 +27,14 @@ async fn forwards_method_path_query_headers_and_bodies_unchanged() {
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
     let target =
         "/api/v2/keys/abc%2Fdef/registrations/crn%3Av1%3Abluemix?state=&limit=10&x=%7B%22a%22%7D";
-    let ans = send(
-        &fw::client(),
-        "PUT",
-        &format!("{}{target}", fw::url(&app)),
-        &[
-            ("authorization", "Bearer tok"),
-            ("bluemix-instance", "inst-1"),
-            ("x-custom", "v1"),
-            ("correlation-id", "cid-42"),
-        ],
-        "request-body",
-    )
-    .await;
+    let ans = fw::req("PUT", &format!("{}{target}", fw::url(&app)))
+        .header("authorization", "Bearer tok")
+        .header("bluemix-instance", "inst-1")
+        .header("x-custom", "v1")
+        .header("correlation-id", "cid-42")
+        .body("request-body")
+        .send()
+        .await;
     assert_eq!(ans.status, 200);
     assert_eq!(&ans.body[..], b"answer-body");
     assert_eq!(ans.header("x-upstream"), Some("yes"));
@@ -81,14 +76,9 @@ async fn upstream_statuses_pass_through_and_a_correlation_id_is_added() {
     // Writes: an upstream's answer is relayed as it is, never retried.
     for status in [201u16, 204, 404, 409, 429, 500, 503] {
         primary.set_behavior(Behavior::Respond(Response::status(status)));
-        let ans = send(
-            &fw::client(),
-            "POST",
-            &format!("{}/s", fw::url(&app)),
-            &[],
-            "",
-        )
-        .await;
+        let ans = fw::req("POST", &format!("{}/s", fw::url(&app)))
+            .send()
+            .await;
         assert_eq!(ans.status, status);
         assert_eq!(ans.header("failway-region"), Some("primary"));
     }
@@ -98,14 +88,10 @@ async fn upstream_statuses_pass_through_and_a_correlation_id_is_added() {
         .expect("a correlation id is added");
     assert_eq!(id.len(), 36);
     // X-Correlation-ID (the Python SDK's) is copied into correlation-id.
-    send(
-        &fw::client(),
-        "GET",
-        &format!("{}/s", fw::url(&app)),
-        &[("x-correlation-id", "py-sdk-id")],
-        "",
-    )
-    .await;
+    fw::req("GET", &format!("{}/s", fw::url(&app)))
+        .header("x-correlation-id", "py-sdk-id")
+        .send()
+        .await;
     let last = primary.requests().pop().unwrap();
     assert_eq!(last.header("correlation-id").as_deref(), Some("py-sdk-id"));
     app.shutdown().await;
@@ -117,14 +103,10 @@ async fn host_header_preserve_keeps_the_clients_host() {
     let mut cfg = fw::config(&primary.url(), &replica.url(), "");
     cfg.proxy.host_header = failway::config::HostHeader::Preserve;
     let app = fw::start(cfg).await;
-    send(
-        &fw::client(),
-        "GET",
-        &format!("{}/", fw::url(&app)),
-        &[("host", "kms.example")],
-        "",
-    )
-    .await;
+    fw::req("GET", &format!("{}/", fw::url(&app)))
+        .header("host", "kms.example")
+        .send()
+        .await;
     assert_eq!(
         primary.requests()[0].header("host").as_deref(),
         Some("kms.example")
@@ -136,14 +118,10 @@ async fn host_header_preserve_keeps_the_clients_host() {
 async fn trusted_proxies_keep_forwarded_for_others_replace_it() {
     let (primary, replica) = pair().await;
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
-    send(
-        &fw::client(),
-        "GET",
-        &format!("{}/", fw::url(&app)),
-        &[("x-forwarded-for", "6.6.6.6")],
-        "",
-    )
-    .await;
+    fw::req("GET", &format!("{}/", fw::url(&app)))
+        .header("x-forwarded-for", "6.6.6.6")
+        .send()
+        .await;
     assert_eq!(
         primary.requests()[0].header("x-forwarded-for").as_deref(),
         Some("127.0.0.1")
@@ -153,14 +131,10 @@ async fn trusted_proxies_keep_forwarded_for_others_replace_it() {
     let mut cfg = fw::config(&primary.url(), &replica.url(), "");
     cfg.proxy.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
     let app = fw::start(cfg).await;
-    send(
-        &fw::client(),
-        "GET",
-        &format!("{}/", fw::url(&app)),
-        &[("x-forwarded-for", "203.0.113.9")],
-        "",
-    )
-    .await;
+    fw::req("GET", &format!("{}/", fw::url(&app)))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await;
     assert_eq!(
         primary.requests()[1].header("x-forwarded-for").as_deref(),
         Some("203.0.113.9, 127.0.0.1")
@@ -214,14 +188,10 @@ async fn large_bodies_stream_both_ways_byte_identical() {
     cfg.proxy.max_request_body = ByteSize(16 << 20);
     let app = fw::start(cfg).await;
     let body: Vec<u8> = (0..10 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
-    let ans = send(
-        &fw::client(),
-        "POST",
-        &format!("{}/echo", fw::url(&app)),
-        &[],
-        body.clone(),
-    )
-    .await;
+    let ans = fw::req("POST", &format!("{}/echo", fw::url(&app)))
+        .body(body.clone())
+        .send()
+        .await;
     assert_eq!(ans.status, 200);
     assert_eq!(ans.body.len(), body.len());
     assert!(ans.body[..] == body[..], "echoed body differs");
@@ -234,14 +204,9 @@ async fn large_bodies_stream_both_ways_byte_identical() {
             len: 10 * 1024 * 1024,
         },
     }));
-    let ans = send(
-        &fw::client(),
-        "GET",
-        &format!("{}/big", fw::url(&app)),
-        &[],
-        "",
-    )
-    .await;
+    let ans = fw::req("GET", &format!("{}/big", fw::url(&app)))
+        .send()
+        .await;
     assert_eq!(ans.body.len(), 10 * 1024 * 1024);
     assert!(ans.body.iter().all(|&b| b == b'z'));
     app.shutdown().await;
@@ -504,16 +469,7 @@ async fn upstream_failures_map_to_502_and_504() {
     cfg.proxy.request_timeout = Duration::from_millis(500);
     cfg.retry.per_try_timeout = Duration::from_millis(500);
     let app = fw::start(cfg).await;
-    let get = || async {
-        send(
-            &fw::client(),
-            "GET",
-            &format!("{}/x", fw::url(&app)),
-            &[],
-            "",
-        )
-        .await
-    };
+    let get = || async { fw::req("GET", &format!("{}/x", fw::url(&app))).send().await };
 
     primary.set_behavior(Behavior::Malformed);
     let ans = get().await;
@@ -563,16 +519,7 @@ async fn a_malformed_upstream_connection_is_not_reused() {
     let (primary, replica) = pair().await;
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
     primary.set_behavior(Behavior::Malformed);
-    let get = || async {
-        send(
-            &fw::client(),
-            "GET",
-            &format!("{}/x", fw::url(&app)),
-            &[],
-            "",
-        )
-        .await
-    };
+    let get = || async { fw::req("GET", &format!("{}/x", fw::url(&app))).send().await };
     assert_eq!(get().await.status, 502);
     primary.set_behavior(Behavior::Respond(Response::ok("fine")));
     assert_eq!(get().await.status, 200);
@@ -596,14 +543,9 @@ async fn http_methods_profile_answers_problem_json() {
     primary.stop().await;
     // A write never moves to the replica: after its retries on the primary,
     // failway answers 502 itself.
-    let ans = send(
-        &fw::client(),
-        "POST",
-        &format!("{}/x", fw::url(&app)),
-        &[],
-        "",
-    )
-    .await;
+    let ans = fw::req("POST", &format!("{}/x", fw::url(&app)))
+        .send()
+        .await;
     assert_eq!(ans.status, 502);
     assert_eq!(replica.request_count(), 0);
     assert_eq!(ans.header("content-type"), Some("application/problem+json"));
@@ -754,14 +696,10 @@ async fn h2c_downstream_and_h2_upstream_work() {
     let mut cfg = fw::config(&primary.url(), &replica.url(), "");
     cfg.upstreams.primary.http2 = true;
     let app = fw::start(cfg).await;
-    let ans = send(
-        &fw::h2_client(),
-        "POST",
-        &format!("{}/h2?q=1", fw::url(&app)),
-        &[],
-        "b",
-    )
-    .await;
+    let ans = fw::req("POST", &format!("{}/h2?q=1", fw::url(&app)))
+        .body("b")
+        .send_on(&fw::h2_client())
+        .await;
     assert_eq!(ans.status, 200);
     assert_eq!(ans.header("failway-region"), Some("primary"));
     let r = &primary.requests()[0];
@@ -781,7 +719,7 @@ async fn shutdown_drains_in_flight_requests_and_stops_accepting() {
     let app = fw::start(fw::config(&primary.url(), &replica.url(), "")).await;
     let url = format!("{}/slow", fw::url(&app));
     let addr = app.proxy_addr;
-    let inflight = tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await });
+    let inflight = tokio::spawn(async move { fw::req("GET", &url).send().await });
     eventually(T, "request reached the upstream", || {
         primary.connection_count() == 1
     })
@@ -810,7 +748,9 @@ async fn upstream_connections_are_reused_after_bodies_end_and_closed_when_idle()
     let app = fw::start(cfg).await;
     let client = fw::client();
     for _ in 0..5 {
-        let ans = send(&client, "GET", &format!("{}/big", fw::url(&app)), &[], "").await;
+        let ans = fw::req("GET", &format!("{}/big", fw::url(&app)))
+            .send_on(&client)
+            .await;
         assert_eq!(ans.status, 200);
         assert_eq!(ans.body.len(), 512 * 1024);
     }
@@ -823,7 +763,9 @@ async fn upstream_connections_are_reused_after_bodies_end_and_closed_when_idle()
         primary.open_connections() == 0
     })
     .await;
-    let ans = send(&client, "GET", &format!("{}/again", fw::url(&app)), &[], "").await;
+    let ans = fw::req("GET", &format!("{}/again", fw::url(&app)))
+        .send_on(&client)
+        .await;
     assert_eq!(ans.status, 200);
     assert_eq!(
         primary.connection_count(),
@@ -838,7 +780,7 @@ async fn get_concurrently(url: &str, n: usize) -> Vec<common::failway::Answer> {
     let tasks: Vec<_> = (0..n)
         .map(|_| {
             let url = url.to_owned();
-            tokio::spawn(async move { send(&fw::client(), "GET", &url, &[], "").await })
+            tokio::spawn(async move { fw::req("GET", &url).send().await })
         })
         .collect();
     let mut answers = Vec::new();

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::failway::{client, send, Answer};
+use common::failway::{client, req, Answer};
 use common::{eventually, eventually_async, raw_exchange};
 use failway::tools::sim::{remapped_id, SimArgs, Simulator, DEFAULT_INSTANCE};
 use http_body_util::Full;
@@ -41,18 +41,13 @@ async fn kp_as(
     } else {
         Bytes::from(body.to_string())
     };
-    send(
-        c,
-        method,
-        &format!("http://{}{path}", sim.addr()),
-        &[
-            ("bluemix-instance", instance),
-            ("authorization", "Bearer test-token"),
-            ("prefer", "return=representation"),
-        ],
-        body,
-    )
-    .await
+    req(method, &format!("http://{}{path}", sim.addr()))
+        .header("bluemix-instance", instance)
+        .header("authorization", "Bearer test-token")
+        .header("prefer", "return=representation")
+        .body(body)
+        .send_on(c)
+        .await
 }
 
 async fn kp(c: &C, sim: &Simulator, method: &str, path: &str, body: Value) -> Answer {
@@ -65,14 +60,10 @@ async fn control(c: &C, sim: &Simulator, method: &str, path: &str, body: Value) 
     } else {
         Bytes::from(body.to_string())
     };
-    send(
-        c,
-        method,
-        &format!("http://{}{path}", sim.control_addr()),
-        &[],
-        body,
-    )
-    .await
+    req(method, &format!("http://{}{path}", sim.control_addr()))
+        .body(body)
+        .send_on(c)
+        .await
 }
 
 fn key_body(name: &str, extractable: bool, payload: Option<&str>) -> Value {
@@ -525,90 +516,54 @@ async fn headers_are_enforced_with_key_protect_errors() {
     let s = sim(args).await;
     let c = client();
     let url = format!("http://{}/api/v2/keys", s.addr());
-    let no_instance = send(&c, "GET", &url, &[("authorization", "Bearer sekrit")], "").await;
+    let no_instance = req("GET", &url)
+        .header("authorization", "Bearer sekrit")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&no_instance, 400), "BAD_HEADER_ERR");
-    let no_auth = send(
-        &c,
-        "GET",
-        &url,
-        &[("bluemix-instance", DEFAULT_INSTANCE)],
-        "",
-    )
-    .await;
+    let no_auth = req("GET", &url)
+        .header("bluemix-instance", DEFAULT_INSTANCE)
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&no_auth, 401), "UNAUTHORIZED_ERR");
-    let wrong_token = send(
-        &c,
-        "GET",
-        &url,
-        &[
-            ("bluemix-instance", DEFAULT_INSTANCE),
-            ("authorization", "Bearer other"),
-        ],
-        "",
-    )
-    .await;
+    let wrong_token = req("GET", &url)
+        .header("bluemix-instance", DEFAULT_INSTANCE)
+        .header("authorization", "Bearer other")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&wrong_token, 401), "UNAUTHORIZED_ERR");
-    let basic = send(
-        &c,
-        "GET",
-        &url,
-        &[
-            ("bluemix-instance", DEFAULT_INSTANCE),
-            ("authorization", "Basic sekrit"),
-        ],
-        "",
-    )
-    .await;
+    let basic = req("GET", &url)
+        .header("bluemix-instance", DEFAULT_INSTANCE)
+        .header("authorization", "Basic sekrit")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&basic, 401), "UNAUTHORIZED_ERR");
-    let other_instance = send(
-        &c,
-        "GET",
-        &url,
-        &[
-            ("bluemix-instance", "11111111-2222-4333-8444-555555555555"),
-            ("authorization", "Bearer sekrit"),
-        ],
-        "",
-    )
-    .await;
+    let other_instance = req("GET", &url)
+        .header("bluemix-instance", "11111111-2222-4333-8444-555555555555")
+        .header("authorization", "Bearer sekrit")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&other_instance, 401), "UNAUTHORIZED_ERR");
-    let ok = send(
-        &c,
-        "GET",
-        &url,
-        &[
-            ("Bluemix-Instance", DEFAULT_INSTANCE),
-            ("Authorization", "Bearer sekrit"),
-            ("correlation-id", "abc-123"),
-        ],
-        "",
-    )
-    .await;
+    let ok = req("GET", &url)
+        .header("Bluemix-Instance", DEFAULT_INSTANCE)
+        .header("Authorization", "Bearer sekrit")
+        .header("correlation-id", "abc-123")
+        .send_on(&c)
+        .await;
     assert_eq!(ok.status, 200);
     assert_eq!(ok.header("correlation-id"), Some("abc-123"));
-    let not_api = send(
-        &c,
-        "GET",
-        &format!("http://{}/api/v2/keyrings", s.addr()),
-        &[
-            ("bluemix-instance", DEFAULT_INSTANCE),
-            ("authorization", "Bearer sekrit"),
-        ],
-        "",
-    )
-    .await;
+    let not_api = req("GET", &format!("http://{}/api/v2/keyrings", s.addr()))
+        .header("bluemix-instance", DEFAULT_INSTANCE)
+        .header("authorization", "Bearer sekrit")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&not_api, 404), "NOT_FOUND_ERR");
-    let bad_body = send(
-        &c,
-        "POST",
-        &url,
-        &[
-            ("bluemix-instance", DEFAULT_INSTANCE),
-            ("authorization", "Bearer sekrit"),
-        ],
-        "{not json",
-    )
-    .await;
+    let bad_body = req("POST", &url)
+        .header("bluemix-instance", DEFAULT_INSTANCE)
+        .header("authorization", "Bearer sekrit")
+        .body("{not json")
+        .send_on(&c)
+        .await;
     assert_eq!(kp_error(&bad_body, 400), "BAD_BODY_ERR");
 }
 
