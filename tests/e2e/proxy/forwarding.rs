@@ -613,7 +613,8 @@ async fn slowloris_heads_are_cut_off_after_the_header_read_timeout() {
         .await
         .expect("closed in time");
     assert!(matches!(n, Ok(0) | Err(_)));
-    assert!(started.elapsed() < Duration::from_secs(2));
+    // Closed long before idle_timeout (60 s): the head timer applied.
+    assert!(started.elapsed() < Duration::from_secs(30));
     assert_eq!(primary.raw_byte_count(), 0);
     app.shutdown().await;
 }

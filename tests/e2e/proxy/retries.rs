@@ -235,8 +235,9 @@ async fn retry_after_is_honoured_as_a_lower_bound_and_a_larger_one_passed_back()
     let ans = send(&fw::client(), "GET", &url, &[], "").await;
     assert_eq!(ans.status, 429);
     assert_eq!(ans.header("retry-after"), Some("120"));
-    assert!(started.elapsed() < Duration::from_millis(500));
+    // One request upstream and no 5 s wait: passed back, not retried.
     assert_eq!(primary.request_count(), before + 1);
+    assert!(started.elapsed() < Duration::from_secs(4));
     app.shutdown().await;
 }
 
@@ -583,7 +584,8 @@ healthy_threshold = 1
     assert_eq!(ans.status, 200);
     assert_eq!(ans.header("failway-region"), Some("replica"));
     assert!(
-        started.elapsed() < Duration::from_millis(3000),
+        // Well before request_timeout (8 s): the per-try timer moved it on.
+        started.elapsed() < Duration::from_secs(6),
         "{:?}",
         started.elapsed()
     );
