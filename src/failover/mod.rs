@@ -7,13 +7,13 @@
 //! the snapshot without locks, reports live outcomes, and asks before the
 //! first write to the replica; the admin API sends operator commands.
 
-pub mod driver;
+pub(crate) mod driver;
 pub mod fleet;
 mod fleet_sync;
 pub mod machine;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod persist;
-pub mod snapshot;
+pub(crate) mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -5,7 +5,7 @@
 //! watched for stalls). The inbound half, which decides what to send where,
 //! is `proxy`; this one only sends and reports what happened.
 
-pub mod body;
+pub(crate) mod body;
 pub mod client;
 pub mod dns;
-pub mod pool;
+pub(crate) mod pool;
