@@ -37,11 +37,26 @@ pub enum BodyFailure {
     Client,
 }
 
+/// Where a streaming request body stands, for telling a slow client from a
+/// slow region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyProgress {
+    /// Read to its end (or it had none).
+    Complete,
+    /// The last read found nothing yet: failway waits for the client.
+    WaitingOnClient,
+    /// The last read returned data: the region has not asked for more.
+    WaitingOnUpstream,
+}
+
 /// Shared between a body and the request handler that forwarded it.
 #[derive(Debug, Default)]
 pub struct BodyWatch {
     failure: AtomicU8,
     bytes: AtomicU64,
+    /// 0 waiting on upstream, 1 waiting on client, 2 complete.
+    progress: AtomicU8,
+    complete: tokio::sync::Notify,
 }
 
 impl BodyWatch {
@@ -69,6 +84,41 @@ impl BodyWatch {
     /// Body bytes read from the client so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Relaxed)
+    }
+
+    pub fn progress(&self) -> BodyProgress {
+        match self.progress.load(Ordering::Acquire) {
+            2 => BodyProgress::Complete,
+            1 => BodyProgress::WaitingOnClient,
+            _ => BodyProgress::WaitingOnUpstream,
+        }
+    }
+
+    /// Marks the body as read to its end.
+    pub fn mark_complete(&self) {
+        self.progress.store(2, Ordering::Release);
+        self.complete.notify_waiters();
+    }
+
+    /// Records whether the last read of the body found nothing yet.
+    pub fn set_waiting_on_client(&self, waiting: bool) {
+        let v = u8::from(waiting);
+        // Never moves a complete body back.
+        let _ = self
+            .progress
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p != 2).then_some(v)
+            });
+    }
+
+    /// Resolves once the body is complete.
+    pub async fn completed(&self) {
+        let notified = self.complete.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.progress() != BodyProgress::Complete {
+            notified.await;
+        }
     }
 }
 
@@ -112,8 +162,8 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
+        let mut this = self.project();
+        match this.inner.as_mut().poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
@@ -126,6 +176,11 @@ where
                 if let Some(t) = this.timer.as_mut() {
                     t.as_mut().reset(Instant::now() + *this.idle);
                 }
+                if frame.is_trailers() || this.inner.as_ref().is_end_stream() {
+                    this.watch.mark_complete();
+                } else {
+                    this.watch.set_waiting_on_client(false);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(_))) => {
@@ -133,7 +188,10 @@ where
                 this.watch.fail(BodyFailure::Client);
                 Poll::Ready(Some(Err(BodyFailure::Client.into())))
             }
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.watch.mark_complete();
+                Poll::Ready(None)
+            }
             Poll::Pending => match this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep(*this.idle)))
@@ -144,7 +202,10 @@ where
                     this.watch.fail(BodyFailure::Idle);
                     Poll::Ready(Some(Err(BodyFailure::Idle.into())))
                 }
-                Poll::Pending => Poll::Pending,
+                Poll::Pending => {
+                    this.watch.set_waiting_on_client(true);
+                    Poll::Pending
+                }
             },
         }
     }
@@ -182,6 +243,7 @@ where
     let mut buf = BytesMut::new();
     let mut first: Option<Bytes> = None;
     if body.is_end_stream() {
+        body.watch.mark_complete();
         return Ok(Prefetched::Complete {
             data: Bytes::new(),
             trailers: None,

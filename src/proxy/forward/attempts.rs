@@ -33,7 +33,7 @@ use crate::proxy::metrics::ProxyMetrics;
 use crate::region::Region;
 use crate::retry::{self, Backoff, Failure, RetryBudget, Verdict, WaitDecision};
 use crate::routing::{self, Retrying};
-use crate::upstream::body::BodyFailure;
+use crate::upstream::body::{BodyFailure, BodyProgress};
 use crate::upstream::client::{RequestBody, UpstreamFailure};
 
 /// Why an attempt got no response.
@@ -65,6 +65,12 @@ pub(crate) trait Upstreams {
     /// Why the client's request body failed, if it did: then no region is
     /// to blame for the attempt.
     fn body_failure(&self) -> Option<BodyFailure>;
+
+    /// Where the client's request body stands.
+    fn body_progress(&self) -> BodyProgress;
+
+    /// Resolves once the client's request body is complete.
+    async fn body_completed(&self);
 }
 
 /// What the loop needs to know about the request and the retry settings.
@@ -80,6 +86,16 @@ pub(crate) struct Plan<'a> {
     pub max_body: u64,
     pub budget: &'a RetryBudget,
     pub metrics: &'a ProxyMetrics,
+}
+
+/// What became of one attempt within its time.
+enum Sent<B> {
+    Answered(Result<Response<B>, AttemptError>),
+    /// No answer in time. `client_slow`: the client's body was still
+    /// arriving, so the time was the client's, not the region's.
+    TimedOut {
+        client_slow: bool,
+    },
 }
 
 /// How an attempt ended.
@@ -108,8 +124,7 @@ pub(crate) async fn run<U: Upstreams>(
             // A streamed body cannot be sent twice; the rules never ask.
             return Err(ProxyError::UpstreamReset.into());
         };
-        let attempt_deadline = plan.deadline.min(Instant::now() + plan.per_try_timeout);
-        let sent = tokio::time::timeout_at(attempt_deadline, up.send(region, attempt, body)).await;
+        let (sent, attempt_deadline) = send_within(up, plan, region, attempt, body).await;
         let (failure, answer) = match judge(up, plan, region, attempt_deadline, sent)? {
             Judgement::Done(resp) => return answers.finish(region, resp),
             Judgement::Failed(failure, answer) => (failure, answer),
@@ -152,6 +167,44 @@ pub(crate) async fn run<U: Upstreams>(
     }
 }
 
+/// Sends one attempt, bounded by `per_try_timeout` and the request's
+/// deadline. The per-try timer measures the region: while the client's
+/// body is still arriving when it fires, it restarts once the body is in.
+/// Returns the attempt's deadline as it ended.
+async fn send_within<U: Upstreams>(
+    up: &U,
+    plan: &Plan<'_>,
+    region: Region,
+    attempt: u32,
+    body: RequestBody,
+) -> (Sent<U::Body>, Instant) {
+    let send = up.send(region, attempt, body);
+    tokio::pin!(send);
+    let mut until = plan.deadline.min(Instant::now() + plan.per_try_timeout);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut send => return (Sent::Answered(r), until),
+            () = tokio::time::sleep_until(until) => {}
+        }
+        if up.body_progress() != BodyProgress::WaitingOnClient {
+            return (Sent::TimedOut { client_slow: false }, until);
+        }
+        if until >= plan.deadline {
+            return (Sent::TimedOut { client_slow: true }, until);
+        }
+        tokio::select! {
+            biased;
+            r = &mut send => return (Sent::Answered(r), until),
+            () = up.body_completed() => {}
+            () = tokio::time::sleep_until(plan.deadline) => {
+                return (Sent::TimedOut { client_slow: true }, plan.deadline);
+            }
+        }
+        until = plan.deadline.min(Instant::now() + plan.per_try_timeout);
+    }
+}
+
 /// What one attempt's result means; `Err` ends the request at once (the
 /// client's body failed, or the attempt could not be made).
 #[inline(always)]
@@ -160,10 +213,10 @@ fn judge<U: Upstreams>(
     plan: &Plan<'_>,
     region: Region,
     attempt_deadline: Instant,
-    sent: Result<Result<Response<U::Body>, AttemptError>, tokio::time::error::Elapsed>,
+    sent: Sent<U::Body>,
 ) -> Result<Judgement<U::Body>, Refusal> {
     let failed = match sent {
-        Ok(Ok(resp)) => {
+        Sent::Answered(Ok(resp)) => {
             let status = resp.status().as_u16();
             up.record_outcome(region, Outcome::Status(status));
             if !matches!(status, 429 | 502..=504) {
@@ -178,9 +231,13 @@ fn judge<U: Upstreams>(
                 Ok(resp),
             ));
         }
-        Ok(Err(AttemptError::Refused(refusal))) => return Err(refusal),
-        Ok(Err(AttemptError::Upstream(kind))) => Some(kind),
-        Err(_elapsed) => None,
+        Sent::Answered(Err(AttemptError::Refused(refusal))) => return Err(refusal),
+        Sent::Answered(Err(AttemptError::Upstream(kind))) => Some(kind),
+        Sent::TimedOut { client_slow: true } => {
+            // The client did not send its body within the request's time.
+            return Err(ProxyError::BodyTimeout.into());
+        }
+        Sent::TimedOut { client_slow: false } => None,
     };
     if let Some(f) = up.body_failure() {
         return Err(body_error(f, plan.max_body).into());
@@ -194,6 +251,11 @@ fn judge<U: Upstreams>(
         };
         return Ok(Judgement::Failed(Failure::TimeoutAfterSend, Err(e.into())));
     };
+    // A reset while the client's body was still arriving may be the
+    // client's doing (a region that gave up on a slow upload): neutral for
+    // passive health. Connect errors and bad responses stay the region's.
+    let clients_pace =
+        kind == UpstreamFailure::Reset && up.body_progress() == BodyProgress::WaitingOnClient;
     match error::judge(kind) {
         Judged::Client => Err(body_error(BodyFailure::Client, plan.max_body).into()),
         Judged::Upstream {
@@ -201,7 +263,9 @@ fn judge<U: Upstreams>(
             outcome,
             error,
         } => {
-            up.record_outcome(region, outcome);
+            if !clients_pace {
+                up.record_outcome(region, outcome);
+            }
             Ok(Judgement::Failed(failure, Err(error.into())))
         }
     }

@@ -35,7 +35,9 @@ use crate::failover::{BlockReason, Snapshot};
 use crate::health::passive::Outcome;
 use crate::region::Region;
 use crate::routing::{self, Route};
-use crate::upstream::body::{self, BodyFailure, BodyWatch, Prefetched, UpstreamBody, Watched};
+use crate::upstream::body::{
+    self, BodyFailure, BodyProgress, BodyWatch, Prefetched, UpstreamBody, Watched,
+};
 use crate::upstream::client::{RequestBody, UpstreamFailure};
 
 enum BodySource {
@@ -301,5 +303,13 @@ impl Upstreams for Regions<'_> {
 
     fn body_failure(&self) -> Option<BodyFailure> {
         self.watch.failure()
+    }
+
+    fn body_progress(&self) -> BodyProgress {
+        self.watch.progress()
+    }
+
+    async fn body_completed(&self) {
+        self.watch.completed().await;
     }
 }

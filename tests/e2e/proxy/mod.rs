@@ -4,5 +4,6 @@
 mod forwarding;
 mod gateway;
 mod retries;
+mod slow_clients;
 mod tls;
 mod write_blocking;

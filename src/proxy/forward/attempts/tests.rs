@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 
 use super::*;
+use crate::upstream::body::BodyWatch;
 
 /// What a scripted region does with one attempt.
 #[derive(Clone, Copy)]
@@ -16,6 +17,8 @@ enum Step {
     Fail(UpstreamFailure),
     /// Never answers.
     Hang,
+    /// Answers this status 100 ms after the client's body is complete.
+    AnswerOnceBodyIn(u16),
 }
 
 struct Script {
@@ -25,6 +28,8 @@ struct Script {
     outcomes: Mutex<Vec<(Region, Outcome)>>,
     snapshot: Arc<Snapshot>,
     start: Instant,
+    /// The client's body (complete unless a test says otherwise).
+    body: Arc<BodyWatch>,
 }
 
 impl Script {
@@ -35,7 +40,24 @@ impl Script {
             outcomes: Mutex::default(),
             snapshot: Arc::new(Snapshot::initial(SystemTime::UNIX_EPOCH)),
             start: Instant::now(),
+            body: complete_body(),
         }
+    }
+
+    /// The client's body trickles in until `complete_after` (never with
+    /// `None`).
+    fn with_slow_body(mut self, complete_after: Option<Duration>) -> Script {
+        let body = Arc::new(BodyWatch::default());
+        body.set_waiting_on_client(true);
+        if let Some(after) = complete_after {
+            let b = body.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(after).await;
+                b.mark_complete();
+            });
+        }
+        self.body = body;
+        self
     }
 
     fn sent(&self) -> Vec<(Region, u32, Duration)> {
@@ -71,6 +93,11 @@ impl Upstreams for Script {
             }
             Step::Fail(kind) => Err(AttemptError::Upstream(kind)),
             Step::Hang => std::future::pending().await,
+            Step::AnswerOnceBodyIn(status) => {
+                self.body.completed().await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                Ok(Response::builder().status(status).body("late").unwrap())
+            }
         }
     }
 
@@ -85,6 +112,20 @@ impl Upstreams for Script {
     fn body_failure(&self) -> Option<BodyFailure> {
         None
     }
+
+    fn body_progress(&self) -> BodyProgress {
+        self.body.progress()
+    }
+
+    async fn body_completed(&self) {
+        self.body.completed().await;
+    }
+}
+
+fn complete_body() -> Arc<BodyWatch> {
+    let b = Arc::new(BodyWatch::default());
+    b.mark_complete();
+    b
 }
 
 struct Setup {
@@ -303,5 +344,58 @@ async fn a_client_body_failure_is_nobodys_fault_upstream() {
     assert!(
         script.outcomes.lock().unwrap().is_empty(),
         "no region blamed"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_per_try_timer_waits_for_a_slow_clients_body_then_measures_the_region() {
+    let mut s = Setup::new(Class::Write);
+    s.per_try = Duration::from_secs(1);
+    let script =
+        Script::new(&[Step::AnswerOnceBodyIn(200)]).with_slow_body(Some(Duration::from_secs(3)));
+    let got = s.run(&script).await;
+    assert_eq!(status(&got), (200, P));
+    assert_eq!(script.regions(), [P]);
+    assert_eq!(
+        *script.outcomes.lock().unwrap(),
+        [(P, Outcome::Status(200))]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_region_hung_after_a_slow_body_is_in_times_out_per_try_from_then() {
+    let mut s = Setup::new(Class::Write);
+    s.per_try = Duration::from_secs(1);
+    let script = Script::new(&[Step::Hang]).with_slow_body(Some(Duration::from_secs(2)));
+    let started = Instant::now();
+    let got = s.run(&script).await;
+    assert_eq!(error(got).0, ProxyError::UpstreamTimeout);
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+    assert_eq!(*script.outcomes.lock().unwrap(), [(P, Outcome::Timeout)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_body_still_arriving_at_the_request_deadline_is_the_clients_timeout() {
+    let s = Setup::new(Class::Write);
+    let script = Script::new(&[Step::Hang]).with_slow_body(None);
+    let started = Instant::now();
+    let got = s.run(&script).await;
+    assert_eq!(error(got).0, ProxyError::BodyTimeout);
+    assert_eq!(started.elapsed(), s.request_timeout);
+    assert!(
+        script.outcomes.lock().unwrap().is_empty(),
+        "no region judged"
+    );
+    assert_eq!(script.regions(), [P]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_while_the_clients_body_arrives_is_neutral_for_the_region() {
+    let s = Setup::new(Class::Write);
+    let script = Script::new(&[Step::Fail(UpstreamFailure::Reset)]).with_slow_body(None);
+    let _ = s.run(&script).await;
+    assert!(
+        script.outcomes.lock().unwrap().is_empty(),
+        "no region judged"
     );
 }
