@@ -115,7 +115,21 @@ pub struct Failover {
     passive: Arc<PassiveSignals>,
     metrics: FailoverMetrics,
     fleet: Option<Fleet>,
+    /// Writes on their way to the replica hold it shared, from the check
+    /// until the attempt ends; an operator command holds it alone, so no
+    /// write checked before a command is sent after it.
+    replica_writes: Arc<tokio::sync::RwLock<()>>,
 }
+
+/// A write's right to be sent to the replica, held while it is sent.
+pub struct ReplicaWrite {
+    _gate: tokio::sync::OwnedRwLockReadGuard<()>,
+}
+
+/// How long an operator command waits for writes already on their way to
+/// the replica before it applies anyway (a hung replica must not block a
+/// failback; the command is then logged with the count).
+const COMMAND_WAITS_FOR_WRITES: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn settings(cfg: &Config) -> Settings {
     Settings {
@@ -213,6 +227,7 @@ impl Failover {
                 probes,
                 passive,
                 metrics,
+                replica_writes: Arc::new(tokio::sync::RwLock::new(())),
                 fleet: fleet_handle,
             },
             task,
@@ -259,10 +274,20 @@ impl Failover {
     }
 
     /// Applies an operator command; answers once the new state is persisted.
+    /// Writes already cleared for the replica are sent (or not) before it
+    /// applies; later writes see its outcome.
     pub async fn command(
         &self,
         command: Command,
     ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
+        let gate =
+            tokio::time::timeout(COMMAND_WAITS_FOR_WRITES, self.replica_writes.write()).await;
+        if gate.is_err() {
+            tracing::warn!(
+                waited_ms = COMMAND_WAITS_FOR_WRITES.as_millis() as u64,
+                "operator command applied while writes to the replica are still in flight"
+            );
+        }
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Event::Command { command, reply })
@@ -276,17 +301,21 @@ impl Failover {
         self.fleet.as_ref()
     }
 
-    /// Must succeed before a write is forwarded to the replica: sets the
-    /// replica-writes latch and persists it first (DESIGN.md §1).
-    pub async fn begin_replica_write(&self) -> Result<(), WriteRefusal> {
+    /// Must succeed right before a write is sent to the replica: sets the
+    /// replica-writes latch and persists it first (DESIGN.md §1). The
+    /// answer is held while the write is sent: operator commands wait.
+    pub async fn begin_replica_write(&self) -> Result<ReplicaWrite, WriteRefusal> {
+        let gate = self.replica_writes.clone().read_owned().await;
         {
             let snap = self.snapshot.load();
             if snap.mode == Mode::FailoverReadWrite && snap.latch_persisted {
                 match &self.fleet {
-                    None => return Ok(()),
+                    None => return Ok(ReplicaWrite { _gate: gate }),
                     // Checked here too, not only in the snapshot: the lease
                     // may lapse between two snapshots.
-                    Some(f) if f.lease_alive() && !snap.writes_suspended => return Ok(()),
+                    Some(f) if f.lease_alive() && !snap.writes_suspended => {
+                        return Ok(ReplicaWrite { _gate: gate })
+                    }
                     Some(_) => return Err(WriteRefusal::Mode(snap.mode)),
                 }
             }
@@ -296,7 +325,8 @@ impl Failover {
             .send(Event::BeginWrite { reply })
             .await
             .map_err(|_| WriteRefusal::Stopped)?;
-        rx.await.map_err(|_| WriteRefusal::Stopped)?
+        rx.await.map_err(|_| WriteRefusal::Stopped)??;
+        Ok(ReplicaWrite { _gate: gate })
     }
 }
 

@@ -41,7 +41,9 @@ pub enum ProxyError {
     TooManyHeaders { limit: usize },
     #[error("the request body exceeds {limit} bytes")]
     BodyTooLarge { limit: u64 },
-    #[error("the request body stalled for longer than the body idle timeout")]
+    #[error(
+        "the request body did not arrive in time (it stalled, or outlasted the request timeout)"
+    )]
     BodyTimeout,
     #[error("{0} is not supported by this proxy")]
     NotImplemented(&'static str),
@@ -63,6 +65,8 @@ pub enum ProxyError {
     RegionDown(&'static str),
     #[error("the proxy is shutting down")]
     ShuttingDown,
+    #[error("the failover mode changed while the request arrived, and writes no longer go where it was routed; nothing was sent, it can be retried")]
+    ModeChanged,
 }
 
 /// What one failed upstream attempt means, for each party that asks.
@@ -145,9 +149,10 @@ impl ProxyError {
             | ProxyError::UpstreamProtocol
             | ProxyError::UpstreamTls => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout | ProxyError::RequestTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoHealthyRegion | ProxyError::RegionDown(_) | ProxyError::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::NoHealthyRegion
+            | ProxyError::RegionDown(_)
+            | ProxyError::ShuttingDown
+            | ProxyError::ModeChanged => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -169,6 +174,7 @@ impl ProxyError {
             ProxyError::NoHealthyRegion => "FAILWAY_NO_HEALTHY_REGION_ERR",
             ProxyError::RegionDown(_) => "FAILWAY_REGION_DOWN_ERR",
             ProxyError::ShuttingDown => "FAILWAY_SHUTTING_DOWN_ERR",
+            ProxyError::ModeChanged => "FAILWAY_MODE_CHANGED_ERR",
         }
     }
 
@@ -188,7 +194,8 @@ impl ProxyError {
             ProxyError::RequestTimeout
             | ProxyError::NoHealthyRegion
             | ProxyError::RegionDown(_)
-            | ProxyError::ShuttingDown => Origin::Internal,
+            | ProxyError::ShuttingDown
+            | ProxyError::ModeChanged => Origin::Internal,
         }
     }
 

@@ -11,7 +11,7 @@ use arc_swap::ArcSwap;
 
 use super::refusal::Refusal;
 use super::Dynamic;
-use crate::failover::{BlockReason, Failover, WriteRefusal};
+use crate::failover::{BlockReason, Failover, ReplicaWrite, WriteRefusal};
 use crate::health::prober::Probers;
 use crate::retry::RetryBudget;
 
@@ -74,14 +74,15 @@ impl Service {
         &self.budget
     }
 
-    /// Sets and persists the latch before a write leaves for the replica
-    /// (`unread_body`: the refusal then closes the connection).
+    /// Sets and persists the latch right before a write is sent to the
+    /// replica (`unread_body`: the refusal then closes the connection); the
+    /// answer is held while it is sent.
     pub(super) async fn latch_before_replica_write(
         &self,
         unread_body: bool,
-    ) -> Result<(), Refusal> {
+    ) -> Result<ReplicaWrite, Refusal> {
         match self.failover.begin_replica_write().await {
-            Ok(()) => Ok(()),
+            Ok(w) => Ok(w),
             Err(WriteRefusal::Mode(mode)) => {
                 let snap = self.failover.snapshot();
                 Err(Refusal::WriteBlocked {

@@ -31,7 +31,7 @@ use super::refusal::Refusal;
 use super::service::Service;
 use super::{ConnInfo, Dynamic, Proxy};
 use crate::classify::Class;
-use crate::failover::{BlockReason, Snapshot};
+use crate::failover::{BlockReason, ReplicaWrite, Snapshot};
 use crate::health::passive::Outcome;
 use crate::region::Region;
 use crate::routing::{self, Route};
@@ -94,10 +94,9 @@ impl Proxy {
         } = req;
         let exact_len = admit(d, &parts)?;
         let more_body = !body.is_end_stream();
+        // Refused before the body is read; checked again as each write
+        // attempt is sent (`Regions::clear_write`).
         let first = first_region(svc, class, more_body)?;
-        if first == Region::Replica && class == Class::Write {
-            svc.latch_before_replica_write(more_body).await?;
-        }
         let template = template(d, parts, conn, correlation_id);
         let mut source = read_body(d, body, exact_len, &watch, deadline).await?;
         let upstreams = Regions {
@@ -242,6 +241,25 @@ async fn read_body(
     }
 }
 
+impl Regions<'_> {
+    /// A write's right to be sent to `region`, checked as it is sent (its
+    /// body may have taken long to arrive): the mode must still send writes
+    /// there, and for the replica the latch is set and persisted first.
+    async fn clear_write(&self, region: Region) -> Result<Option<ReplicaWrite>, Refusal> {
+        if self.class != Class::Write {
+            return Ok(None);
+        }
+        let unread = self.watch.progress() != BodyProgress::Complete;
+        if first_region(self.svc, Class::Write, unread)? != region {
+            return Err(ProxyError::ModeChanged.into());
+        }
+        if region == Region::Replica {
+            return self.svc.latch_before_replica_write(unread).await.map(Some);
+        }
+        Ok(None)
+    }
+}
+
 /// The two regions through the proxy's clients, for the attempt loop.
 struct Regions<'a> {
     proxy: &'a Proxy,
@@ -268,6 +286,11 @@ impl Upstreams for Regions<'_> {
         let req = self
             .proxy
             .build(self.d, self.template, region, body, count_misses)
+            .map_err(AttemptError::Refused)?;
+        // Held until the attempt ends: an operator command waits for it.
+        let _cleared = self
+            .clear_write(region)
+            .await
             .map_err(AttemptError::Refused)?;
         if region == Region::Replica && self.class == Class::Write && attempt == 1 {
             self.svc

@@ -2,4 +2,5 @@
 //! end.
 
 mod driver;
+mod late_writes;
 mod outage;
