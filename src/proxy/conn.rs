@@ -6,7 +6,10 @@
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection
 //! idles between requests, which would cap the idle timeout at the header
-//! timeout; so failway tracks both itself.
+//! timeout; so failway tracks both itself. [`HeadScan`] follows the request
+//! stream as it is read, so a head that arrived in the same read as the
+//! request before it (pipelining) is timed too: hyper then parses it from
+//! its buffer, with no read to see.
 
 use std::io;
 use std::pin::Pin;
@@ -31,6 +34,9 @@ pub struct ConnTracker {
     h2: AtomicBool,
     /// Set once the first bytes were seen.
     started: AtomicBool,
+    /// Cleared when [`HeadScan`] cannot follow the stream (a chunked
+    /// body): heads are then timed from the reads between requests.
+    scanning: AtomicBool,
 }
 
 impl ConnTracker {
@@ -43,6 +49,7 @@ impl ConnTracker {
             last_activity: AtomicU64::new(0),
             h2: AtomicBool::new(false),
             started: AtomicBool::new(false),
+            scanning: AtomicBool::new(true),
         };
         Arc::new(t)
     }
@@ -58,6 +65,21 @@ impl ConnTracker {
     /// A request head was parsed and handed to the service.
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        if !self.scanning.load(Ordering::Relaxed) {
+            self.head_started.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The first byte of a head arrived (the scan saw it).
+    fn head_begins(&self) {
+        if self.head_started.load(Ordering::Relaxed) == 0 {
+            self.head_started
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// A head is complete (the scan saw its end).
+    fn head_complete(&self) {
         self.head_started.store(0, Ordering::Relaxed);
     }
 
@@ -76,7 +98,10 @@ impl ConnTracker {
             self.h2.store(true, Ordering::Relaxed);
             self.head_started.store(0, Ordering::Relaxed);
         }
-        if self.h2.load(Ordering::Relaxed) || self.in_flight.load(Ordering::Relaxed) != 0 {
+        if self.h2.load(Ordering::Relaxed)
+            || self.scanning.load(Ordering::Relaxed)
+            || self.in_flight.load(Ordering::Relaxed) != 0
+        {
             return;
         }
         if self.head_started.load(Ordering::Relaxed) == 0 {
@@ -92,7 +117,11 @@ impl ConnTracker {
         }
         match self.head_started.load(Ordering::Relaxed) {
             0 => None,
-            ms => Some(self.at(ms - 1) + header_read_timeout),
+            // A pipelined head waited behind the response before it.
+            ms => {
+                let last = self.last_activity.load(Ordering::Relaxed);
+                Some(self.at((ms - 1).max(last)) + header_read_timeout)
+            }
         }
     }
 
@@ -105,18 +134,140 @@ impl ConnTracker {
     }
 }
 
+/// Where an HTTP/1 request stream stands, followed byte by byte through
+/// heads and by length through bodies.
+#[derive(Debug)]
+enum HeadScan {
+    /// In a head. `started`: a byte other than CR or LF came (a stray CRLF
+    /// between requests is no head); `line` holds the start of the current
+    /// line, enough for the framing headers' names and values.
+    Head {
+        started: bool,
+        line: Vec<u8>,
+        length: u64,
+    },
+    Body {
+        left: u64,
+    },
+    /// A chunked body or framing the scan does not follow.
+    Lost,
+}
+
+/// How much of a header line the scan keeps.
+const LINE_KEPT: usize = 64;
+
+impl HeadScan {
+    fn head() -> HeadScan {
+        HeadScan::Head {
+            started: false,
+            line: Vec::new(),
+            length: 0,
+        }
+    }
+
+    fn feed(&mut self, mut data: &[u8], tracker: &ConnTracker) {
+        while !data.is_empty() {
+            match self {
+                HeadScan::Lost => return,
+                HeadScan::Body { left } => {
+                    let take = (*left).min(data.len() as u64);
+                    *left -= take;
+                    data = &data[take as usize..];
+                    if *left == 0 {
+                        *self = HeadScan::head();
+                    }
+                }
+                HeadScan::Head {
+                    started,
+                    line,
+                    length,
+                } => {
+                    let b = data[0];
+                    data = &data[1..];
+                    if !*started {
+                        if b == b'\r' || b == b'\n' {
+                            continue;
+                        }
+                        *started = true;
+                        tracker.head_begins();
+                    }
+                    if b != b'\n' {
+                        if line.len() < LINE_KEPT {
+                            line.push(b);
+                        } else if line.len() == LINE_KEPT {
+                            line.push(b'~'); // marks a cut line
+                        }
+                        continue;
+                    }
+                    let text = line.strip_suffix(b"\r").unwrap_or(line);
+                    if text.is_empty() {
+                        tracker.head_complete();
+                        let left = *length;
+                        *self = if left == 0 {
+                            HeadScan::head()
+                        } else {
+                            HeadScan::Body { left }
+                        };
+                        continue;
+                    }
+                    match framing(text) {
+                        Framing::Other => {}
+                        Framing::Length(n) => *length = n,
+                        Framing::Unknown => {
+                            *self = HeadScan::Lost;
+                            tracker.scanning.store(false, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                    line.clear();
+                }
+            }
+        }
+    }
+}
+
+enum Framing {
+    Other,
+    Length(u64),
+    /// `Transfer-Encoding`, or a `Content-Length` the scan cannot read.
+    Unknown,
+}
+
+/// What a header line says about the body's framing.
+fn framing(line: &[u8]) -> Framing {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return Framing::Other;
+    };
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        return Framing::Unknown;
+    }
+    if !name.eq_ignore_ascii_case(b"content-length") {
+        return Framing::Other;
+    }
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .map_or(Framing::Unknown, Framing::Length)
+}
+
 pin_project! {
     /// The client connection's IO, reporting reads to its [`ConnTracker`].
     pub struct TrackedIo<S> {
         #[pin]
         inner: S,
         tracker: Arc<ConnTracker>,
+        scan: HeadScan,
     }
 }
 
 impl<S> TrackedIo<S> {
     pub fn new(inner: S, tracker: Arc<ConnTracker>) -> Self {
-        TrackedIo { inner, tracker }
+        TrackedIo {
+            inner,
+            tracker,
+            scan: HeadScan::head(),
+        }
     }
 }
 
@@ -130,7 +281,11 @@ impl<S: AsyncRead> AsyncRead for TrackedIo<S> {
         let before = buf.filled().len();
         let res = this.inner.poll_read(cx, buf);
         if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.tracker.on_read(&buf.filled()[before..]);
+            let read = &buf.filled()[before..];
+            this.tracker.on_read(read);
+            if !this.tracker.h2.load(Ordering::Relaxed) {
+                this.scan.feed(read, this.tracker);
+            }
         }
         res
     }
@@ -163,5 +318,67 @@ impl<S: AsyncWrite> AsyncWrite for TrackedIo<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds `reads` one after another; returns whether a head is arriving
+    /// (its timer running) after each, and the scan's last state.
+    fn scan(reads: &[&[u8]]) -> (Vec<bool>, HeadScan) {
+        let t = ConnTracker::new();
+        t.head_complete();
+        let mut s = HeadScan::head();
+        let mut arriving = Vec::new();
+        for r in reads {
+            s.feed(r, &t);
+            arriving.push(t.head_started.load(Ordering::Relaxed) != 0);
+        }
+        (arriving, s)
+    }
+
+    #[test]
+    fn a_whole_request_leaves_no_head_arriving() {
+        let (a, s) = scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"]);
+        assert_eq!(a, [false]);
+        assert!(matches!(s, HeadScan::Head { started: false, .. }));
+    }
+
+    #[test]
+    fn the_start_of_a_pipelined_head_is_seen_behind_a_body() {
+        let (a, _) = scan(&[b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HT"]);
+        assert_eq!(a, [true]);
+        let (a, _) = scan(&[
+            b"POST / HTTP/1.1\r\ncontent-length:  3 \r\n\r\nab",
+            b"c",
+            b"\r\n",
+            b"G",
+        ]);
+        assert_eq!(a, [false, false, false, true], "a stray CRLF is no head");
+    }
+
+    #[test]
+    fn heads_and_lengths_split_across_reads_are_followed() {
+        let (a, s) = scan(&[
+            b"GET / HTTP/1.1\r\nHo",
+            b"st: a\r\nContent-Le",
+            b"ngth: 2\r\n\r",
+            b"\nh",
+        ]);
+        assert_eq!(a, [true, true, true, false]);
+        assert!(matches!(s, HeadScan::Body { left: 1 }));
+    }
+
+    #[test]
+    fn a_chunked_or_unreadable_length_stops_the_scan() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"[..],
+            b"POST / HTTP/1.1\r\nContent-Length: x\r\n",
+        ] {
+            let (_, s) = scan(&[head]);
+            assert!(matches!(s, HeadScan::Lost));
+        }
     }
 }
