@@ -17,7 +17,14 @@
 //! - idle connections are closed after `pool_idle_timeout`, most recently
 //!   used first out, so the least used ones age out;
 //! - a connection past `pool_max_lifetime`, or to an address its host no
-//!   longer resolves to, is closed instead of being pooled or taken.
+//!   longer resolves to, is closed instead of being pooled or taken;
+//! - a region's `Keep-Alive: timeout=N` is learned per connection, which is
+//!   then retired before the region closes it (`keep_alive_margin`);
+//! - a request marked [`FreshAfterIdle`] (a write: it cannot be sent twice)
+//!   takes a pooled connection only if it was idle for less than
+//!   [`WRITE_REUSE_IDLE`] (or what the region announced): a region closing
+//!   an idle connection just as the request reaches it would leave the
+//!   write's outcome unknown.
 // Idle times and lifetimes run on the real monotonic clock, as hyper's
 // own pool does: no paused-time test holds a pooled connection.
 #![allow(clippy::disallowed_methods)]
@@ -48,11 +55,48 @@ pub enum PoolError {
     Send(hyper::Error),
 }
 
+/// Marks a request that must not risk a connection the region may be
+/// closing: it takes a fresh connection after idleness (see the module doc).
+#[derive(Debug, Clone, Copy)]
+pub struct FreshAfterIdle;
+
+/// How long a connection may idle and still carry a write when the region
+/// did not say how long it keeps connections open.
+pub const WRITE_REUSE_IDLE: Duration = Duration::from_secs(1);
+
 /// A connection's identity, kept for the retirement check.
 #[derive(Clone, Copy)]
 struct Meta {
     born: Instant,
     remote: Option<IpAddr>,
+    /// How long the region keeps it open while idle, less a margin, when
+    /// it said so (`Keep-Alive: timeout=`).
+    idle_limit: Option<Duration>,
+}
+
+impl Meta {
+    fn usable_idle(&self, pool_idle: Duration) -> Duration {
+        self.idle_limit.map_or(pool_idle, |l| l.min(pool_idle))
+    }
+
+    fn write_idle(&self) -> Duration {
+        self.idle_limit.unwrap_or(WRITE_REUSE_IDLE)
+    }
+}
+
+/// The idle time a region announced in `Keep-Alive: timeout=N` (seconds),
+/// less a margin for the race: min(1 s, N/2).
+fn keep_alive_limit(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get("keep-alive")?.to_str().ok()?;
+    let secs: u64 = v.split(',').find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("timeout")
+            .then(|| v.trim().parse().ok())
+            .flatten()
+    })?;
+    let announced = Duration::from_secs(secs);
+    Some(announced - (announced / 2).min(Duration::from_secs(1)))
 }
 
 struct Idle {
@@ -112,8 +156,9 @@ impl H1Pool {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         *req.uri_mut() = Uri::from(origin_form);
+        let write = req.extensions().get::<FreshAfterIdle>().is_some();
         loop {
-            let (mut tx, meta, reused) = match self.inner.checkout() {
+            let (mut tx, mut meta, reused) = match self.inner.checkout(write) {
                 Some(idle) => (idle.tx, idle.meta, true),
                 None => {
                     let (tx, meta) = self.inner.connect().await?;
@@ -122,6 +167,9 @@ impl H1Pool {
             };
             match tx.try_send_request(req).await {
                 Ok(resp) => {
+                    if let Some(limit) = keep_alive_limit(resp.headers()) {
+                        meta.idle_limit = Some(limit);
+                    }
                     self.inner.clone().release(tx, meta);
                     return Ok(resp);
                 }
@@ -136,16 +184,25 @@ impl H1Pool {
 }
 
 impl Inner {
-    fn checkout(&self) -> Option<Idle> {
+    /// The most recently used connection that can take a request; a write
+    /// gets none if even that one idled too long for it (the others idled
+    /// longer), and leaves the pool as it is for reads.
+    fn checkout(&self, write: bool) -> Option<Idle> {
         let now = Instant::now();
         let mut idle = self.idle.lock().ok()?;
-        while let Some(i) = idle.pop_back() {
-            if i.tx.is_ready()
-                && now.duration_since(i.since) < self.idle_timeout
-                && !self.retire(i.meta, now)
+        while let Some(i) = idle.back() {
+            let idle_for = now.duration_since(i.since);
+            if !i.tx.is_ready()
+                || idle_for >= i.meta.usable_idle(self.idle_timeout)
+                || self.retire(i.meta, now)
             {
-                return Some(i);
+                idle.pop_back();
+                continue;
             }
+            if write && idle_for >= i.meta.write_idle() {
+                return None;
+            }
+            return idle.pop_back();
         }
         None
     }
@@ -163,6 +220,7 @@ impl Inner {
         let meta = Meta {
             born: started,
             remote: extensions.get::<HttpInfo>().map(|i| i.remote_addr().ip()),
+            idle_limit: None,
         };
         let (tx, conn) = http1::Builder::new()
             .max_buf_size(self.max_buf_size)
@@ -226,6 +284,8 @@ impl Inner {
         {
             idle.pop_front();
         }
+        // Those the region said it closes sooner, wherever they stand.
+        idle.retain(|i| now.duration_since(i.since) < i.meta.usable_idle(self.idle_timeout));
     }
 }
 
@@ -260,5 +320,30 @@ impl std::error::Error for PoolError {
             PoolError::Connect(e) => Some(e.as_ref()),
             PoolError::Send(e) => Some(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(v: &str) -> Option<Duration> {
+        let mut h = http::HeaderMap::new();
+        h.insert("keep-alive", v.parse().unwrap());
+        keep_alive_limit(&h)
+    }
+
+    #[test]
+    fn an_announced_keep_alive_is_kept_with_a_margin() {
+        assert_eq!(limit("timeout=5, max=1000"), Some(Duration::from_secs(4)));
+        assert_eq!(
+            limit("max=10, Timeout = 1"),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(limit("timeout=75"), Some(Duration::from_secs(74)));
+        assert_eq!(limit("timeout=0"), Some(Duration::ZERO));
+        assert_eq!(limit("max=5"), None);
+        assert_eq!(limit("timeout=soon"), None);
+        assert_eq!(keep_alive_limit(&http::HeaderMap::new()), None);
     }
 }

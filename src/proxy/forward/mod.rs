@@ -39,6 +39,7 @@ use crate::upstream::body::{
     self, BodyFailure, BodyProgress, BodyWatch, Prefetched, UpstreamBody, Watched,
 };
 use crate::upstream::client::{RequestBody, UpstreamFailure};
+use crate::upstream::pool::FreshAfterIdle;
 
 enum BodySource {
     /// Fully read: every attempt sends a copy.
@@ -283,7 +284,7 @@ impl Upstreams for Regions<'_> {
     ) -> Result<Response<Incoming>, AttemptError> {
         let count_misses =
             region == Region::Replica && !self.replica_tried.swap(true, Ordering::Relaxed);
-        let req = self
+        let mut req = self
             .proxy
             .build(self.d, self.template, region, body, count_misses)
             .map_err(AttemptError::Refused)?;
@@ -292,6 +293,9 @@ impl Upstreams for Regions<'_> {
             .clear_write(region)
             .await
             .map_err(AttemptError::Refused)?;
+        if self.class == Class::Write {
+            req.extensions_mut().insert(FreshAfterIdle);
+        }
         if region == Region::Replica && self.class == Class::Write && attempt == 1 {
             self.svc
                 .failover()

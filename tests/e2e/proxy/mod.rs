@@ -3,6 +3,7 @@
 
 mod forwarding;
 mod gateway;
+mod pooling;
 mod retries;
 mod slow_clients;
 mod tls;
