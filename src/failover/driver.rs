@@ -68,12 +68,23 @@ pub(super) enum Event {
     },
 }
 
+/// The region traffic goes to in `mode`.
+pub(super) fn serving_region(mode: Mode) -> Region {
+    if mode.is_failover() {
+        Region::Replica
+    } else {
+        Region::Primary
+    }
+}
+
 pub(super) struct Driver {
     pub machine: Machine,
     pub counters: [HealthCounter; 2],
     /// (unhealthy_threshold, healthy_threshold) the counters were made with.
     pub thresholds: (u32, u32),
     pub regions: [RegionView; 2],
+    /// The region the last published snapshot sends traffic to.
+    pub serving: Region,
     pub file: Option<StateFile>,
     pub persisted: Option<State>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -391,6 +402,27 @@ impl Driver {
         }
     }
 
+    /// Resets the live-traffic detector of the region traffic is about to
+    /// move to (failover, failback, operator actions, a fleet record): what
+    /// it recorded while not served from (requests in flight at an outage,
+    /// reads retried on it) must not judge it down right after the switch.
+    fn follow_serving_region(&mut self) {
+        let serving = serving_region(self.machine.mode());
+        if serving == self.serving {
+            return;
+        }
+        self.serving = serving;
+        self.passive.reset(serving);
+        self.regions[serving.index()].passive_down = false;
+        if serving == Region::Primary {
+            self.machine.forget_primary_passive(self.clock.now());
+        }
+        tracing::debug!(
+            region = serving.as_str(),
+            "traffic moves to this region: its live-traffic counts start afresh"
+        );
+    }
+
     pub fn build_snapshot(&self) -> Snapshot {
         let m = &self.machine;
         let s = m.state();
@@ -410,7 +442,8 @@ impl Driver {
         }
     }
 
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.follow_serving_region();
         let snap = self.build_snapshot();
         if **self.snapshot.load() != snap {
             self.metrics.publish(&snap);

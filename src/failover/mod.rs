@@ -33,7 +33,9 @@ pub use self::snapshot::{RegionView, Snapshot};
 use crate::config::{Config, FailbackMode, FailoverMode};
 use crate::failover::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
 use crate::health::counter::HealthCounter;
-use crate::health::passive::{Outcome, PassiveDetector};
+/// What happened to a live request, as [`Failover::record_outcome`] takes it.
+pub use crate::health::passive::Outcome;
+use crate::health::passive::PassiveDetector;
 pub use crate::health::ProbeReport;
 use crate::region::Region;
 
@@ -81,6 +83,15 @@ impl PassiveSignals {
             // detectors every second.
             let _ = self.tx.try_send(Event::Passive { region, down });
         }
+    }
+
+    /// Forgets what live traffic said of `region`: traffic moves to it now.
+    fn reset(&self, region: Region) {
+        let i = region.index();
+        if let Ok(mut d) = self.detectors[i].lock() {
+            d.reset();
+        }
+        self.reported[i].store(false, Ordering::Relaxed);
     }
 
     fn is_down(&self, region: Region) -> bool {
@@ -187,14 +198,14 @@ impl Failover {
         });
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(clock.now())));
         let h = &cfg.health;
-        let driver = Driver {
-            machine,
+        let mut driver = Driver {
             counters: [
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
             ],
             thresholds: (h.unhealthy_threshold, h.healthy_threshold),
             regions: [RegionView::unknown(), RegionView::unknown()],
+            serving: driver::serving_region(machine.mode()),
             file,
             persisted,
             snapshot: snapshot.clone(),
@@ -203,6 +214,7 @@ impl Failover {
             passive: passive.clone(),
             fleet,
             pending: Vec::new(),
+            machine,
         };
         driver.publish();
         let task = tokio::spawn(driver.run(rx, probes_rx, stop));

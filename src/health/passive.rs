@@ -17,7 +17,8 @@
 //!
 //! This module does not decide failover (the failover machine does, with
 //! the replica's health) and does not clear itself: a region that gets no
-//! traffic drops below `min_requests` and is no longer judged down.
+//! traffic drops below `min_requests` and is no longer judged down. Its
+//! owner resets it when traffic moves to the region (failover, failback).
 
 use std::time::{Duration, Instant};
 
@@ -86,6 +87,13 @@ impl PassiveDetector {
             origin: None,
             buckets: [Bucket::default(); BUCKETS],
         }
+    }
+
+    /// Forgets every outcome: traffic moved to the region, and what it
+    /// answered before (as the region not served from) says nothing of now.
+    pub fn reset(&mut self) {
+        self.origin = None;
+        self.buckets = [Bucket::default(); BUCKETS];
     }
 
     /// Counts one live request's outcome observed at `now`.

@@ -234,3 +234,21 @@ fn a_reading_before_the_origin_counts_in_the_first_bucket() {
     d.record(t0 - secs(0.5), Outcome::Timeout);
     assert_eq!(d.counts(t0).errors, 2);
 }
+
+#[test]
+fn reset_forgets_every_outcome() {
+    let t0 = Instant::now();
+    let mut d = detector();
+    record_n(&mut d, t0, 30, Outcome::Timeout);
+    assert!(d.is_down(t0));
+    d.reset();
+    assert_eq!(d.counts(t0), WindowCounts::default());
+    record_n(&mut d, t0 + secs(1.0), 5, Outcome::Success);
+    assert_eq!(
+        d.counts(t0 + secs(1.0)),
+        WindowCounts {
+            requests: 5,
+            errors: 0
+        }
+    );
+}
