@@ -68,6 +68,10 @@ pub(super) enum Event {
     },
 }
 
+/// How often the state file is compared with what was last written, so a
+/// file deleted or replaced while failway runs is written again.
+pub(super) const STATE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// The region traffic goes to in `mode`.
 pub(super) fn serving_region(mode: Mode) -> Region {
     if mode.is_failover() {
@@ -96,6 +100,10 @@ pub(super) struct Driver {
     /// Fleet mode: transitions made locally and not yet agreed by the fleet;
     /// logged and counted only once the shared record carries them.
     pub pending: Vec<super::machine::Transition>,
+    /// When the state file was last compared with what was written.
+    pub state_checked_at: tokio::time::Instant,
+    /// Whether it matched then (a mismatch is logged once, not every check).
+    pub state_file_ok: bool,
 }
 
 impl Driver {
@@ -146,6 +154,7 @@ impl Driver {
             self.settle();
             let _ = self.reconcile().await;
             self.persist_if_changed().await;
+            self.check_state_file().await;
             self.publish();
             self.report_if_due();
         }
@@ -383,13 +392,51 @@ impl Driver {
                 true
             }
             Ok(Err(e)) => {
+                self.metrics.state_persist_error();
                 tracing::error!("{e}");
                 false
             }
             Err(e) => {
+                self.metrics.state_persist_error();
                 tracing::error!(error = %e, "state persistence task failed");
                 false
             }
+        }
+    }
+
+    /// Every [`STATE_CHECK_EVERY`]: when the state file is missing or not
+    /// what was last written (deleted, replaced, restored from an old
+    /// copy), writes it again, so a restart comes back in the current mode
+    /// with the latch. A state not yet saved is retried by
+    /// `persist_if_changed` instead.
+    async fn check_state_file(&mut self) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        if self.state_checked_at.elapsed() < STATE_CHECK_EVERY {
+            return;
+        }
+        self.state_checked_at = tokio::time::Instant::now();
+        let state = self.machine.state().clone();
+        if self.persisted.as_ref() != Some(&state) {
+            return;
+        }
+        let (probe, reader) = (state.clone(), file.clone());
+        let holds = tokio::task::spawn_blocking(move || reader.holds(&probe))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        if holds {
+            self.state_file_ok = true;
+            return;
+        }
+        if std::mem::replace(&mut self.state_file_ok, false) {
+            tracing::warn!(
+                path = %file.path().display(),
+                "state.path is missing or differs from the state failway last wrote; writing it again"
+            );
+        }
+        if self.save(&state).await {
+            self.state_file_ok = true;
         }
     }
 

@@ -139,7 +139,8 @@ fn settings(cfg: &Config) -> Settings {
 
 impl Failover {
     /// Loads the persisted state (a corrupt file is an error), checks the
-    /// state file can be written, and starts the driver task.
+    /// state file can be written (by writing it, at every start), and
+    /// starts the driver task.
     ///
     /// With `[fleet]`, also connects to etcd and waits up to `lease_ttl` for
     /// the shared record, which then replaces the local state (or is created
@@ -155,6 +156,11 @@ impl Failover {
         let file = cfg.state.path.clone().map(StateFile::new);
         let machine = match file.as_ref().map(StateFile::load).transpose()?.flatten() {
             Some(state) => {
+                if let Some(f) = &file {
+                    // Written back as loaded: a folder that cannot take the
+                    // next change fails the start, not that change.
+                    f.save_at_start(&state)?;
+                }
                 tracing::info!(
                     mode = state.mode.as_str(),
                     latch = state.replica_writes_latch,
@@ -167,7 +173,7 @@ impl Failover {
                 let m = Machine::new(settings(cfg), clock.now());
                 if let Some(f) = &file {
                     // Fail at start, not at the first failover.
-                    f.save(m.state())?;
+                    f.save_at_start(m.state())?;
                 }
                 m
             }
@@ -214,6 +220,8 @@ impl Failover {
             passive: passive.clone(),
             fleet,
             pending: Vec::new(),
+            state_checked_at: tokio::time::Instant::now(),
+            state_file_ok: true,
             machine,
         };
         driver.publish();
