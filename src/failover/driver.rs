@@ -84,8 +84,6 @@ pub(super) fn serving_region(mode: Mode) -> Region {
 pub(super) struct Driver {
     pub machine: Machine,
     pub counters: [HealthCounter; 2],
-    /// (unhealthy_threshold, healthy_threshold) the counters were made with.
-    pub thresholds: (u32, u32),
     pub regions: [RegionView; 2],
     /// The region the last published snapshot sends traffic to.
     pub serving: Region,
@@ -217,14 +215,10 @@ impl Driver {
             tracing::info!(?settings, "failover settings reloaded");
             self.machine.set_settings(settings);
         }
-        if self.thresholds != thresholds {
-            // Fresh counters judge each region anew from the next
-            // probes; the verdicts so far stay in the region views.
-            self.thresholds = thresholds;
-            self.counters = [
-                HealthCounter::new(thresholds.0, thresholds.1),
-                HealthCounter::new(thresholds.0, thresholds.1),
-            ];
+        // The counts so far are kept: fresh counters would restart the
+        // count of a failing region at every reload.
+        for c in &mut self.counters {
+            c.set_thresholds(thresholds.0, thresholds.1);
         }
     }
 

@@ -94,6 +94,16 @@ impl PassiveSignals {
         self.reported[i].store(false, Ordering::Relaxed);
     }
 
+    /// Reloaded `[health.passive]` limits; the windows keep their counts.
+    fn reconfigure(&self, p: &crate::config::PassiveHealthConfig) {
+        let now = tokio::time::Instant::now().into_std();
+        for d in &self.detectors {
+            if let Ok(mut d) = d.lock() {
+                d.reconfigure(now, p.window, p.min_requests, p.error_ratio);
+            }
+        }
+    }
+
     fn is_down(&self, region: Region) -> bool {
         let now = tokio::time::Instant::now().into_std();
         let i = region.index();
@@ -209,7 +219,6 @@ impl Failover {
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
             ],
-            thresholds: (h.unhealthy_threshold, h.healthy_threshold),
             regions: [RegionView::unknown(), RegionView::unknown()],
             serving: driver::serving_region(machine.mode()),
             file,
@@ -240,8 +249,10 @@ impl Failover {
     }
 
     /// Applies reloaded `[failover]` and `[health]` thresholds. The state
-    /// (mode, deadline, latch) is never reset by a reload.
+    /// (mode, deadline, latch) is never reset by a reload, nor are the
+    /// health counts: a reload must not hold off a failover.
     pub async fn reconfigure(&self, cfg: &Config) {
+        self.passive.reconfigure(&cfg.health.passive);
         let event = Event::Reconfigure {
             settings: settings(cfg),
             thresholds: (cfg.health.unhealthy_threshold, cfg.health.healthy_threshold),

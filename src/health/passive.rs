@@ -96,6 +96,36 @@ impl PassiveDetector {
         self.buckets = [Bucket::default(); BUCKETS];
     }
 
+    /// New limits (a configuration reload) that keep what the window holds,
+    /// so a verdict in progress goes on. A new `window` changes the bucket
+    /// width: the outcomes of the old window are carried into the current
+    /// bucket of the new one and leave it one new window from `now`.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        min_requests: u32,
+        error_ratio: f64,
+    ) {
+        let fresh = PassiveDetector::new(window, min_requests, error_ratio);
+        self.min_requests = fresh.min_requests;
+        self.error_ratio = fresh.error_ratio;
+        if fresh.bucket_nanos == self.bucket_nanos {
+            return;
+        }
+        let held = self.counts(now);
+        let had_origin = self.origin.is_some();
+        *self = fresh;
+        if had_origin {
+            self.origin = Some(now);
+            self.buckets[0] = Bucket {
+                epoch: 0,
+                requests: u32::try_from(held.requests).unwrap_or(u32::MAX),
+                errors: u32::try_from(held.errors).unwrap_or(u32::MAX),
+            };
+        }
+    }
+
     /// Counts one live request's outcome observed at `now`.
     pub fn record(&mut self, now: Instant, outcome: Outcome) {
         let origin = *self.origin.get_or_insert(now);

@@ -1,6 +1,7 @@
 //! The failover engine: the driver under paused time, outages end to end,
-//! and the state file.
+//! the state file, and reloads while failed over.
 
 mod driver;
 mod outage;
+mod reload;
 mod state_file;
