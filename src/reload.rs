@@ -12,6 +12,14 @@
 //! worker threads, `max_connections`, connection timeouts, the state file,
 //! the admin token file, `[fleet]`) are reported as such and keep their old
 //! values.
+//!
+//! While the replica-writes latch is set, a reload that changes an
+//! upstream URL is refused whole (`result="refused"`): writes accepted on
+//! the replica are not on the primary, and the next write must not land
+//! somewhere else. It applies after a forced failback, or at a restart.
+//! Health thresholds change without restarting the counts, and the probers
+//! restart only when what they probe changes, so a stream of reloads cannot
+//! hold off a failover.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -39,16 +47,50 @@ impl ReloadMetrics {
         let reloads = IntCounterVec::new(
             Opts::new(
                 "failway_config_reloads_total",
-                "Configuration reloads, by result (success, error: the old configuration kept running).",
+                "Configuration reloads, by result (success; error: invalid, the old configuration kept running; refused: upstream URLs changed while the replica-writes latch is set).",
             ),
             &["result"],
         )?;
         registry.register(Box::new(reloads.clone()))?;
-        for r in ["success", "error"] {
+        for r in ["success", "error", "refused"] {
             reloads.with_label_values(&[r]);
         }
         Ok(ReloadMetrics { reloads })
     }
+}
+
+/// Why a valid configuration was not applied.
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::client::ClientError),
+    #[error("the running configuration could not be read (a reload panicked)")]
+    Poisoned,
+    #[error("the replica-writes latch is set (writes were accepted on the replica) and {keys} changed; apply it after a forced failback (failway ctl failback --force) or with a restart")]
+    LatchSet { keys: String },
+}
+
+/// The upstream URLs that differ between `old` and `new`.
+fn changed_urls(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    if old.upstreams.primary.url != new.upstreams.primary.url {
+        keys.push("upstreams.primary.url");
+    }
+    if old.upstreams.replica.url != new.upstreams.replica.url {
+        keys.push("upstreams.replica.url");
+    }
+    keys
+}
+
+/// Whether the probers must restart: what they probe changed. The
+/// thresholds and `[health.passive]` are counted by the failover driver,
+/// which keeps its counts across a reload.
+fn probe_changed(old: &crate::config::HealthConfig, new: &crate::config::HealthConfig) -> bool {
+    let mut same = new.clone();
+    same.unhealthy_threshold = old.unhealthy_threshold;
+    same.healthy_threshold = old.healthy_threshold;
+    same.passive = old.passive.clone();
+    same != *old
 }
 
 /// What a reload swaps, and what it must leave alone.
@@ -160,6 +202,14 @@ impl Reloader {
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 true
             }
+            Err(e @ ApplyError::LatchSet { .. }) => {
+                self.metrics.reloads.with_label_values(&["refused"]).inc();
+                tracing::warn!(
+                    trigger = why,
+                    "configuration reload refused: {e}; the old configuration keeps running"
+                );
+                false
+            }
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
                 tracing::error!(
@@ -171,14 +221,18 @@ impl Reloader {
         }
     }
 
-    async fn apply(&self, new: Config) -> Result<(), crate::upstream::client::ClientError> {
-        let old = self.current.lock().map(|c| c.clone()).map_err(|_| {
-            crate::upstream::client::ClientError::Invalid {
-                section: "upstreams.primary",
-                key: "url",
-                message: "reload state poisoned".into(),
-            }
-        })?;
+    async fn apply(&self, new: Config) -> Result<(), ApplyError> {
+        let old = self
+            .current
+            .lock()
+            .map(|c| c.clone())
+            .map_err(|_| ApplyError::Poisoned)?;
+        let urls = changed_urls(&old, &new);
+        if !urls.is_empty() && self.service.failover().snapshot().latch {
+            return Err(ApplyError::LatchSet {
+                keys: urls.join(" and "),
+            });
+        }
         for key in restart_only(&old, &new) {
             tracing::warn!(
                 key,
@@ -196,7 +250,7 @@ impl Reloader {
         // applies only what can change live.
         let effective = keep_restart_only(&new, &old);
 
-        let restart_probers = old.health != effective.health
+        let restart_probers = probe_changed(&old.health, &effective.health)
             || !Arc::ptr_eq(&upstreams[0], &current.upstreams[0])
             || !Arc::ptr_eq(&upstreams[1], &current.upstreams[1])
             || old.rewrite != effective.rewrite;
@@ -246,5 +300,43 @@ impl Reloader {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "[upstreams.primary]\nurl = \"http://127.0.0.1:1\"\n[upstreams.replica]\nurl = \"http://127.0.0.1:2\"\n{extra}"
+        );
+        Config::from_toml_str(&text, std::path::Path::new(".")).expect("valid test config")
+    }
+
+    #[test]
+    fn thresholds_and_passive_limits_do_not_restart_the_probers() {
+        let old = config("");
+        let counted = config(
+            "[health]\nunhealthy_threshold = 7\nhealthy_threshold = 4\n[health.passive]\nmin_requests = 3\n",
+        );
+        assert!(!probe_changed(&old.health, &counted.health));
+        let probed = config("[health]\npath = \"/healthz\"\n");
+        assert!(probe_changed(&old.health, &probed.health));
+    }
+
+    #[test]
+    fn changed_urls_names_the_keys() {
+        let old = config("");
+        assert!(changed_urls(&old, &config("")).is_empty());
+        let swapped = Config::from_toml_str(
+            "[upstreams.primary]\nurl = \"http://127.0.0.1:2\"\n[upstreams.replica]\nurl = \"http://127.0.0.1:1\"\n",
+            std::path::Path::new("."),
+        )
+        .expect("valid test config");
+        assert_eq!(
+            changed_urls(&old, &swapped),
+            ["upstreams.primary.url", "upstreams.replica.url"]
+        );
     }
 }

@@ -1171,3 +1171,25 @@ fn is_trusted_proxy_uses_the_cidrs() {
     assert!(c.is_trusted_proxy("fd00::5".parse().unwrap()));
     assert!(!c.is_trusted_proxy("192.168.0.1".parse().unwrap()));
 }
+
+#[test]
+fn a_failback_sooner_than_the_passive_window_is_warned_about() {
+    let state = "[state]\npath = \"/var/lib/failway/state.json\"\n";
+    let c = ok(&format!(
+        "{state}[failover]\nfailback_after = \"5s\"\n[health.passive]\nwindow = \"10s\"\n"
+    ));
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let w = &c.warnings[0];
+    assert!(w.contains("failover.failback_after (5s)"), "{w}");
+    assert!(w.contains("health.passive.window (10s)"), "{w}");
+    // As long as the window, or no automatic failback: nothing to warn about.
+    for failover in [
+        "failback_after = \"10s\"",
+        "failback_after = \"5s\"\nfailback = \"manual\"",
+    ] {
+        let c = ok(&format!(
+            "{state}[failover]\n{failover}\n[health.passive]\nwindow = \"10s\"\n"
+        ));
+        assert!(c.warnings.is_empty(), "{failover}: {:?}", c.warnings);
+    }
+}

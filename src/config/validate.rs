@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use super::keypath::key_path_at;
 use super::raw::RawConfig;
-use super::{Config, ConfigError, ConfigErrors, StateConfig};
+use super::{
+    Config, ConfigError, ConfigErrors, FailbackMode, FailoverConfig, HealthConfig, StateConfig,
+};
 
 mod rules;
 mod sections;
@@ -26,6 +28,19 @@ mod upstreams;
 mod values;
 
 pub(super) const STATE_PATH_WARNING: &str = "state.path is not set: a restart forgets the failover mode, the read-only deadline and the replica-writes latch";
+
+/// Automatic failback sooner than the passive window: live traffic has not
+/// judged the primary over a whole window when traffic goes back to it.
+fn failback_warning(failover: &FailoverConfig, health: &HealthConfig) -> Option<String> {
+    let window = health.passive.window;
+    (failover.failback == FailbackMode::Safe && failover.failback_after < window).then(|| {
+        format!(
+            "failover.failback_after ({}) is shorter than health.passive.window ({}): failback happens before live traffic has judged the primary over a whole window, so a primary that still fails requests can be failed back to and failed over again at once; set failback_after to at least the window",
+            humantime::format_duration(failover.failback_after),
+            humantime::format_duration(window)
+        )
+    })
+}
 
 pub(super) fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let raw = parse_raw(text)?;
@@ -138,6 +153,7 @@ impl Validator<'_> {
         if state.path.is_none() {
             warnings.push(STATE_PATH_WARNING.to_owned());
         }
+        warnings.extend(failback_warning(&failover, &health));
         Config {
             proxy,
             admin,

@@ -68,12 +68,25 @@ pub(super) enum Event {
     },
 }
 
+/// How often the state file is compared with what was last written, so a
+/// file deleted or replaced while failway runs is written again.
+pub(super) const STATE_CHECK_EVERY: Duration = Duration::from_secs(2);
+
+/// The region traffic goes to in `mode`.
+pub(super) fn serving_region(mode: Mode) -> Region {
+    if mode.is_failover() {
+        Region::Replica
+    } else {
+        Region::Primary
+    }
+}
+
 pub(super) struct Driver {
     pub machine: Machine,
     pub counters: [HealthCounter; 2],
-    /// (unhealthy_threshold, healthy_threshold) the counters were made with.
-    pub thresholds: (u32, u32),
     pub regions: [RegionView; 2],
+    /// The region the last published snapshot sends traffic to.
+    pub serving: Region,
     pub file: Option<StateFile>,
     pub persisted: Option<State>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
@@ -85,6 +98,10 @@ pub(super) struct Driver {
     /// Fleet mode: transitions made locally and not yet agreed by the fleet;
     /// logged and counted only once the shared record carries them.
     pub pending: Vec<super::machine::Transition>,
+    /// When the state file was last compared with what was written.
+    pub state_checked_at: tokio::time::Instant,
+    /// Whether it matched then (a mismatch is logged once, not every check).
+    pub state_file_ok: bool,
 }
 
 impl Driver {
@@ -135,6 +152,7 @@ impl Driver {
             self.settle();
             let _ = self.reconcile().await;
             self.persist_if_changed().await;
+            self.check_state_file().await;
             self.publish();
             self.report_if_due();
         }
@@ -197,14 +215,10 @@ impl Driver {
             tracing::info!(?settings, "failover settings reloaded");
             self.machine.set_settings(settings);
         }
-        if self.thresholds != thresholds {
-            // Fresh counters judge each region anew from the next
-            // probes; the verdicts so far stay in the region views.
-            self.thresholds = thresholds;
-            self.counters = [
-                HealthCounter::new(thresholds.0, thresholds.1),
-                HealthCounter::new(thresholds.0, thresholds.1),
-            ];
+        // The counts so far are kept: fresh counters would restart the
+        // count of a failing region at every reload.
+        for c in &mut self.counters {
+            c.set_thresholds(thresholds.0, thresholds.1);
         }
     }
 
@@ -372,13 +386,51 @@ impl Driver {
                 true
             }
             Ok(Err(e)) => {
+                self.metrics.state_persist_error();
                 tracing::error!("{e}");
                 false
             }
             Err(e) => {
+                self.metrics.state_persist_error();
                 tracing::error!(error = %e, "state persistence task failed");
                 false
             }
+        }
+    }
+
+    /// Every [`STATE_CHECK_EVERY`]: when the state file is missing or not
+    /// what was last written (deleted, replaced, restored from an old
+    /// copy), writes it again, so a restart comes back in the current mode
+    /// with the latch. A state not yet saved is retried by
+    /// `persist_if_changed` instead.
+    async fn check_state_file(&mut self) {
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        if self.state_checked_at.elapsed() < STATE_CHECK_EVERY {
+            return;
+        }
+        self.state_checked_at = tokio::time::Instant::now();
+        let state = self.machine.state().clone();
+        if self.persisted.as_ref() != Some(&state) {
+            return;
+        }
+        let (probe, reader) = (state.clone(), file.clone());
+        let holds = tokio::task::spawn_blocking(move || reader.holds(&probe))
+            .await
+            .is_ok_and(|r| r.unwrap_or(false));
+        if holds {
+            self.state_file_ok = true;
+            return;
+        }
+        if std::mem::replace(&mut self.state_file_ok, false) {
+            tracing::warn!(
+                path = %file.path().display(),
+                "state.path is missing or differs from the state failway last wrote; writing it again"
+            );
+        }
+        if self.save(&state).await {
+            self.state_file_ok = true;
         }
     }
 
@@ -389,6 +441,27 @@ impl Driver {
                 self.machine.mark_persisted(&state);
             }
         }
+    }
+
+    /// Resets the live-traffic detector of the region traffic is about to
+    /// move to (failover, failback, operator actions, a fleet record): what
+    /// it recorded while not served from (requests in flight at an outage,
+    /// reads retried on it) must not judge it down right after the switch.
+    fn follow_serving_region(&mut self) {
+        let serving = serving_region(self.machine.mode());
+        if serving == self.serving {
+            return;
+        }
+        self.serving = serving;
+        self.passive.reset(serving);
+        self.regions[serving.index()].passive_down = false;
+        if serving == Region::Primary {
+            self.machine.forget_primary_passive(self.clock.now());
+        }
+        tracing::debug!(
+            region = serving.as_str(),
+            "traffic moves to this region: its live-traffic counts start afresh"
+        );
     }
 
     pub fn build_snapshot(&self) -> Snapshot {
@@ -410,7 +483,8 @@ impl Driver {
         }
     }
 
-    pub fn publish(&self) {
+    pub fn publish(&mut self) {
+        self.follow_serving_region();
         let snap = self.build_snapshot();
         if **self.snapshot.load() != snap {
             self.metrics.publish(&snap);

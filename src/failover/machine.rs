@@ -292,6 +292,14 @@ impl Machine {
         self.evaluate(now)
     }
 
+    /// Forgets the live-traffic verdict on the primary (its detector was
+    /// reset as traffic moved back to it). Evaluates nothing: a verdict
+    /// dropped can only keep the machine where it is.
+    pub fn forget_primary_passive(&mut self, now: SystemTime) {
+        self.primary_passive_down = false;
+        self.update_primary_healthy_since(now);
+    }
+
     /// The clock moved: the read-only deadline and the failback hysteresis.
     pub fn tick(&mut self, now: SystemTime) -> Option<Transition> {
         self.evaluate(now)

@@ -55,6 +55,7 @@ pub struct FailoverMetrics {
     health_checks: IntCounterVec,
     writes_blocked: IntCounterVec,
     pub writes_accepted_on_replica: IntCounter,
+    state_persist_errors: IntCounter,
     /// Whether `deadline` is currently registered.
     deadline_registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
@@ -111,6 +112,10 @@ impl FailoverMetrics {
             "failway_writes_accepted_on_replica_total",
             "Writes forwarded to the replica (each sets the replica-writes latch).",
         )?;
+        let state_persist_errors = IntCounter::new(
+            "failway_state_persist_errors_total",
+            "Failed writes of the state file (state.path); each is retried, and a write that needs the latch on disk is refused meanwhile.",
+        )?;
         registry.register(Box::new(mode.clone()))?;
         registry.register(Box::new(transitions.clone()))?;
         registry.register(Box::new(failback_blocked.clone()))?;
@@ -118,6 +123,7 @@ impl FailoverMetrics {
         registry.register(Box::new(health_checks.clone()))?;
         registry.register(Box::new(writes_blocked.clone()))?;
         registry.register(Box::new(writes_accepted_on_replica.clone()))?;
+        registry.register(Box::new(state_persist_errors.clone()))?;
         for r in ["read_only", "state_persist_failed", "region_down"] {
             writes_blocked.with_label_values(&[r]);
         }
@@ -136,6 +142,7 @@ impl FailoverMetrics {
             health_checks,
             writes_blocked,
             writes_accepted_on_replica,
+            state_persist_errors,
             deadline_registered: Default::default(),
         })
     }
@@ -194,6 +201,11 @@ impl FailoverMetrics {
         self.health_checks
             .with_label_values(&[region.as_str(), result])
             .inc();
+    }
+
+    /// A write of the state file failed.
+    pub fn state_persist_error(&self) {
+        self.state_persist_errors.inc();
     }
 
     pub fn write_blocked(&self, reason: BlockReason) {

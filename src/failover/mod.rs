@@ -33,7 +33,9 @@ pub use self::snapshot::{RegionView, Snapshot};
 use crate::config::{Config, FailbackMode, FailoverMode};
 use crate::failover::fleet::{CasOutcome, Fleet, FleetError, FleetMetrics};
 use crate::health::counter::HealthCounter;
-use crate::health::passive::{Outcome, PassiveDetector};
+/// What happened to a live request, as [`Failover::record_outcome`] takes it.
+pub use crate::health::passive::Outcome;
+use crate::health::passive::PassiveDetector;
 pub use crate::health::ProbeReport;
 use crate::region::Region;
 
@@ -80,6 +82,25 @@ impl PassiveSignals {
             // A full channel only delays the signal: the driver re-reads the
             // detectors every second.
             let _ = self.tx.try_send(Event::Passive { region, down });
+        }
+    }
+
+    /// Forgets what live traffic said of `region`: traffic moves to it now.
+    fn reset(&self, region: Region) {
+        let i = region.index();
+        if let Ok(mut d) = self.detectors[i].lock() {
+            d.reset();
+        }
+        self.reported[i].store(false, Ordering::Relaxed);
+    }
+
+    /// Reloaded `[health.passive]` limits; the windows keep their counts.
+    fn reconfigure(&self, p: &crate::config::PassiveHealthConfig) {
+        let now = tokio::time::Instant::now().into_std();
+        for d in &self.detectors {
+            if let Ok(mut d) = d.lock() {
+                d.reconfigure(now, p.window, p.min_requests, p.error_ratio);
+            }
         }
     }
 
@@ -142,7 +163,8 @@ fn settings(cfg: &Config) -> Settings {
 
 impl Failover {
     /// Loads the persisted state (a corrupt file is an error), checks the
-    /// state file can be written, and starts the driver task.
+    /// state file can be written (by writing it, at every start), and
+    /// starts the driver task.
     ///
     /// With `[fleet]`, also connects to etcd and waits up to `lease_ttl` for
     /// the shared record, which then replaces the local state (or is created
@@ -158,6 +180,11 @@ impl Failover {
         let file = cfg.state.path.clone().map(StateFile::new);
         let machine = match file.as_ref().map(StateFile::load).transpose()?.flatten() {
             Some(state) => {
+                if let Some(f) = &file {
+                    // Written back as loaded: a folder that cannot take the
+                    // next change fails the start, not that change.
+                    f.save_at_start(&state)?;
+                }
                 tracing::info!(
                     mode = state.mode.as_str(),
                     latch = state.replica_writes_latch,
@@ -170,7 +197,7 @@ impl Failover {
                 let m = Machine::new(settings(cfg), clock.now());
                 if let Some(f) = &file {
                     // Fail at start, not at the first failover.
-                    f.save(m.state())?;
+                    f.save_at_start(m.state())?;
                 }
                 m
             }
@@ -201,14 +228,13 @@ impl Failover {
         });
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(clock.now())));
         let h = &cfg.health;
-        let driver = Driver {
-            machine,
+        let mut driver = Driver {
             counters: [
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
                 HealthCounter::new(h.unhealthy_threshold, h.healthy_threshold),
             ],
-            thresholds: (h.unhealthy_threshold, h.healthy_threshold),
             regions: [RegionView::unknown(), RegionView::unknown()],
+            serving: driver::serving_region(machine.mode()),
             file,
             persisted,
             snapshot: snapshot.clone(),
@@ -217,6 +243,9 @@ impl Failover {
             passive: passive.clone(),
             fleet,
             pending: Vec::new(),
+            state_checked_at: tokio::time::Instant::now(),
+            state_file_ok: true,
+            machine,
         };
         driver.publish();
         let task = tokio::spawn(driver.run(rx, probes_rx, stop));
@@ -235,8 +264,10 @@ impl Failover {
     }
 
     /// Applies reloaded `[failover]` and `[health]` thresholds. The state
-    /// (mode, deadline, latch) is never reset by a reload.
+    /// (mode, deadline, latch) is never reset by a reload, nor are the
+    /// health counts: a reload must not hold off a failover.
     pub async fn reconfigure(&self, cfg: &Config) {
+        self.passive.reconfigure(&cfg.health.passive);
         let event = Event::Reconfigure {
             settings: settings(cfg),
             thresholds: (cfg.health.unhealthy_threshold, cfg.health.healthy_threshold),

@@ -30,6 +30,12 @@ pub enum PersistError {
         #[source]
         source: io::Error,
     },
+    #[error("state.path {path}: cannot write the state file ({source}); failway replaces it at every change, so its folder must be writable, or a failover and the replica-writes latch would not survive a restart")]
+    Unwritable {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 /// The state file.
@@ -65,6 +71,30 @@ impl StateFile {
                 path: self.path.display().to_string(),
                 source,
             })
+    }
+
+    /// The start-up check: writes `state` (the loaded one, or the first)
+    /// as [`save`](Self::save) does, so a folder or file that cannot be
+    /// written stops the start instead of every later change.
+    pub fn save_at_start(&self, state: &State) -> Result<(), PersistError> {
+        self.save(state).map_err(|e| match e {
+            PersistError::Write { path, source } => PersistError::Unwritable { path, source },
+            other => other,
+        })
+    }
+
+    /// Whether the file holds exactly what [`save`](Self::save) writes for
+    /// `state`; `false` when it is missing.
+    pub fn holds(&self, state: &State) -> io::Result<bool> {
+        let on_disk = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let json = state
+            .to_json()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(on_disk.strip_suffix(b"\n") == Some(json.as_bytes()))
     }
 
     /// Writes `state` atomically and durably.
@@ -132,6 +162,34 @@ mod tests {
         let err = StateFile::new(path).load().unwrap_err();
         assert!(matches!(err, PersistError::Corrupt { .. }));
         assert!(err.to_string().contains("corrupt state file"));
+    }
+
+    #[test]
+    fn holds_tells_a_missing_or_changed_file_from_the_saved_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path().join("state.json"));
+        let mut state = State::initial(SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert!(!file.holds(&state).unwrap(), "missing");
+        file.save(&state).unwrap();
+        assert!(file.holds(&state).unwrap());
+        state.replica_writes_latch = true;
+        assert!(!file.holds(&state).unwrap(), "an older state");
+    }
+
+    #[test]
+    fn a_start_that_cannot_write_names_the_key_and_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        // A plain file where the folder should be: fails for root too.
+        let folder = dir.path().join("state");
+        std::fs::write(&folder, "").unwrap();
+        let file = StateFile::new(folder.join("state.json"));
+        let err = file
+            .save_at_start(&State::initial(SystemTime::now()))
+            .unwrap_err();
+        assert!(matches!(err, PersistError::Unwritable { .. }));
+        let msg = err.to_string();
+        assert!(msg.starts_with("state.path "), "{msg}");
+        assert!(msg.contains(&folder.join("state.json").display().to_string()));
     }
 
     #[test]

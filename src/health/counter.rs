@@ -105,6 +105,14 @@ impl HealthCounter {
         (from != to).then_some(Transition { from, to })
     }
 
+    /// New thresholds (a configuration reload) that keep the judgement and
+    /// the counts so far: a reload must not restart the count of a failing
+    /// region. They decide from the next result on.
+    pub fn set_thresholds(&mut self, unhealthy_threshold: u32, healthy_threshold: u32) {
+        self.unhealthy_threshold = unhealthy_threshold.max(1);
+        self.healthy_threshold = healthy_threshold.max(1);
+    }
+
     /// The current judgement.
     pub fn health(&self) -> Health {
         self.health
@@ -234,6 +242,26 @@ mod tests {
         c.record(false);
         assert_eq!(c.consecutive_failures(), u32::MAX);
         assert_eq!(c.health(), Health::Unhealthy);
+    }
+
+    #[test]
+    fn new_thresholds_keep_the_counts_so_far() {
+        let mut c = HealthCounter::new(5, 2);
+        c.record(true);
+        feed(&mut c, &[false; 4]);
+        c.set_thresholds(6, 2);
+        assert_eq!(c.consecutive_failures(), 4);
+        assert_eq!(c.health(), Health::Healthy);
+        assert!(c.record(false).is_none(), "5 < 6");
+        let t = c.record(false).expect("the 6th failure in a row");
+        assert_eq!(t.to, Health::Unhealthy);
+        // A threshold the count already passed decides at the next result.
+        let mut c = HealthCounter::new(5, 2);
+        c.record(true);
+        feed(&mut c, &[false; 3]);
+        c.set_thresholds(2, 2);
+        assert_eq!(c.health(), Health::Healthy);
+        assert_eq!(c.record(false).map(|t| t.to), Some(Health::Unhealthy));
     }
 
     #[test]

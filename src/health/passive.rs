@@ -17,7 +17,8 @@
 //!
 //! This module does not decide failover (the failover machine does, with
 //! the replica's health) and does not clear itself: a region that gets no
-//! traffic drops below `min_requests` and is no longer judged down.
+//! traffic drops below `min_requests` and is no longer judged down. Its
+//! owner resets it when traffic moves to the region (failover, failback).
 
 use std::time::{Duration, Instant};
 
@@ -85,6 +86,43 @@ impl PassiveDetector {
             error_ratio,
             origin: None,
             buckets: [Bucket::default(); BUCKETS],
+        }
+    }
+
+    /// Forgets every outcome: traffic moved to the region, and what it
+    /// answered before (as the region not served from) says nothing of now.
+    pub fn reset(&mut self) {
+        self.origin = None;
+        self.buckets = [Bucket::default(); BUCKETS];
+    }
+
+    /// New limits (a configuration reload) that keep what the window holds,
+    /// so a verdict in progress goes on. A new `window` changes the bucket
+    /// width: the outcomes of the old window are carried into the current
+    /// bucket of the new one and leave it one new window from `now`.
+    pub fn reconfigure(
+        &mut self,
+        now: Instant,
+        window: Duration,
+        min_requests: u32,
+        error_ratio: f64,
+    ) {
+        let fresh = PassiveDetector::new(window, min_requests, error_ratio);
+        self.min_requests = fresh.min_requests;
+        self.error_ratio = fresh.error_ratio;
+        if fresh.bucket_nanos == self.bucket_nanos {
+            return;
+        }
+        let held = self.counts(now);
+        let had_origin = self.origin.is_some();
+        *self = fresh;
+        if had_origin {
+            self.origin = Some(now);
+            self.buckets[0] = Bucket {
+                epoch: 0,
+                requests: u32::try_from(held.requests).unwrap_or(u32::MAX),
+                errors: u32::try_from(held.errors).unwrap_or(u32::MAX),
+            };
         }
     }
 

@@ -234,3 +234,60 @@ fn a_reading_before_the_origin_counts_in_the_first_bucket() {
     d.record(t0 - secs(0.5), Outcome::Timeout);
     assert_eq!(d.counts(t0).errors, 2);
 }
+
+#[test]
+fn reset_forgets_every_outcome() {
+    let t0 = Instant::now();
+    let mut d = detector();
+    record_n(&mut d, t0, 30, Outcome::Timeout);
+    assert!(d.is_down(t0));
+    d.reset();
+    assert_eq!(d.counts(t0), WindowCounts::default());
+    record_n(&mut d, t0 + secs(1.0), 5, Outcome::Success);
+    assert_eq!(
+        d.counts(t0 + secs(1.0)),
+        WindowCounts {
+            requests: 5,
+            errors: 0
+        }
+    );
+}
+
+#[test]
+fn reconfigure_keeps_the_window_and_applies_the_new_limits() {
+    let t0 = Instant::now();
+    let mut d = detector();
+    record_n(&mut d, t0, 15, Outcome::Timeout);
+    assert!(!d.is_down(t0), "15 < min_requests");
+    d.reconfigure(t0 + secs(1.0), WINDOW, 10, 0.5);
+    assert!(
+        d.is_down(t0 + secs(1.0)),
+        "the counts survive, the limit moved"
+    );
+    assert_eq!(d.counts(t0 + secs(1.0)).errors, 15);
+}
+
+#[test]
+fn reconfigure_with_a_new_window_carries_the_counts_for_one_new_window() {
+    let t0 = Instant::now();
+    let mut d = detector();
+    record_n(&mut d, t0, 25, Outcome::Timeout);
+    let t1 = t0 + secs(5.0);
+    d.reconfigure(t1, secs(4.0), 20, 0.5);
+    assert!(d.is_down(t1));
+    d.record(t1 + secs(1.0), Outcome::Success);
+    assert_eq!(d.counts(t1 + secs(1.0)).requests, 26);
+    // One new window later, only what came after the change is left.
+    assert_eq!(d.counts(t1 + secs(4.5)).requests, 1);
+    assert!(!d.is_down(t1 + secs(4.5)));
+}
+
+#[test]
+fn reconfigure_of_an_empty_detector_stays_empty() {
+    let t0 = Instant::now();
+    let mut d = detector();
+    d.reconfigure(t0, secs(3.0), 1, 0.5);
+    assert_eq!(d.counts(t0), WindowCounts::default());
+    d.record(t0 + secs(1.0), Outcome::Timeout);
+    assert!(d.is_down(t0 + secs(1.0)));
+}

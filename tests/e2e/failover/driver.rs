@@ -174,3 +174,50 @@ async fn an_operator_failover_holds_and_a_replica_known_down_needs_force() {
         "an operator's failover holds"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn live_errors_from_before_a_failback_do_not_fail_over_again() {
+    use failway::failover::Outcome;
+    // failback_after shorter than the passive window: errors recorded before
+    // the failback are still inside the window when it happens.
+    let (f, _stop) = start(
+        "[health.passive]\nwindow = \"10s\"\nmin_requests = 20\nerror_ratio = 0.5\n\
+         [failover]\nfailback_after = \"1s\"\n",
+    )
+    .await;
+    probe(&f, Region::Replica, true).await;
+    probe(&f, Region::Primary, true).await;
+    // Timeouts on the primary, too few for a passive verdict on their own.
+    for _ in 0..15 {
+        f.record_outcome(Region::Primary, Outcome::Timeout);
+    }
+    for _ in 0..3 {
+        probe(&f, Region::Primary, false).await;
+    }
+    settle().await;
+    assert_eq!(mode(&f), Mode::FailoverReadOnly);
+    for _ in 0..2 {
+        probe(&f, Region::Primary, true).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(mode(&f), Mode::Primary, "failed back after failback_after");
+    let transitions = f.snapshot().transitions.len();
+
+    // Traffic is back on the primary and succeeds: with the timeouts from
+    // before the failback, 20 requests and 15 errors would be a verdict.
+    for _ in 0..5 {
+        f.record_outcome(Region::Primary, Outcome::Success);
+    }
+    settle().await;
+    // The driver re-reads the detectors every second; give it a few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let snap = f.snapshot();
+    assert_eq!(
+        snap.mode,
+        Mode::Primary,
+        "failed over again on stale errors: {:?}",
+        snap.transitions.last()
+    );
+    assert_eq!(snap.transitions.len(), transitions);
+    assert!(!snap.regions[Region::Primary.index()].passive_down);
+}

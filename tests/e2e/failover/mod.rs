@@ -1,6 +1,8 @@
-//! The failover engine: the driver under paused time, and outages end to
-//! end.
+//! The failover engine: the driver under paused time, outages end to end,
+//! the state file, and reloads while failed over.
 
 mod driver;
 mod late_writes;
 mod outage;
+mod reload;
+mod state_file;

@@ -13,14 +13,14 @@ use failway::app::Running;
 use failway::failover::machine::Mode;
 use failway::region::Region;
 
-const T: Duration = Duration::from_secs(10);
+pub(super) const T: Duration = Duration::from_secs(10);
 
 /// Fast probes: a region is judged down after 2 failures 100 ms apart.
 fn fast(extra: &str) -> String {
     fw::fast_health(extra)
 }
 
-async fn start(
+pub(super) async fn start(
     primary: &FakeUpstream,
     replica: &FakeUpstream,
     extra: &str,
@@ -33,15 +33,15 @@ async fn start(
     fw::start_probing(fw::config(&primary.url(), &replica.url(), &text)).await
 }
 
-fn mode(app: &Running) -> Mode {
+pub(super) fn mode(app: &Running) -> Mode {
     app.failover.snapshot().mode
 }
 
-async fn wait_mode(app: &Running, want: Mode) {
+pub(super) async fn wait_mode(app: &Running, want: Mode) {
     eventually(T, &format!("mode {}", want.as_str()), || mode(app) == want).await;
 }
 
-async fn wait_healthy(app: &Running) {
+pub(super) async fn wait_healthy(app: &Running) {
     eventually(T, "both regions probed healthy", || {
         let s = app.failover.snapshot();
         s.regions
@@ -51,7 +51,7 @@ async fn wait_healthy(app: &Running) {
     .await;
 }
 
-async fn admin(app: &Running, action: &str, body: &str, token: Option<&str>) -> Answer {
+pub(super) async fn admin(app: &Running, action: &str, body: &str, token: Option<&str>) -> Answer {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(a) = &auth {
@@ -67,7 +67,7 @@ async fn admin(app: &Running, action: &str, body: &str, token: Option<&str>) -> 
     .await
 }
 
-async fn status(app: &Running) -> serde_json::Value {
+pub(super) async fn status(app: &Running) -> serde_json::Value {
     send(
         &fw::client(),
         "GET",
@@ -79,7 +79,7 @@ async fn status(app: &Running) -> serde_json::Value {
     .json()
 }
 
-fn writes(up: &FakeUpstream) -> usize {
+pub(super) fn writes(up: &FakeUpstream) -> usize {
     up.requests()
         .iter()
         .filter(|r| r.method != "GET" && r.method != "HEAD")
