@@ -4,8 +4,10 @@
 //! With `admin.token_file` set, each action needs `Authorization: Bearer
 //! <token>`, compared in constant time; the token file is re-read when it
 //! changes, so rotating the secret needs no restart. Answers are JSON:
-//! 200 (changed, no-op, hold set), 409 naming the current mode, 400 naming
-//! what is wrong with the body, 401 without a valid token.
+//! 200 (changed, no-op, hold set), 409 naming the current mode (also when,
+//! in fleet mode, other instances kept changing the record first), 503 when
+//! the fleet record cannot be changed (naming why), 400 naming what is wrong
+//! with the body, 401 without a valid token.
 
 use std::path::PathBuf;
 
@@ -16,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::status::transition_json;
 use crate::failover::machine::{Command, CommandOutcome};
-use crate::failover::Failover;
+use crate::failover::{CommandError, Failover};
 use crate::watched_file::Cached;
 
 /// The largest action body accepted; a reason is a sentence, not a file.
@@ -179,6 +181,14 @@ pub async fn run(failover: &Failover, action: Action, body: &Bytes) -> (StatusCo
         },
     };
     match failover.command(command).await {
+        Err(e @ CommandError::Contended(_)) => (
+            StatusCode::CONFLICT,
+            json!({
+                "error": e.to_string(),
+                "code": "fleet_record_changed",
+                "mode": failover.snapshot().mode.as_str(),
+            }),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": e.to_string()}),

@@ -29,12 +29,23 @@ use crate::region::Region;
 pub enum CommandError {
     #[error("the failover driver stopped")]
     Stopped,
-    /// Fleet mode: the shared record could not be changed (etcd unreachable,
-    /// or the change was refused); nothing changed on any instance.
-    #[error(
-        "the shared fleet record could not be changed (etcd unreachable); nothing was changed"
-    )]
-    Fleet,
+    /// Fleet mode: etcd could not be reached (no connection, a broken one,
+    /// or no answer in time); nothing changed on any instance.
+    #[error("etcd unreachable: {0}; the shared fleet record was not changed")]
+    EtcdUnreachable(String),
+    /// Fleet mode: etcd was reached, but this instance's lease lapsed and is
+    /// being renewed; nothing changed.
+    #[error("this instance's etcd lease lapsed and is being renewed; the shared fleet record was not changed; send the action again shortly")]
+    LeaseLapsed,
+    /// Fleet mode: etcd answered, but the record could not be read or
+    /// changed (an error etcd answered, an unreadable stored record, an
+    /// epoch at its maximum); nothing changed.
+    #[error("the shared fleet record could not be changed: {0}")]
+    Etcd(String),
+    /// Fleet mode: other instances changed the record first every time the
+    /// action was applied anew; this action changed nothing.
+    #[error("other instances changed the shared fleet record first, {0} times in a row; this action was not applied; send it again")]
+    Contended(u32),
 }
 
 /// Why a write may not go to the replica.
@@ -240,35 +251,18 @@ impl Driver {
             }
             Command::EnableWrites { reason } => (reason.clone(), false),
         };
-        let mut result = self.machine.command(command.clone(), now);
-        let mut outcome = Ok(());
-        if self.fleet.is_some() {
-            if let Ok(CommandOutcome::Changed(t)) = &result {
-                self.pending.push(t.clone());
-            }
-            self.settle();
-            outcome = self.reconcile().await;
-            if outcome == Err(super::fleet_sync::Unagreed::Lost) {
-                // Another instance changed the record first: apply
-                // the command once more to what the fleet agreed.
-                result = self.machine.command(command, self.clock.now());
-                if let Ok(CommandOutcome::Changed(t)) = &result {
-                    self.pending.push(t.clone());
+        let result = if self.fleet.is_some() {
+            match self.fleet_command(&command).await {
+                Ok(result) => result,
+                Err(e) => {
+                    tracing::warn!(action = what, force, reason = ?reason, error = %e, "operator action not applied");
+                    self.publish();
+                    return Err(e);
                 }
-                self.settle();
-                outcome = self.reconcile().await;
             }
-        }
-        if outcome.is_err()
-            && matches!(
-                result,
-                Ok(CommandOutcome::Changed(_) | CommandOutcome::HoldSet)
-            )
-        {
-            tracing::warn!(action = what, force, reason = ?reason, "operator action not applied: the shared fleet record could not be changed");
-            self.publish();
-            return Err(CommandError::Fleet);
-        }
+        } else {
+            self.machine.command(command, now)
+        };
         match &result {
             Ok(CommandOutcome::Changed(t)) => {
                 tracing::info!(action = what, force, reason = ?reason, "operator action applied");
@@ -283,7 +277,11 @@ impl Driver {
                 tracing::warn!(action = what, force, reason = ?reason, refused = %c, "operator action refused")
             }
         }
-        self.settle();
+        if self.fleet.is_none() {
+            // Fleet mode leaves what follows to `reconcile`, under the
+            // fleet's rules.
+            self.settle();
+        }
         // The answer goes out once the new state is on disk.
         self.persist_if_changed().await;
         self.publish();

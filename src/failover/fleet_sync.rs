@@ -9,10 +9,12 @@
 //!   included) report the primary down;
 //! - an automatic failback is proposed only while no other instance reports
 //!   the primary down;
-//! - every change (deadline, failback, operator action, the latch) needs a
-//!   live connection to etcd; without one the machine is put back to the
-//!   last record seen, so an instance alone never enables writes nor fails
-//!   back.
+//! - every change (deadline, failback, the latch) needs a live connection
+//!   to etcd; without one the machine is put back to the last record seen,
+//!   so an instance alone never enables writes nor fails back.
+//!
+//! Operator actions go to the record on their own path
+//! (`fleet_command.rs`), never mixed with what this reconciling proposes.
 //!
 //! The first compare-and-swap wins; the others adopt the winner's record.
 //! Records other instances store arrive through the watch and are adopted as
@@ -29,7 +31,7 @@ use tokio::time::Instant;
 
 use super::driver::{Driver, WriteRefusal};
 use super::machine::{Health, LatchChange, Mode, Refused, State, Transition, Trigger};
-use crate::failover::fleet::{CasOutcome, Fleet, FleetRecord, InstanceReport};
+use crate::failover::fleet::{CasOutcome, Fleet, FleetError, FleetRecord, InstanceReport};
 
 /// How often the driver looks at the lease and the record at the latest.
 pub(super) const FLEET_EVERY: Duration = Duration::from_millis(200);
@@ -62,6 +64,17 @@ pub(super) enum Unagreed {
     Reverted,
 }
 
+/// Why [`Driver::store`] did not store a record.
+#[derive(Debug)]
+pub(super) enum NotStored {
+    /// Another instance changed the record first; its record was adopted.
+    Lost,
+    /// The key is gone; the next proposal creates it anew.
+    Vanished,
+    /// etcd could not be asked, or answered with an error.
+    Failed(FleetError),
+}
+
 /// Resolves when the record `rx` follows changed; never without one.
 pub(super) async fn record_changed(rx: Option<&mut watch::Receiver<Option<FleetRecord>>>) {
     match rx {
@@ -87,31 +100,17 @@ impl Driver {
     }
 
     async fn reconcile_once(&mut self) -> Result<(), Unagreed> {
-        let Some(f) = self.fleet.as_mut() else {
-            return Ok(());
-        };
-        // Follow what the fleet stored since the last look.
-        let seen = f.record_rx.borrow_and_update().clone();
-        match seen {
-            Some(record) if Some(record.epoch) != f.epoch => {
-                // A local change not yet proposed is dropped: it was made
-                // against a record that is no longer the truth.
-                let local_change = self.machine.state() != &f.base;
-                self.adopt(record);
-                if local_change {
-                    return Err(Unagreed::Lost);
-                }
-            }
-            None if f.epoch.is_none() && f.fleet.connected() => {
-                // No record yet: this instance's state becomes the first one.
-                let state = self.machine.state().clone();
-                return self.propose(state, "first fleet record").await;
-            }
-            _ => {}
+        if self.follow_record() {
+            return Err(Unagreed::Lost);
         }
         let Some(f) = self.fleet.as_ref() else {
             return Ok(());
         };
+        if f.epoch.is_none() && f.record_rx.borrow().is_none() && f.fleet.connected() {
+            // No record yet: this instance's state becomes the first one.
+            let state = self.machine.state().clone();
+            return self.propose(state, "first fleet record").await;
+        }
         if self.machine.state() == &f.base {
             self.pending.clear();
             return Ok(());
@@ -170,8 +169,44 @@ impl Driver {
         self.propose(state, &reason).await
     }
 
-    /// Compare-and-swap of `state` against the epoch of the base.
+    /// Adopts the record the fleet stored since the last look, if any;
+    /// `true` when that dropped a local change not yet proposed (it was made
+    /// against a record that is no longer the truth).
+    pub(super) fn follow_record(&mut self) -> bool {
+        let Some(f) = self.fleet.as_mut() else {
+            return false;
+        };
+        let seen = f.record_rx.borrow_and_update().clone();
+        match seen {
+            Some(record) if Some(record.epoch) != f.epoch => {
+                let local_change = self.machine.state() != &f.base;
+                self.adopt(record);
+                local_change
+            }
+            _ => false,
+        }
+    }
+
+    /// Compare-and-swap of `state` against the epoch of the base; a change
+    /// not stored is taken back.
     async fn propose(&mut self, state: State, reason: &str) -> Result<(), Unagreed> {
+        match self.store(state, reason).await {
+            Ok(()) => Ok(()),
+            Err(NotStored::Lost) => Err(Unagreed::Lost),
+            Err(NotStored::Vanished) => self.revert(),
+            Err(NotStored::Failed(e)) => {
+                tracing::warn!(error = %e, "fleet: compare-and-swap failed; keeping the last shared record");
+                self.revert()
+            }
+        }
+    }
+
+    /// Stores `state` as the next record if the stored epoch is still the
+    /// base's; on a win the base becomes the new record and the pending
+    /// transitions are logged and counted. The machine is left as it is on
+    /// [`NotStored::Vanished`] and [`NotStored::Failed`]: taking the change
+    /// back is the caller's.
+    pub(super) async fn store(&mut self, state: State, reason: &str) -> Result<(), NotStored> {
         let Some(f) = self.fleet.as_ref() else {
             return Ok(());
         };
@@ -198,24 +233,21 @@ impl Driver {
             }
             Ok(CasOutcome::Lost(Some(record))) => {
                 self.adopt(record);
-                Err(Unagreed::Lost)
+                Err(NotStored::Lost)
             }
             Ok(CasOutcome::Lost(None)) => {
                 // The key vanished: propose anew from nothing next time.
                 if let Some(f) = self.fleet.as_mut() {
                     f.epoch = None;
                 }
-                self.revert()
+                Err(NotStored::Vanished)
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "fleet: compare-and-swap failed; keeping the last shared record");
-                self.revert()
-            }
+            Err(e) => Err(NotStored::Failed(e)),
         }
     }
 
     /// Takes `record` as the truth.
-    fn adopt(&mut self, record: FleetRecord) {
+    pub(super) fn adopt(&mut self, record: FleetRecord) {
         let from = self
             .fleet
             .as_ref()
@@ -244,14 +276,19 @@ impl Driver {
         }
     }
 
-    /// Puts the machine back to the base, keeping its health observations.
+    /// [`take_back`](Self::take_back), answering why.
     fn revert(&mut self) -> Result<(), Unagreed> {
+        self.take_back();
+        Err(Unagreed::Reverted)
+    }
+
+    /// Puts the machine back to the base, keeping its health observations.
+    pub(super) fn take_back(&mut self) {
         if let Some(f) = self.fleet.as_ref() {
             let base = f.base.clone();
             self.machine.adopt(base);
         }
         self.pending.clear();
-        Err(Unagreed::Reverted)
     }
 
     /// Fleet mode's [`Event::BeginWrite`](super::driver::Event): the latch

@@ -9,6 +9,7 @@
 
 pub(crate) mod driver;
 pub mod fleet;
+mod fleet_command;
 mod fleet_sync;
 pub mod machine;
 pub(crate) mod metrics;

@@ -184,6 +184,21 @@ impl Fleet {
         Ok(CasOutcome::Lost(current))
     }
 
+    /// Reads the record from etcd now and takes it as the local view unless
+    /// a newer one is held, so what is decided next starts from what is
+    /// stored, not from a watch that may lag (an operator action). Fails when
+    /// etcd cannot be read or the stored record is unreadable.
+    pub async fn refresh(&self) -> Result<(), FleetError> {
+        let sh = &self.shared;
+        let got = sh.client.range(&sh.key, false).await?;
+        let (record, mod_revision) = match got.kvs.first() {
+            Some(kv) => (Some(sh.decode_record(kv)?), kv.mod_revision),
+            None => (None, 0),
+        };
+        sh.apply(got.revision, mod_revision, record, false);
+        Ok(())
+    }
+
     /// Puts `report` (its `instance_id` replaced by this instance's) under
     /// this instance's lease. The report is also kept and put again whenever
     /// a new lease is granted, so a lapse does not leave the instance unlisted

@@ -18,23 +18,23 @@ use failway::app::Running;
 use failway::failover::machine::{Health, Mode};
 use failway::region::Region;
 
-const T: Duration = Duration::from_secs(10);
-const KEY: &str = "/failway/test/mode";
+pub(super) const T: Duration = Duration::from_secs(10);
+pub(super) const KEY: &str = "/failway/test/mode";
 const LEASE_TTL: Duration = Duration::from_secs(2);
 
-struct Cluster {
-    _etcd: Etcd,
+pub(super) struct Cluster {
+    pub(super) etcd: Etcd,
     /// In front of etcd for instance 0 only.
-    relay: Relay,
-    primaries: Vec<FakeUpstream>,
-    replica: FakeUpstream,
-    apps: Vec<Running>,
+    pub(super) relay: Relay,
+    pub(super) primaries: Vec<FakeUpstream>,
+    pub(super) replica: FakeUpstream,
+    pub(super) apps: Vec<Running>,
 }
 
 impl Cluster {
     /// `failover` is appended to the `[failover]` section, `fleet` to the
     /// `[fleet]` one.
-    async fn start(failover: &str, fleet: &str) -> Option<Cluster> {
+    pub(super) async fn start(failover: &str, fleet: &str) -> Option<Cluster> {
         let etcd = Etcd::start().await?;
         let relay = Relay::start(etcd.client_addr()).await;
         let replica = FakeUpstream::start().await;
@@ -64,7 +64,7 @@ instance_id = "fw-{i}"
             primaries.push(primary);
         }
         let c = Cluster {
-            _etcd: etcd,
+            etcd,
             relay,
             primaries,
             replica,
@@ -83,14 +83,14 @@ instance_id = "fw-{i}"
         Some(c)
     }
 
-    fn modes(&self) -> Vec<Mode> {
+    pub(super) fn modes(&self) -> Vec<Mode> {
         self.apps
             .iter()
             .map(|a| a.failover.snapshot().mode)
             .collect()
     }
 
-    async fn wait_all(&self, want: Mode) {
+    pub(super) async fn wait_all(&self, want: Mode) {
         eventually(T, &format!("every instance in {want}"), || {
             self.modes().iter().all(|m| *m == want)
         })
@@ -98,7 +98,7 @@ instance_id = "fw-{i}"
     }
 
     /// The epoch each instance follows, once they all agree on one.
-    async fn epoch(&self) -> u64 {
+    pub(super) async fn epoch(&self) -> u64 {
         let deadline = Instant::now() + T;
         loop {
             let mut epochs = Vec::new();
@@ -118,18 +118,18 @@ instance_id = "fw-{i}"
         }
     }
 
-    async fn shutdown(self) {
+    pub(super) async fn shutdown(self) {
         for app in self.apps {
             app.shutdown().await;
         }
     }
 }
 
-async fn status(app: &Running) -> serde_json::Value {
+pub(super) async fn status(app: &Running) -> serde_json::Value {
     get(app, "/status").await.json()
 }
 
-async fn get(app: &Running, path: &str) -> Answer {
+pub(super) async fn get(app: &Running, path: &str) -> Answer {
     send(
         &fw::client(),
         "GET",
@@ -140,7 +140,7 @@ async fn get(app: &Running, path: &str) -> Answer {
     .await
 }
 
-async fn admin(app: &Running, action: &str, reason: &str) -> Answer {
+pub(super) async fn admin(app: &Running, action: &str, reason: &str) -> Answer {
     send(
         &fw::client(),
         "POST",
@@ -151,7 +151,7 @@ async fn admin(app: &Running, action: &str, reason: &str) -> Answer {
     .await
 }
 
-async fn write(app: &Running, seq: u64) -> Answer {
+pub(super) async fn write(app: &Running, seq: u64) -> Answer {
     send(
         &fw::client(),
         "POST",
@@ -162,7 +162,7 @@ async fn write(app: &Running, seq: u64) -> Answer {
     .await
 }
 
-fn replica_writes(up: &FakeUpstream) -> Vec<u64> {
+pub(super) fn replica_writes(up: &FakeUpstream) -> Vec<u64> {
     up.requests()
         .iter()
         .filter(|r| r.method == "POST")
