@@ -31,7 +31,8 @@ use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
 use crate::upstream::client::{upstream_pair, ClientError};
 use crate::upstream::dns::{Resolve, SystemResolve};
 
-/// File descriptors kept aside for listeners, upstream pools, state files.
+/// File descriptors kept aside for listeners, upstream pools, state files,
+/// and the admin and probe listeners' connections (at most 64 each).
 const FD_RESERVE: u64 = 256;
 
 /// Why failway could not start.

@@ -7,36 +7,30 @@
 //!
 //! Separate from the proxy listener so operators reach it even when the data
 //! path is saturated, and so it is never exposed by accident on the
-//! client-facing address. Requests pass through tower-http layers: the
-//! `Authorization` header marked sensitive, a trace span per request, and a
-//! timeout on the whole request.
+//! client-facing address. Connections are capped and timed (`conn`);
+//! requests pass through tower-http layers: the `Authorization` header
+//! marked sensitive, a trace span per request, and a timeout on the whole
+//! request. Operator actions are taken from local JSON clients only, never
+//! from a web page (`guard`).
 
 pub mod actions;
+mod conn;
+mod guard;
 pub mod status;
 
-use std::convert::Infallible;
+pub use conn::serve;
+
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use prometheus::Registry;
-use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use self::actions::{Action, AdminToken};
 use crate::failover::Failover;
-
-/// Bound on reading one admin request's head, and on answering it (its
-/// body included).
-const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What the admin endpoints read.
 pub struct AdminState {
@@ -89,7 +83,13 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     r
 }
 
-async fn route(state: &AdminState, listener: Listener, req: Request<Incoming>) -> Resp {
+/// Answers one request that came on `listener`, bound to `local`.
+async fn route(
+    state: &AdminState,
+    listener: Listener,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Resp {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
@@ -147,6 +147,11 @@ async fn route(state: &AdminState, listener: Listener, req: Request<Incoming>) -
             ),
             Some(_) if req.method() != Method::POST => method_not_allowed("POST"),
             Some(action) => {
+                if let Err((status, error)) =
+                    guard::check(req.uri(), req.headers(), local, state.token.is_some())
+                {
+                    return json(status, &error);
+                }
                 if let Some(token) = &state.token {
                     if !token.allows(req.headers()) {
                         let mut r = json(
@@ -175,67 +180,5 @@ async fn route(state: &AdminState, listener: Listener, req: Request<Incoming>) -
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
-    }
-}
-
-/// Serves one admin or probe listener until `drain` turns true.
-pub async fn serve(
-    listener: TcpListener,
-    which: Listener,
-    state: Arc<AdminState>,
-    mut drain: watch::Receiver<bool>,
-) {
-    loop {
-        let (stream, _peer) = tokio::select! {
-            _ = drain.changed() => return,
-            r = listener.accept() => match r {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        let mut drain = drain.clone();
-        tokio::spawn(async move {
-            let svc = tower::ServiceBuilder::new()
-                // Marked before anything records headers: a token never
-                // reaches a trace.
-                .layer(SetSensitiveRequestHeadersLayer::new([
-                    header::AUTHORIZATION,
-                ]))
-                // Spans and events at debug: a 503 from /readyz while
-                // draining is an answer, not a failure to log as an error.
-                .layer(
-                    TraceLayer::new_for_http()
-                        .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-                )
-                // A request (its body included) that takes longer is
-                // answered 408: a slow client cannot hold an operator
-                // endpoint.
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    REQUEST_TIMEOUT,
-                ))
-                .service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, which, req).await) }
-                });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(REQUEST_TIMEOUT)
-                .max_buf_size(64 * 1024)
-                .serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = drain.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
     }
 }

@@ -3,8 +3,11 @@
 //! `--json`); `failover`, `enable-writes` and `failback` post an action with
 //! its reason; `fleet status` lists what each fleet instance last reported
 //! (in fleet mode the actions move the whole fleet). Exit codes: 0 done (or nothing to do), 1 refused by failway
-//! (409, 400, 401), 69 the admin API cannot be reached.
+//! (409, 400, 401), 69 the admin API cannot be reached or did not answer in
+//! full within `--timeout`. Strings from the server are printed with control
+//! characters escaped, so a stored reason cannot drive the terminal.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
@@ -26,6 +29,9 @@ pub struct CtlArgs {
     /// Print the JSON answer instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Give up when the whole exchange (connect, answer and its body) takes longer.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -132,22 +138,13 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|_| CtlError::Url(args.admin.clone()))?;
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let unreachable = |message: String| CtlError::Unreachable {
-        url: url.clone(),
-        message,
-    };
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(e.to_string()))?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| unreachable(e.to_string()))?
-        .to_bytes();
+    let (status, bytes) =
+        exchange(req, args.timeout)
+            .await
+            .map_err(|message| CtlError::Unreachable {
+                url: url.clone(),
+                message,
+            })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| CtlError::NotJson(status))?;
     if args.json {
         println!(
@@ -168,8 +165,51 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
     })
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("-")
+/// Sends `req` and reads the whole answer within `timeout`: an admin that
+/// sends its head and then stalls the body must not hang the operator's
+/// terminal either.
+async fn exchange(req: Request<Full<Bytes>>, timeout: Duration) -> Result<(u16, Bytes), String> {
+    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let whole = async {
+        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((status, body.to_bytes()))
+    };
+    tokio::time::timeout(timeout, whole)
+        .await
+        .map_err(|_| format!("timed out after {}", humantime::format_duration(timeout)))?
+}
+
+/// `text` with control characters (terminal escapes, NUL, line breaks) and
+/// the bidirectional overrides (which reorder what a terminal shows)
+/// written as escapes: the strings come from the server, and a state file
+/// written by an older version may hold reasons the admin now refuses.
+fn printable(text: &str) -> Cow<'_, str> {
+    let hidden = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(hidden) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            c if c.is_control() => out.extend(c.escape_debug()),
+            c if hidden(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn s(v: &Value) -> Cow<'_, str> {
+    printable(v.as_str().unwrap_or("-"))
 }
 
 /// "2026-11-29T10:00:00.000Z (in 5h 59m)" style, relative to `now`.
@@ -178,7 +218,7 @@ fn when(v: &Value, now: SystemTime) -> String {
         return "-".into();
     };
     let Ok(t) = humantime::parse_rfc3339_weak(text.trim_end_matches('Z')) else {
-        return text.into();
+        return printable(text).into_owned();
     };
     let rel = match t.duration_since(now) {
         Ok(d) => format!("in {}", short(d)),
@@ -225,7 +265,7 @@ pub fn status_table(v: &Value, now: SystemTime) -> String {
     line(
         &mut out,
         "failback blocked",
-        v["failback_blocked"].as_str().unwrap_or("no").to_owned(),
+        printable(v["failback_blocked"].as_str().unwrap_or("no")).into_owned(),
     );
     out.push('\n');
     out.push_str(&format!(
@@ -246,8 +286,8 @@ pub fn status_table(v: &Value, now: SystemTime) -> String {
             reg["last_status"]
                 .as_u64()
                 .map_or("-".into(), |c| c.to_string()),
-            reg["last_check"].as_str().unwrap_or("-"),
-            reg["last_error"].as_str().unwrap_or("-"),
+            s(&reg["last_check"]),
+            s(&reg["last_error"]),
         ));
     }
     if let Some(ts) = v["transitions"].as_array().filter(|t| !t.is_empty()) {
@@ -363,5 +403,34 @@ mod tests {
         assert!(t.contains("primary  unhealthy  yes"));
         assert!(t.contains("connection refused or failed"));
         assert!(t.contains("primary -> failover_read_only  [health_check]  primary down"));
+    }
+
+    #[test]
+    fn strings_from_the_server_are_printed_with_control_characters_escaped() {
+        // As a state file written by an older version could still hold.
+        let v = serde_json::json!({
+            "mode": "failover_read_only",
+            "regions": {
+                "primary": {"health": "unhealthy", "last_error": "reset\r\nby peer"},
+                "replica": {"health": "healthy"}
+            },
+            "transitions": [{"at": "t", "from": "primary", "to": "failover_read_only", "trigger": "operator", "reason": "drill\u{1b}[2J\u{7}done"}]
+        });
+        let t = status_table(&v, SystemTime::now());
+        assert!(t.contains(r"drill\u{1b}[2J\u{7}done"), "{t}");
+        assert!(t.contains(r"reset\r\nby peer"), "{t}");
+        let f = fleet_table(
+            &serde_json::json!([{"instance_id": "pod\u{1b}]0;x\u{7}", "mode": "primary"}]),
+            SystemTime::now(),
+        );
+        assert!(f.contains(r"pod\u{1b}]0;x\u{7}"), "{f}");
+        let a = action_line(400, &serde_json::json!({"error": "bad\u{0}"}));
+        assert_eq!(a, r"error 400: bad\0");
+        for out in [t, f, a] {
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        }
+        // Plain text, accents included, is left alone.
+        assert_eq!(printable("région de secours"), "région de secours");
+        assert_eq!(printable("a\u{202e}b"), r"a\u{202e}b");
     }
 }

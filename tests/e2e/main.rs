@@ -9,6 +9,7 @@
 
 mod common;
 
+mod admin;
 mod failover;
 mod fleet;
 mod harness;

@@ -175,6 +175,7 @@ async fn ctl(app: &Running, command: failway::tools::ctl::CtlCommand) -> u8 {
         admin: format!("http://{}", app.admin_addr),
         token_file: None,
         json: false,
+        timeout: std::time::Duration::from_secs(30),
         command,
     })
     .await

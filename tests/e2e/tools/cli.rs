@@ -325,3 +325,60 @@ async fn ctl_shows_status_and_moves_the_mode() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the admin API"));
     app.shutdown().await;
 }
+
+/// An admin API that answers a head announcing a body, then sends no more
+/// of it; the connection stays open until the test ends.
+fn stalling_admin() -> (std::net::SocketAddr, std::thread::JoinHandle<()>) {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let thread = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = stream.read(&mut buf);
+        let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"mode\":";
+        stream.write_all(head.as_bytes()).unwrap();
+        // Held until ctl gives up and closes its end.
+        let _ = stream.read(&mut buf);
+    });
+    (addr, thread)
+}
+
+#[test]
+fn ctl_gives_up_on_an_admin_that_stalls_its_body() {
+    let (addr, admin) = stalling_admin();
+    let mut child = failway()
+        .args([
+            "ctl",
+            "--admin",
+            &format!("http://{addr}"),
+            "--timeout",
+            "1s",
+            "status",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let bound = Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > bound {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("ctl was still waiting for the body after {bound:?} (its timeout: 1s)");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(status.code(), Some(69), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach the admin API") && stderr.contains("timed out after 1s"),
+        "{stderr}"
+    );
+    admin.join().unwrap();
+}

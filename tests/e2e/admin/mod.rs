@@ -1,0 +1,4 @@
+//! The admin listeners' own defences: bounded connections and request
+//! time, and operator actions only from a local, same-origin JSON client.
+
+mod guard;
