@@ -9,15 +9,18 @@
 //!   token is only useful before an import, itself a write. That path is
 //!   recognised the way a permissive upstream would route it (percent-decoded,
 //!   `%2F` as a separator, empty and `.` segments and `;params` ignored, ASCII
-//!   case ignored); a `..` segment in a GET or HEAD path is a write, as it
-//!   could resolve to that path.
+//!   case ignored); a `..` segment, or an encoded `?`, `#`, backslash or
+//!   control character, in a GET or HEAD path is a write, as it could
+//!   resolve or be cut to that path.
 //! - `POST /api/v2/keys/{id}/actions/{wrap|unwrap|rewrap}` and the legacy
 //!   `POST /api/v2/keys/{id}?action={wrap|unwrap|rewrap}`: they compute on an
-//!   existing key version and store nothing. Names are case-sensitive. Every
-//!   action indicator (the path segment and each `action` parameter) must
-//!   name the same read action; a missing, empty, unknown, repeated-and-
-//!   different or encoded (`%61ction`, `Action`) one makes the request a
-//!   write. `{id}` (a UUID or an alias) must be plain unreserved characters:
+//!   existing key version and store nothing. Names are case-sensitive. The
+//!   query may hold exactly one parameter a server could read as `action`
+//!   (`%61ction`, `Action`, `action[]`, ` action`: see `raw::key_is`), and it
+//!   must be literally `action=NAME` with the path's read action, if the path
+//!   names one; anything else (missing, empty, unknown, repeated even with
+//!   the same name, or spelled otherwise) makes the request a write. `{id}`
+//!   (a UUID or an alias) must be plain unreserved characters:
 //!   aliases cannot hold anything else, and an encoded `/` must not move the
 //!   action.
 //!
@@ -33,6 +36,12 @@ pub(super) const IMPORT_TOKEN: &str = "key-protect: GET/HEAD import_token consum
 pub(super) const DOT_DOT_SAFE: &str =
     "key-protect: dot-dot segment in a GET/HEAD path (fail closed)";
 pub(super) const DOT_SEGMENT: &str = "key-protect: dot segment in path (fail closed)";
+pub(super) const STRUCTURAL_SAFE: &str =
+    "key-protect: encoded ?, #, backslash or control character in a GET/HEAD path (fail closed)";
+pub(super) const STRUCTURAL: &str =
+    "key-protect: encoded ?, #, backslash or control character in path (fail closed)";
+pub(super) const METHOD_OVERRIDE: &str =
+    "key-protect: method-override query parameter such as _method (fail closed)";
 pub(super) const ACTION_READ: &str = "key-protect: key action wrap/unwrap/rewrap";
 pub(super) const ACTION_WRITE: &str =
     "key-protect: key action other than wrap/unwrap/rewrap, or conflicting";
@@ -45,6 +54,7 @@ pub(super) fn classify(method: &Method, path: &str, query: Option<&str>) -> (Cla
         return match import_token(path) {
             Lenient::ImportToken => (Class::Write, IMPORT_TOKEN),
             Lenient::DotDot => (Class::Write, DOT_DOT_SAFE),
+            Lenient::Structural => (Class::Write, STRUCTURAL_SAFE),
             Lenient::Other => (Class::Read, SAFE),
         };
     }
@@ -122,32 +132,30 @@ fn read_action(name: &str) -> Option<&'static str> {
 enum QueryAction {
     /// No parameter that could mean `action`.
     Absent,
-    /// Every such parameter is literally `action=NAME` with the same read NAME.
+    /// The only such parameter is literally `action=NAME` with a read NAME.
     Read(&'static str),
     Bad,
 }
 
 fn query_action(query: Option<&str>) -> QueryAction {
-    let mut found = None;
-    for p in raw::params(query).filter(|p| raw::is_action_key(p.key)) {
-        if p.key != "action" {
-            return QueryAction::Bad;
-        }
-        let Some(name) = p.value.and_then(read_action) else {
-            return QueryAction::Bad;
-        };
-        match found {
-            None => found = Some(name),
-            Some(first) if first == name => {}
-            Some(_) => return QueryAction::Bad,
-        }
+    let mut actions = raw::params(query).filter(|p| raw::is_action_key(p.key));
+    let Some(only) = actions.next() else {
+        return QueryAction::Absent;
+    };
+    // Servers disagree on which of several wins (first, last, an array), so
+    // a second one, even with the same name, is never a read.
+    if actions.next().is_some() || only.key != "action" {
+        return QueryAction::Bad;
     }
-    found.map_or(QueryAction::Absent, QueryAction::Read)
+    only.value
+        .and_then(read_action)
+        .map_or(QueryAction::Bad, QueryAction::Read)
 }
 
 enum Lenient {
     ImportToken,
     DotDot,
+    Structural,
     Other,
 }
 
@@ -155,6 +163,11 @@ enum Lenient {
 /// `path` to `/api/v2/import_token`.
 fn import_token(path: &str) -> Lenient {
     const TARGET: [&str; 3] = ["api", "v2", "import_token"];
+    // `/api/v2/import_token%3Fx` or `...%00` is that path to a server that
+    // decodes before cutting off a query, or reads the path as a C string.
+    if raw::has_structural_byte(path) {
+        return Lenient::Structural;
+    }
     let mut matched = 0;
     let mut mismatch = false;
     for seg in raw::lenient_segments(path) {

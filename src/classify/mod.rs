@@ -15,11 +15,14 @@
 //! Inputs are the path and query exactly as received. Nothing is
 //! percent-decoded or normalised before matching: Key Protect registration
 //! CRNs carry `%2F` inside one segment. Where an upstream might decode or
-//! resolve what the raw form hides (dot segments, `%2F`, an encoded `action`
-//! parameter), the check leans towards write. `classify` does not allocate.
+//! resolve what the raw form hides (dot segments, `%2F`, an encoded `?` or
+//! NUL, an `action` parameter spelled `action[]` or `%61ction`), the check
+//! leans towards write. A method-override query parameter (`_method=DELETE`)
+//! makes any request a write, whatever the rules say. `classify` does not
+//! allocate.
 //!
-//! Deliberately not here: method-override headers (the proxy strips or
-//! refuses them), request bodies and content types (Key Protect clients do
+//! Deliberately not here: method-override headers (the proxy strips them, so
+//! they cannot change what the upstream does), request bodies and content types (Key Protect clients do
 //! not send them reliably), and what to do with a write (routing decides).
 
 mod keyprotect;
@@ -83,6 +86,10 @@ impl fmt::Display for Decision {
 const HTTP_SAFE: &str = "http-methods: safe method";
 const HTTP_OTHER: &str = "http-methods: other method";
 const HTTP_DOT_SEGMENT: &str = "http-methods: dot segment in path (fail closed)";
+const HTTP_STRUCTURAL: &str =
+    "http-methods: encoded ?, #, backslash or control character in path (fail closed)";
+const HTTP_METHOD_OVERRIDE: &str =
+    "http-methods: method-override query parameter such as _method (fail closed)";
 
 /// Read/write classifier compiled from `[classify]`. Cheap to clone: the
 /// compiled rules are shared.
@@ -103,15 +110,7 @@ impl Classifier {
     /// Classifies one request. `path` and `query` are raw, as received
     /// (`uri.path()` and `uri.query()`); never panics, never allocates.
     pub fn classify(&self, method: &Method, path: &str, query: Option<&str>) -> Decision {
-        let safe = is_safe(method);
-        // A `.` or `..` segment lets the upstream resolve the path to
-        // something other than what the rules see. Only safe methods keep
-        // their chance to be reads; no rule may turn such a write into a read.
-        if !safe && raw::has_dot_segment(path) {
-            let name = match self.profile {
-                Profile::KeyProtect => keyprotect::DOT_SEGMENT,
-                Profile::HttpMethods => HTTP_DOT_SEGMENT,
-            };
+        if let Some(name) = self.fail_closed(method, path, query) {
             return Decision {
                 class: Class::Write,
                 by: DecidedBy::Profile(name),
@@ -130,13 +129,42 @@ impl Classifier {
         }
         let (class, name) = match self.profile {
             Profile::KeyProtect => keyprotect::classify(method, path, query),
-            Profile::HttpMethods if safe => (Class::Read, HTTP_SAFE),
+            Profile::HttpMethods if is_safe(method) => (Class::Read, HTTP_SAFE),
             Profile::HttpMethods => (Class::Write, HTTP_OTHER),
         };
         Decision {
             class,
             by: DecidedBy::Profile(name),
         }
+    }
+
+    /// Requests that are writes before any rule is asked: what the upstream
+    /// runs may differ from what the rules see. A method-override parameter
+    /// can make any method a DELETE. A `.` or `..` segment lets the upstream
+    /// resolve the path elsewhere, and an encoded `?`, `#`, backslash or
+    /// control character lets it cut or split the path elsewhere; only safe
+    /// methods keep their chance to be reads there (the profile decides).
+    fn fail_closed(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<&'static str> {
+        let kp = self.profile == Profile::KeyProtect;
+        let pick = |kp_name, http_name| Some(if kp { kp_name } else { http_name });
+        if raw::has_method_override_param(query) {
+            return pick(keyprotect::METHOD_OVERRIDE, HTTP_METHOD_OVERRIDE);
+        }
+        if is_safe(method) {
+            return None;
+        }
+        if raw::has_dot_segment(path) {
+            return pick(keyprotect::DOT_SEGMENT, HTTP_DOT_SEGMENT);
+        }
+        if raw::has_structural_byte(path) {
+            return pick(keyprotect::STRUCTURAL, HTTP_STRUCTURAL);
+        }
+        None
     }
 }
 

@@ -209,12 +209,70 @@ pub(super) fn params(query: Option<&str>) -> impl Iterator<Item = Param<'_>> {
         })
 }
 
-/// A parameter an upstream could read as `action`: the key percent-decoded,
-/// `+` as space, ASCII case ignored (`%61ction`, `Action`). Only a key that is
-/// literally `action` can make a request a read; the others only make it a
-/// write.
+/// A parameter an upstream could read as `action` (see [`key_is`]:
+/// `%61ction`, `Action`, `action[]`, ` action`). Only a key that is literally
+/// `action` can make a request a read; the others only make it a write.
 pub(super) fn is_action_key(key: &str) -> bool {
-    decoded_eq(key, "action", true, true)
+    key_is(key, "action")
+}
+
+/// Query parameter names that web frameworks read as the request's method
+/// (Rails and Laravel `_method`, Express's `method-override` options, the
+/// header names some accept as parameters too).
+const METHOD_OVERRIDE_PARAMS: [&str; 5] = [
+    "_method",
+    "method",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Whether some parameter of `query` could override the request's method.
+pub(super) fn has_method_override_param(query: Option<&str>) -> bool {
+    params(query).any(|p| {
+        METHOD_OVERRIDE_PARAMS
+            .iter()
+            .any(|name| key_is(p.key, name))
+    })
+}
+
+/// Whether a raw parameter name could be read as `name` (lower-case ASCII)
+/// by a permissive server: percent-decoded once with `+` as space, ASCII case
+/// ignored, surrounding blanks (space and control characters) trimmed, cut at
+/// a NUL (C strings), and a bracket suffix dropped (`name[]`, `name[0]`,
+/// `name[a][b]`; PHP also ignores what follows the first `]`).
+pub(super) fn key_is(key: &str, name: &str) -> bool {
+    let is_blank = |b: u8| b <= b' ' || b == 0x7f;
+    let mut bytes = Decoded::new(key, true).skip_while(|&b| b != 0 && is_blank(b));
+    for &want in name.as_bytes() {
+        match bytes.next() {
+            Some(b) if b.eq_ignore_ascii_case(&want) => {}
+            _ => return false,
+        }
+    }
+    let mut open = false;
+    let mut closed = false;
+    for b in bytes {
+        match b {
+            0 => break,
+            b'[' if !open => open = true,
+            b']' if open => closed = true,
+            _ if open => {}
+            _ if is_blank(b) => {}
+            _ => return false,
+        }
+    }
+    // `name[` with no `]` is a different name (PHP makes it `name_`).
+    !open || closed
+}
+
+/// Whether `path`, percent-decoded once, holds a byte that some server could
+/// take as structure rather than as part of a segment: `?` or `#` (a server
+/// that decodes before splitting off the query or fragment), a backslash (a
+/// separator on some servers) or a control character (NUL ends a C string,
+/// line breaks split a request line).
+pub(super) fn has_structural_byte(path: &str) -> bool {
+    Decoded::new(path, false).any(|b| matches!(b, b'?' | b'#' | b'\\') || b < b' ' || b == 0x7f)
 }
 
 /// The `NAME` of a path ending in `/actions/NAME` (exact segments).

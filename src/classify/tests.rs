@@ -1,3 +1,5 @@
+mod props;
+
 use http::Method;
 
 use super::*;
@@ -123,6 +125,31 @@ fn key_protect_names_the_deciding_rule() {
         ),
         ("POST", "/api/v2/keys".to_owned(), keyprotect::OTHER),
         ("DELETE", format!("/api/v2/keys/{KEY}"), keyprotect::OTHER),
+        (
+            "GET",
+            "/api/v2/import_token%3Fx".to_owned(),
+            keyprotect::STRUCTURAL_SAFE,
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{KEY}/actions/wrap%00"),
+            keyprotect::STRUCTURAL,
+        ),
+        (
+            "GET",
+            "/api/v2/keys?_method=DELETE".to_owned(),
+            keyprotect::METHOD_OVERRIDE,
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{KEY}?action[]=rotate&action=wrap"),
+            keyprotect::LEGACY_WRITE,
+        ),
+        (
+            "POST",
+            format!("/api/v2/keys/{KEY}/actions/wrap?%20action=rotate"),
+            keyprotect::ACTION_WRITE,
+        ),
     ];
     for (m, target, want) in cases {
         assert_eq!(
@@ -274,6 +301,70 @@ fn dot_segments_keep_unsafe_methods_writes_despite_read_rules() {
 }
 
 #[test]
+fn overrides_and_structural_bytes_are_writes_despite_read_rules() {
+    let rules = [rule(&[], "/**", None, Class::Read)];
+    for profile in [Profile::KeyProtect, Profile::HttpMethods] {
+        let c = Classifier::new(profile, &rules);
+        let (override_name, structural_name) = match profile {
+            Profile::KeyProtect => (keyprotect::METHOD_OVERRIDE, keyprotect::STRUCTURAL),
+            Profile::HttpMethods => (HTTP_METHOD_OVERRIDE, HTTP_STRUCTURAL),
+        };
+        for m in ["GET", "HEAD", "OPTIONS", "POST"] {
+            for target in ["/x?_method=DELETE", "/x?a=1&%20Method%5B%5D=PUT"] {
+                let d = classify(&c, m, target);
+                let want = (Class::Write, DecidedBy::Profile(override_name));
+                assert_eq!((d.class, d.by), want, "{profile:?} {m} {target}");
+            }
+        }
+        for target in ["/x%3F", "/x%00", "/x%23", "/a%5Cb", "/x%0D%0A", "/x%7f"] {
+            let d = classify(&c, "POST", target);
+            let want = (Class::Write, DecidedBy::Profile(structural_name));
+            assert_eq!((d.class, d.by), want, "{profile:?} {target}");
+            // Safe methods keep going through the rules.
+            assert_eq!(classify(&c, "GET", target).by, DecidedBy::Rule(0));
+        }
+        // Near misses are ordinary parameters and segments.
+        for target in ["/x%20y?_methods=1&methodx=2&x_method=3", "/%C3%A9"] {
+            assert_eq!(classify(&c, "POST", target).by, DecidedBy::Rule(0));
+        }
+    }
+}
+
+#[test]
+fn action_keys_are_read_the_way_permissive_servers_read_them() {
+    for key in [
+        "action",
+        "Action",
+        "%61ction",
+        "action[]",
+        "action%5B%5D",
+        "action[0]",
+        "action[a][b]",
+        "action[x]y",
+        "%20action",
+        "+action+",
+        "%09action%0D%0A",
+        "action%20[]",
+        "action%00junk",
+    ] {
+        assert!(raw::is_action_key(key), "{key}");
+    }
+    for key in [
+        "actions",
+        "actionx",
+        "xaction",
+        "action[",
+        "action]",
+        "act ion",
+        "%2Faction",
+        "action%2F",
+        "",
+    ] {
+        assert!(!raw::is_action_key(key), "{key}");
+    }
+}
+
+#[test]
 fn read_rule_action_needs_every_indicator_to_be_it() {
     let c = Classifier::new(
         Profile::KeyProtect,
@@ -305,6 +396,8 @@ fn read_rule_action_needs_every_indicator_to_be_it() {
         "/api/v2/jobs/j1?action=preview&%61ction=run",
         "/api/v2/jobs/j1?Action=preview",
         "/api/v2/jobs/j1?action",
+        "/api/v2/jobs/j1?action=preview&action[]=run",
+        "/api/v2/jobs/j1?%20action=run&action=preview",
     ] {
         let d = classify(&c, "POST", target);
         assert_eq!(d.class, Class::Write, "{target}");
@@ -400,12 +493,28 @@ const PIECES: &[&str] = &[
     "%F0",
     "\u{10FFFF}",
     "",
+    "[",
+    "]",
+    "%5B%5D",
+    "%20",
+    "_method",
+    "%3F",
+    "%00",
+    "%5C",
+    "\\",
+    "#",
 ];
 
 fn random_string(rng: &mut fastrand::Rng) -> String {
     let mut s = String::new();
-    let pieces = match rng.u8(0..4) {
+    let pieces = match rng.u8(0..5) {
         0 => rng.usize(0..24),
+        // Arbitrary bytes, as far as a `&str` can hold them.
+        4 => {
+            let bytes: Vec<u8> = (0..rng.usize(0..40)).map(|_| rng.u8(..)).collect();
+            s.push_str(&String::from_utf8_lossy(&bytes));
+            0
+        }
         1 => {
             s.push_str("/api/v2/keys/");
             rng.usize(0..24)
@@ -463,6 +572,8 @@ fn never_panics_and_keeps_invariants_on_random_input() {
             _ => split(&raw),
         };
         let safe = m == Method::GET || m == Method::HEAD || m == Method::OPTIONS;
+        // A method-override parameter makes every classifier answer write.
+        let overridden = raw::has_method_override_param(query);
 
         let d = kp_plain.classify(&m, path, query);
         assert_eq!(d, kp_plain.classify(&m, path, query));
@@ -473,7 +584,7 @@ fn never_panics_and_keeps_invariants_on_random_input() {
             );
         }
         if m == Method::OPTIONS {
-            assert_eq!(d.class, Class::Read);
+            assert_eq!(d.class == Class::Read, !overridden, "{path:?} {query:?}");
         }
         if m == Method::POST && d.class == Class::Read {
             let wraps = ["wrap", "unwrap", "rewrap"];
@@ -487,10 +598,14 @@ fn never_panics_and_keeps_invariants_on_random_input() {
         }
 
         let d = http_plain.classify(&m, path, query);
-        assert_eq!(d.class == Class::Read, safe, "{m} {path:?}");
+        let read = safe && !overridden;
+        assert_eq!(d.class == Class::Read, read, "{m} {path:?} {query:?}");
 
         for c in [&kp_rules, &http_rules] {
             let d = c.classify(&m, path, query);
+            if overridden {
+                assert_eq!(d.class, Class::Write, "{m} {path:?} {query:?}");
+            }
             if let DecidedBy::Rule(i) = d.by {
                 assert!(i < rules.len());
                 assert_eq!(d.class, rules[i].class);

@@ -2,8 +2,8 @@
 //!
 //! Requests: hop-by-hop fields and every field `Connection` names are removed;
 //! a `Connection` that names a field failway sets or relies on is refused;
-//! method-override headers are dropped (they must never change what a request
-//! is); `X-Forwarded-*`, `Host` and the correlation id are set. Responses:
+//! method- and URL-override headers are dropped (they must never change what
+//! a request is); `X-Forwarded-*`, `Host` and the correlation id are set. Responses:
 //! hop-by-hop fields removed, `failway-region` added.
 //!
 //! This module does not rewrite region IDs or classify; it only touches framing
@@ -24,11 +24,18 @@ pub const FAILWAY_REGION: HeaderName = HeaderName::from_static("failway-region")
 pub const FAILWAY_MODE: HeaderName = HeaderName::from_static("failway-mode");
 pub const FAILWAY_OUTCOME: HeaderName = HeaderName::from_static("failway-outcome");
 /// Headers that would let a client change what a request *is*; dropped so
-/// that classification by method can never be bypassed.
-const METHOD_OVERRIDES: [HeaderName; 3] = [
+/// that classification by method and path can never be bypassed. The method
+/// overrides of common frameworks and gateways, and the URL overrides that
+/// Symfony and IIS-style rewriters honour (they replace the path the
+/// upstream routes on).
+const OVERRIDES: [HeaderName; 7] = [
     HeaderName::from_static("x-http-method-override"),
     HeaderName::from_static("x-http-method"),
     HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-forwarded-method"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
 ];
 
 /// Fields failway sets or relies on: a client that lists one of them in
@@ -187,11 +194,11 @@ pub fn prepare_request(headers: &mut HeaderMap, p: &Provenance<'_>) {
     // failway frames the body itself (it may re-frame chunked as sized) and
     // answers `Expect: 100-continue` towards the client. One pass over the
     // names first: most requests carry none of these.
-    let drop_some = headers.keys().any(|n| {
-        METHOD_OVERRIDES.contains(n) || n == header::CONTENT_LENGTH || n == header::EXPECT
-    });
+    let drop_some = headers
+        .keys()
+        .any(|n| OVERRIDES.contains(n) || n == header::CONTENT_LENGTH || n == header::EXPECT);
     if drop_some {
-        for name in METHOD_OVERRIDES {
+        for name in OVERRIDES {
             headers.remove(name);
         }
         headers.remove(header::CONTENT_LENGTH);
@@ -365,6 +372,10 @@ mod tests {
             ("upgrade", "websocket"),
             ("proxy-authorization", "Basic abc"),
             ("x-http-method-override", "GET"),
+            ("X-Original-Method", "DELETE"),
+            ("x-forwarded-method", "PUT"),
+            ("x-original-url", "/api/v2/keys/k/actions/rotate"),
+            ("x-rewrite-url", "/api/v2/keys/k/actions/rotate"),
             ("x-keep", "yes"),
             ("content-length", "3"),
         ]);
@@ -391,6 +402,10 @@ mod tests {
             "upgrade",
             "proxy-authorization",
             "x-http-method-override",
+            "x-original-method",
+            "x-forwarded-method",
+            "x-original-url",
+            "x-rewrite-url",
             "content-length",
         ] {
             assert!(!h.contains_key(gone), "{gone} should be removed");

@@ -1,7 +1,8 @@
 //! End-to-end write blocking during read-only failover: every Key Protect
 //! write is answered by failway itself in the profile's error format and never
 //! reaches a region, every read (wrap/unwrap/rewrap included) is served by the
-//! replica byte for byte, method overrides change nothing, custom rules
+//! replica byte for byte, method overrides (headers or query parameters) and
+//! ambiguous action parameters or path bytes change nothing, custom rules
 //! override the profile, and region IDs are mapped on the way to the replica.
 
 use crate::common;
@@ -321,6 +322,8 @@ async fn method_override_headers_neither_turn_writes_into_reads_nor_reach_upstre
         "X-HTTP-Method-Override",
         "X-HTTP-Method",
         "X-Method-Override",
+        "X-Original-Method",
+        "X-Forwarded-Method",
     ];
     for name in overrides {
         let create = "POST /api/v2/keys";
@@ -332,8 +335,12 @@ async fn method_override_headers_neither_turn_writes_into_reads_nor_reach_upstre
     }
     assert_eq!(s.replica.request_count(), 0);
 
-    // Forwarded reads lose the headers, whatever they ask for.
-    let all: Vec<(&str, &str)> = overrides.iter().map(|n| (*n, "DELETE")).collect();
+    // Forwarded reads lose the headers, whatever they ask for; so do the
+    // headers some frameworks take as the request's URL.
+    let rotate = target("/api/v2/keys/{id}/actions/rotate");
+    let url_overrides = [("X-Original-URL", &rotate), ("X-Rewrite-URL", &rotate)];
+    let mut all: Vec<(&str, &str)> = overrides.iter().map(|n| (*n, "DELETE")).collect();
+    all.extend(url_overrides.iter().map(|(n, v)| (*n, v.as_str())));
     let ans = s.call("GET /api/v2/keys/{id}", &all, "").await;
     assert_eq!(ans.header("failway-region"), Some("replica"));
     let unwrap = "POST /api/v2/keys/{id}/actions/unwrap";
@@ -343,11 +350,61 @@ async fn method_override_headers_neither_turn_writes_into_reads_nor_reach_upstre
     let methods: Vec<&str> = got.iter().map(|r| r.method.as_str()).collect();
     assert_eq!(methods, ["GET", "POST"]);
     for r in &got {
-        for name in overrides {
+        for (name, _) in &all {
             let (m, u) = (&r.method, &r.uri);
             assert!(r.header(name).is_none(), "{name} forwarded on {m} {u}");
         }
     }
+    s.app.shutdown().await;
+}
+
+/// Requests an upstream could read as something other than what failway
+/// classifies: action parameters in other spellings, method overrides in the
+/// query, and encoded query, fragment or NUL bytes in the path.
+#[rustfmt::skip] // one request a line
+const AMBIGUOUS: &[&str] = &[
+    "POST /api/v2/keys/{id}?action[]=rotate&action=wrap",
+    "POST /api/v2/keys/{id}?action=wrap&action%5B%5D=rotate",
+    "POST /api/v2/keys/{id}?%20action=rotate&action=wrap",
+    "POST /api/v2/keys/{id}?action=wrap&action=wrap",
+    "POST /api/v2/keys/{id}/actions/unwrap?_method=DELETE",
+    "POST /api/v2/keys/{id}/actions/wrap?X-HTTP-Method-Override=DELETE",
+    "GET /api/v2/keys/{id}?_method=DELETE",
+    "GET /api/v2/import_token%3Fx",
+    "GET /api/v2/import_token%00",
+    "GET /api/v2/import_token%23",
+    "POST /api/v2/keys/{id}/actions/wrap%00",
+];
+
+#[tokio::test]
+async fn ambiguous_actions_query_overrides_and_encoded_separators_are_refused_in_read_only() {
+    let s = setup("").await;
+    // In primary mode such a request goes to the primary, query and path
+    // byte for byte.
+    let odd = "POST /api/v2/keys/{id}/actions/unwrap?action[]=x&%20action=y&_method=DELETE";
+    let ans = s.call(odd, &[], "{}").await;
+    assert_eq!(ans.header("failway-region"), Some("primary"));
+    let sent = target(odd.split_once(' ').unwrap().1);
+    assert_eq!(s.primary.requests()[0].uri, sent);
+
+    s.fail_over().await;
+    for (i, request) in AMBIGUOUS.iter().enumerate() {
+        let cid = format!("cid-ambiguous-{i}");
+        let ans = s.call(request, &[(CID, &cid)], "{}").await;
+        assert_kp_refusal(&ans, request, &cid);
+    }
+    assert_eq!(s.replica.request_count(), 0, "none reached the replica");
+    assert_eq!(s.primary.request_count(), 1, "nor the primary");
+    let blocked = "failway_writes_blocked_total{reason=\"read_only\"}";
+    assert_eq!(s.metric(blocked).await, AMBIGUOUS.len() as f64);
+
+    // One literal read action among other parameters is still a read.
+    let wrap = "POST /api/v2/keys/{id}?actions[]=1&action=wrap&method_name=x";
+    let ans = s.call(wrap, &[], "{}").await;
+    assert_eq!(ans.header("failway-region"), Some("replica"));
+    let got = s.replica.requests();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].uri, target(wrap.split_once(' ').unwrap().1));
     s.app.shutdown().await;
 }
 
