@@ -435,4 +435,6 @@ impl Machine {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;
