@@ -10,6 +10,7 @@
 mod common;
 
 mod failover;
+mod faults;
 mod fleet;
 mod harness;
 mod metrics;
