@@ -443,4 +443,6 @@ impl Machine {
 }
 
 #[cfg(test)]
+mod props;
+#[cfg(test)]
 mod tests;

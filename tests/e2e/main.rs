@@ -11,6 +11,7 @@ mod common;
 
 mod admin;
 mod failover;
+mod faults;
 mod fleet;
 mod harness;
 mod metrics;
