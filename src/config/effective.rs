@@ -12,7 +12,7 @@ use std::time::Duration;
 use super::{
     AdminConfig, ClassifyConfig, Config, FailbackMode, FailoverConfig, FailoverMode, FleetBackend,
     FleetConfig, HealthConfig, HostHeader, ProxyConfig, RetryConfig, RewriteKind, RewriteRule,
-    UpstreamConfig, UpstreamTls,
+    ServiceConfig, UpstreamConfig, UpstreamTls,
 };
 
 pub(super) const REDACTED: &str = "<redacted>";
@@ -21,8 +21,10 @@ pub(super) fn effective_toml(c: &Config) -> String {
     let mut w = Writer::default();
     proxy(&mut w, &c.proxy);
     admin(&mut w, &c.admin);
-    upstream(&mut w, "upstreams.primary", &c.upstreams.primary);
-    upstream(&mut w, "upstreams.replica", &c.upstreams.replica);
+    if !c.has_service_blocks() {
+        upstream(&mut w, "upstreams.primary", &c.upstreams.primary);
+        upstream(&mut w, "upstreams.replica", &c.upstreams.replica);
+    }
     health(&mut w, &c.health);
     failover(&mut w, &c.failover);
     w.section("state");
@@ -33,8 +35,32 @@ pub(super) fn effective_toml(c: &Config) -> String {
     classify(&mut w, &c.classify);
     retry(&mut w, &c.retry);
     fleet(&mut w, c.fleet.as_ref());
-    rewrite(&mut w, &c.rewrite);
+    if c.has_service_blocks() {
+        for svc in &c.services {
+            service(&mut w, svc);
+        }
+    } else {
+        rewrite(&mut w, &c.rewrite);
+    }
     w.out
+}
+
+/// One `[[service]]` block with every section as it takes effect.
+fn service(w: &mut Writer, svc: &ServiceConfig) {
+    w.prefix = "";
+    w.array_section("service");
+    w.kv("name", s(&svc.name));
+    w.kv("hosts", list(svc.hosts.iter().map(|h| s(&h.to_string()))));
+    w.kv("path_prefix", s(&svc.path_prefix));
+    w.prefix = "service.";
+    upstream(w, "upstreams.primary", &svc.upstreams.primary);
+    upstream(w, "upstreams.replica", &svc.upstreams.replica);
+    health(w, &svc.health);
+    failover(w, &svc.failover);
+    classify(w, &svc.classify);
+    retry(w, &svc.retry);
+    rewrite(w, &svc.rewrite);
+    w.prefix = "";
 }
 
 fn proxy(w: &mut Writer, p: &ProxyConfig) {
@@ -248,17 +274,19 @@ fn tls_table(t: &UpstreamTls) -> String {
 #[derive(Default)]
 struct Writer {
     out: String,
+    /// `service.` inside a `[[service]]` block.
+    prefix: &'static str,
 }
 
 impl Writer {
     fn section(&mut self, name: &str) {
         self.blank_line();
-        let _ = writeln!(self.out, "[{name}]");
+        let _ = writeln!(self.out, "[{}{name}]", self.prefix);
     }
 
     fn array_section(&mut self, name: &str) {
         self.blank_line();
-        let _ = writeln!(self.out, "[[{name}]]");
+        let _ = writeln!(self.out, "[[{}{name}]]", self.prefix);
     }
 
     fn blank_line(&mut self) {

@@ -20,12 +20,14 @@ mod effective;
 mod error;
 mod keypath;
 mod raw;
+mod service;
 #[cfg(test)]
 mod tests;
 mod types;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use service::{HostPattern, ServiceConfig, DEFAULT_SERVICE};
 pub use types::{
     ByteSize, Cidr, ParseByteSizeError, ParseCidrError, ParseStatusRangesError, StatusRanges,
 };
@@ -43,6 +45,9 @@ pub struct Config {
     pub retry: RetryConfig,
     pub fleet: Option<FleetConfig>,
     pub rewrite: Vec<RewriteRule>,
+    /// The `[[service]]` blocks, inherited keys filled in; empty in the
+    /// single-pair form (see [`Config::services`]).
+    pub services: Vec<ServiceConfig>,
     /// Folder the config file lives in; relative paths were resolved against it.
     pub base_dir: PathBuf,
     /// Non-fatal findings (`failway check` prints them), e.g. no `state.path`.

@@ -31,6 +31,28 @@ pub(super) struct RawConfig {
     pub fleet: Option<RawFleet>,
     #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
+    /// The `[[service]]` form; checked here for its keys and types only
+    /// (`validate::services` merges each block over the top level).
+    #[serde(default)]
+    pub service: Vec<RawService>,
+}
+
+// The sections are deserialized for their keys and types only (errors then
+// carry the file's line); the values are read from the merged table.
+#[allow(dead_code)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawService {
+    pub name: Option<String>,
+    pub hosts: Option<Vec<String>>,
+    pub path_prefix: Option<String>,
+    pub upstreams: Option<RawUpstreams>,
+    pub health: Option<RawHealth>,
+    pub failover: Option<RawFailover>,
+    pub classify: Option<RawClassify>,
+    pub retry: Option<RawRetry>,
+    #[serde(default)]
+    pub rewrite: Vec<RawRewrite>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,4 +1,5 @@
 mod props;
+mod services;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};

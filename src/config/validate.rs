@@ -24,6 +24,7 @@ use super::{
 
 mod rules;
 mod sections;
+mod services;
 mod upstreams;
 mod values;
 
@@ -44,6 +45,9 @@ fn failback_warning(failover: &FailoverConfig, health: &HealthConfig) -> Option<
 
 pub(super) fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigErrors> {
     let raw = parse_raw(text)?;
+    if !raw.service.is_empty() {
+        return services::from_raw(text, raw, base_dir);
+    }
     let mut v = Validator {
         errors: Vec::new(),
         base_dir,
@@ -165,6 +169,7 @@ impl Validator<'_> {
             retry,
             fleet,
             rewrite,
+            services: Vec::new(),
             base_dir: self.base_dir.to_path_buf(),
             warnings,
         }
