@@ -15,20 +15,18 @@ use tokio::task::JoinHandle;
 
 use crate::admin::actions::AdminToken;
 use crate::admin::{self, AdminState, Listener};
-use crate::classify::Classifier;
 use crate::config::Config;
+use crate::failover::persist::StateFile;
 use crate::failover::{Failover, FailoverError};
-use crate::health::prober::Probers;
 use crate::metrics;
-use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::metrics::ListenerMetrics;
+use crate::proxy::pick::{Route, Routes};
 use crate::proxy::server::{Server, ServerSettings};
-use crate::proxy::service::{self, Service};
-use crate::proxy::{Dynamic, Proxy, Settings};
+use crate::proxy::service::{BuildError, Builder};
+use crate::proxy::Proxy;
 use crate::reload::{ReloadMetrics, Reloader};
-use crate::retry::RetryBudget;
-use crate::rewrite::Rewriter;
 use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
-use crate::upstream::client::{upstream_pair, ClientError};
+use crate::upstream::client::ClientError;
 use crate::upstream::dns::{Resolve, SystemResolve};
 
 /// File descriptors kept aside for listeners, upstream pools, state files,
@@ -60,6 +58,8 @@ pub enum StartError {
     Failover(#[from] FailoverError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("service {0}: {1}")]
+    Service(String, BuildError),
     #[error("admin.token_file {path}: {source}")]
     TokenFile {
         path: String,
@@ -144,34 +144,31 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 /// [`start`] with options.
 pub async fn start_with(config: Config, options: StartOptions) -> Result<Running, StartError> {
     let registry = metrics::new_registry();
-    let proxy_metrics = ProxyMetrics::register(&registry)?;
-    let upstreams = upstream_pair(&config, &options.resolver, None)?;
+    let listener_metrics = ListenerMetrics::register(&registry)?;
     let (drain, drain_rx) = watch::channel(false);
-    let (failover, failover_task) = Failover::start(&config, &registry, drain_rx.clone()).await?;
-    let rewriter = Rewriter::new(&config.rewrite);
-    let mut tasks = vec![failover_task];
-    let probers = Probers::start(
-        options.active_health_checks,
-        &config.health,
-        &upstreams,
-        &rewriter,
-        &failover.probe_reports(),
-        &drain_rx,
-    );
+    let builder = Builder {
+        resolver: options.resolver.clone(),
+        probes: options.active_health_checks,
+        stop: drain_rx.clone(),
+        state: config.state.path.clone().map(StateFile::new),
+        service_form: config.has_service_blocks(),
+    };
+    let mut tasks = Vec::new();
+    let mut routes = Vec::new();
+    for spec in config.services() {
+        let (svc, task) = builder.build(&config, &spec).await.map_err(|e| match e {
+            // The single-pair form reads as before: no service to name.
+            BuildError::Upstream(e) if !config.has_service_blocks() => StartError::Upstream(e),
+            BuildError::Failover(e) if !config.has_service_blocks() => StartError::Failover(e),
+            BuildError::Metrics(e) => StartError::Metrics(e),
+            e => StartError::Service(spec.name.clone(), e),
+        })?;
+        tasks.push(task);
+        routes.push(Route::new(&spec, svc));
+    }
+    let first = routes[0].service.clone();
     let reload_metrics = ReloadMetrics::register(&registry)?;
-    let service = Arc::new(Service::new(
-        service::DEFAULT,
-        Dynamic {
-            settings: Settings::from_config(&config),
-            classifier: Classifier::new(config.classify.profile, &config.classify.rules),
-            rewriter,
-            upstreams: upstreams.clone(),
-        },
-        failover.clone(),
-        RetryBudget::new(config.retry.budget_ratio, config.retry.budget_min_per_sec),
-        probers,
-    ));
-    let proxy = Arc::new(Proxy::new(vec![service.clone()], proxy_metrics));
+    let proxy = Arc::new(Proxy::new(Routes { routes }, listener_metrics));
 
     let Listeners {
         proxy: proxy_listener,
@@ -185,7 +182,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
     let server = serve_proxy(
         &config,
         proxy_listener,
-        proxy,
+        proxy.clone(),
         &registry,
         &drain_rx,
         &mut tasks,
@@ -198,12 +195,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         })?;
     }
     let reloader = Reloader::new(
-        options.resolver.clone(),
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
-        service,
-        options.active_health_checks,
-        drain_rx.clone(),
+        proxy.clone(),
+        builder,
         reload_metrics,
     );
     if options.config_path.is_some() {
@@ -212,17 +207,15 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
     let admin_state = Arc::new(AdminState {
         registry: registry.clone(),
         ready: Default::default(),
-        failover: failover.clone(),
+        proxy,
         token,
-        urls: [
-            config.upstreams.primary.url.to_string(),
-            config.upstreams.replica.url.to_string(),
-        ],
     });
     let (admin, probe_task) = serve_admin(admin_listener, probe_listener, &admin_state, drain_rx);
     tasks.extend(probe_task);
     admin_state.ready.store(true, Ordering::Relaxed);
-    tracing::info!(%proxy_addr, %admin_addr, primary = %config.upstreams.primary.url, replica = %config.upstreams.replica.url, "failway listening");
+    for s in config.services() {
+        tracing::info!(%proxy_addr, %admin_addr, service = %s.name, primary = %s.upstreams.primary.url, replica = %s.upstreams.replica.url, "failway listening");
+    }
     Ok(Running {
         proxy_addr,
         admin_addr,
@@ -234,7 +227,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         admin,
         background: tasks,
         reloader,
-        failover,
+        failover: first.failover().clone(),
         grace: config.proxy.shutdown_grace,
     })
 }
@@ -337,6 +330,13 @@ fn serve_admin(
 }
 
 impl Running {
+    /// Every metric family, the services' included (as `/metrics` shows).
+    pub fn gather(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let routes = self.admin_state.proxy.routes();
+        let services: Vec<_> = routes.services().map(|s| s.registry().clone()).collect();
+        metrics::gather_all(&self.registry, &services)
+    }
+
     /// Re-reads the configuration file now (SIGHUP); false when the new
     /// configuration was refused and the old one keeps running.
     pub async fn reload(&self) -> bool {

@@ -29,10 +29,42 @@ pub fn new_registry() -> Registry {
     registry
 }
 
+/// A service's registry: every series registered in it carries
+/// `service="NAME"`, so a service's families need no label of their own
+/// and cost nothing more to record.
+pub fn service_registry(name: &str) -> Registry {
+    let labels = std::collections::HashMap::from([("service".to_owned(), name.to_owned())]);
+    // Only an invalid label name fails; "service" is valid.
+    Registry::new_custom(None, Some(labels)).unwrap_or_default()
+}
+
 /// Renders the registry in the Prometheus text format.
 pub fn encode(registry: &Registry) -> Vec<u8> {
+    encode_all(registry, &[])
+}
+
+/// Renders the process registry and the services' registries as one
+/// exposition: a family several services register appears once, with a
+/// series per service.
+pub fn encode_all(main: &Registry, services: &[Registry]) -> Vec<u8> {
+    let families = gather_all(main, services);
     let mut buf = Vec::with_capacity(16 * 1024);
     // Encoding into a Vec cannot fail on I/O; a family with no samples is skipped.
-    let _ = TextEncoder::new().encode(&registry.gather(), &mut buf);
+    let _ = TextEncoder::new().encode(&families, &mut buf);
     buf
+}
+
+/// Every family of the process and the services, merged by name.
+pub fn gather_all(main: &Registry, services: &[Registry]) -> Vec<prometheus::proto::MetricFamily> {
+    let mut families = main.gather();
+    for r in services {
+        for mut f in r.gather() {
+            match families.iter_mut().find(|e| e.name() == f.name()) {
+                Some(e) => e.mut_metric().extend(f.take_metric()),
+                None => families.push(f),
+            }
+        }
+    }
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    families
 }

@@ -20,22 +20,27 @@
 //! Health thresholds change without restarting the counts, and the probers
 //! restart only when what they probe changes, so a stream of reloads cannot
 //! hold off a failover.
+//!
+//! Services (`[[service]]`) are matched by name: a changed one keeps its
+//! mode, deadline and latch; a new one starts in `primary` with unknown
+//! health; a removed one stops (its probes and engine), and its entry in the
+//! state file is kept, with a warning. Switching between the single-pair
+//! form and `[[service]]` blocks needs a restart.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus::{IntCounterVec, Opts, Registry};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::classify::Classifier;
 use crate::config::Config;
 use crate::health::prober::Probers;
-use crate::proxy::service::Service;
-use crate::proxy::{Dynamic, Settings};
+use crate::proxy::pick::{Route, Routes};
+use crate::proxy::service::{BuildError, Builder, Service};
+use crate::proxy::{Dynamic, Proxy, Settings};
 use crate::rewrite::Rewriter;
-use crate::upstream::dns::Resolve;
 
 #[derive(Clone)]
 pub struct ReloadMetrics {
@@ -68,6 +73,10 @@ enum ApplyError {
     Poisoned,
     #[error("the replica-writes latch is set (writes were accepted on the replica) and {keys} changed; apply it after a forced failback (failway ctl failback --force) or with a restart")]
     LatchSet { keys: String },
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("switching between the single-pair form ([upstreams.*]) and [[service]] blocks needs a restart")]
+    Form,
 }
 
 /// The upstream URLs that differ between `old` and `new`.
@@ -95,12 +104,10 @@ fn probe_changed(old: &crate::config::HealthConfig, new: &crate::config::HealthC
 
 /// What a reload swaps, and what it must leave alone.
 pub struct Reloader {
-    resolver: Arc<dyn Resolve>,
     path: PathBuf,
     current: Mutex<Config>,
-    service: Arc<Service>,
-    probes_enabled: bool,
-    stop: watch::Receiver<bool>,
+    proxy: Arc<Proxy>,
+    builder: Builder,
     metrics: ReloadMetrics,
 }
 
@@ -158,21 +165,17 @@ fn keep_restart_only(new: &Config, old: &Config) -> Config {
 
 impl Reloader {
     pub fn new(
-        resolver: Arc<dyn Resolve>,
         path: PathBuf,
         current: Config,
-        service: Arc<Service>,
-        probes_enabled: bool,
-        stop: watch::Receiver<bool>,
+        proxy: Arc<Proxy>,
+        builder: Builder,
         metrics: ReloadMetrics,
     ) -> Arc<Reloader> {
         Arc::new(Reloader {
-            resolver,
             path,
             current: Mutex::new(current),
-            service,
-            probes_enabled,
-            stop,
+            proxy,
+            builder,
             metrics,
         })
     }
@@ -227,11 +230,8 @@ impl Reloader {
             .lock()
             .map(|c| c.clone())
             .map_err(|_| ApplyError::Poisoned)?;
-        let urls = changed_urls(&old, &new);
-        if !urls.is_empty() && self.service.failover().snapshot().latch {
-            return Err(ApplyError::LatchSet {
-                keys: urls.join(" and "),
-            });
+        if old.has_service_blocks() != new.has_service_blocks() {
+            return Err(ApplyError::Form);
         }
         for key in restart_only(&old, &new) {
             tracing::warn!(
@@ -239,39 +239,47 @@ impl Reloader {
                 "changed in the configuration file, but needs a restart; the running value is kept"
             );
         }
-        let current = self.service.dynamic();
-        let upstreams = crate::upstream::client::upstream_pair(
-            &new,
-            &self.resolver,
-            Some((&old, &current.upstreams)),
-        )?;
-        let rewriter = Rewriter::new(&new.rewrite);
         // Keys that need a restart keep their running values: the swap
         // applies only what can change live.
         let effective = keep_restart_only(&new, &old);
-
-        let restart_probers = probe_changed(&old.health, &effective.health)
-            || !Arc::ptr_eq(&upstreams[0], &current.upstreams[0])
-            || !Arc::ptr_eq(&upstreams[1], &current.upstreams[1])
-            || old.rewrite != effective.rewrite;
-        self.service.replace(Dynamic {
-            settings: Settings::from_config(&effective),
-            classifier: Classifier::new(effective.classify.profile, &effective.classify.rules),
-            rewriter: rewriter.clone(),
-            upstreams: upstreams.clone(),
-        });
-        self.service.failover().reconfigure(&effective).await;
-        if restart_probers {
-            let fresh = Probers::start(
-                self.probes_enabled,
-                &effective.health,
-                &upstreams,
-                &rewriter,
-                &self.service.failover().probe_reports(),
-                &self.stop,
-            );
-            self.service.replace_probers(fresh);
+        let routes = self.proxy.routes();
+        let old_specs = old.services();
+        let new_specs = effective.services();
+        let before = |name: &str| old_specs.iter().find(|s| s.name == name);
+        latch_check(&routes, &old, &effective)?;
+        // New services first: a failure there changes nothing.
+        let mut added = Vec::new();
+        for spec in new_specs
+            .iter()
+            .filter(|s| routes.service(&s.name).is_none())
+        {
+            let (svc, _driver) = self.builder.build(&effective, spec).await?;
+            tracing::info!(service = %spec.name, "service added by the reload; it starts in primary with unknown health");
+            added.push(svc);
         }
+        let mut next = Vec::new();
+        for spec in &new_specs {
+            let svc = match (routes.service(&spec.name), before(&spec.name)) {
+                (Some(svc), Some(was)) => {
+                    let (from, to) = (old.for_service(was), effective.for_service(spec));
+                    self.apply_service(svc, &from, &to).await?;
+                    svc.clone()
+                }
+                _ => match added.iter().find(|s| s.name() == spec.name) {
+                    Some(s) => s.clone(),
+                    None => continue,
+                },
+            };
+            next.push(Route::new(spec, svc));
+        }
+        for gone in routes
+            .services()
+            .filter(|s| !new_specs.iter().any(|n| n.name == s.name()))
+        {
+            gone.stop();
+            tracing::warn!(service = gone.name(), "service removed by the reload: its probes and failover engine stopped; its state stays in the state file");
+        }
+        self.proxy.replace_routes(Routes { routes: next });
         if let Ok(mut c) = self.current.lock() {
             *c = effective;
         }
@@ -279,10 +287,49 @@ impl Reloader {
         Ok(())
     }
 
+    /// Applies one service's changed settings in place.
+    async fn apply_service(
+        &self,
+        service: &Arc<Service>,
+        old: &Config,
+        effective: &Config,
+    ) -> Result<(), ApplyError> {
+        let current = service.dynamic();
+        let upstreams = crate::upstream::client::upstream_pair(
+            effective,
+            &self.builder.resolver,
+            Some((old, &current.upstreams)),
+        )?;
+        let rewriter = Rewriter::new(&effective.rewrite);
+        let restart_probers = probe_changed(&old.health, &effective.health)
+            || !Arc::ptr_eq(&upstreams[0], &current.upstreams[0])
+            || !Arc::ptr_eq(&upstreams[1], &current.upstreams[1])
+            || old.rewrite != effective.rewrite;
+        service.replace(Dynamic {
+            settings: Settings::from_config(effective),
+            classifier: Classifier::new(effective.classify.profile, &effective.classify.rules),
+            rewriter: rewriter.clone(),
+            upstreams: upstreams.clone(),
+        });
+        service.failover().reconfigure(effective).await;
+        if restart_probers {
+            let fresh = Probers::start(
+                self.builder.probes,
+                &effective.health,
+                &upstreams,
+                &rewriter,
+                &service.failover().probe_reports(),
+                service.stop_signal(),
+            );
+            service.replace_probers(fresh);
+        }
+        Ok(())
+    }
+
     /// Watches the file every `every` until the drain signal.
     pub fn spawn_watcher(self: &Arc<Self>, every: Duration) -> JoinHandle<()> {
         let this = self.clone();
-        let mut stop = self.stop.clone();
+        let mut stop = self.builder.stop.clone();
         // Taken now, not in the task: an edit between start and the task's
         // first run must still count as a change.
         let mut last = crate::watched_file::stamp(&self.path);
@@ -301,6 +348,30 @@ impl Reloader {
             }
         })
     }
+}
+
+/// Refuses the reload when a service whose latch is set would get other
+/// upstream URLs (named `service NAME: upstreams...` in the service form).
+fn latch_check(routes: &Routes, old: &Config, new: &Config) -> Result<(), ApplyError> {
+    let olds = old.services();
+    for spec in new.services() {
+        let (Some(svc), Some(was)) = (
+            routes.service(&spec.name),
+            olds.iter().find(|s| s.name == spec.name),
+        ) else {
+            continue;
+        };
+        let urls = changed_urls(&old.for_service(was), &new.for_service(&spec));
+        if !urls.is_empty() && svc.failover().snapshot().latch {
+            let keys = urls.join(" and ");
+            let keys = match new.has_service_blocks() {
+                true => format!("service {}: {keys}", spec.name),
+                false => keys,
+            };
+            return Err(ApplyError::LatchSet { keys });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

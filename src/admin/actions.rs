@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::status::transition_json;
 use crate::failover::machine::{Command, CommandOutcome};
-use crate::failover::{CommandError, Failover};
+use crate::failover::CommandError;
 use crate::watched_file::Cached;
 
 /// The largest action body accepted; a reason is a sentence, not a file.
@@ -30,6 +30,31 @@ struct ActionBody {
     reason: Option<String>,
     #[serde(default)]
     force: bool,
+    /// Required when more than one service exists.
+    service: Option<String>,
+}
+
+/// The service an action or query names: `name`, or the only one.
+pub fn pick_service(
+    routes: &crate::proxy::pick::Routes,
+    name: Option<&str>,
+) -> Result<std::sync::Arc<crate::proxy::service::Service>, (StatusCode, Value)> {
+    let names: Vec<&str> = routes.services().map(|s| s.name()).collect();
+    match name {
+        Some(n) => routes.service(n).cloned().ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                json!({"error": format!("no service named {n:?}; the services are: {}", names.join(", ")), "services": names}),
+            )
+        }),
+        None => match routes.services().collect::<Vec<_>>().as_slice() {
+            [only] => Ok((*only).clone()),
+            _ => Err((
+                StatusCode::BAD_REQUEST,
+                json!({"error": format!("service: required with more than one service; the services are: {}", names.join(", ")), "services": names}),
+            )),
+        },
+    }
 }
 
 /// Which action a path names.
@@ -142,11 +167,16 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// Runs an action; returns the status and JSON body to answer.
-pub async fn run(failover: &Failover, action: Action, body: &Bytes) -> (StatusCode, Value) {
+pub async fn run(
+    routes: &crate::proxy::pick::Routes,
+    action: Action,
+    body: &Bytes,
+) -> (StatusCode, Value) {
     let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody {
             reason: None,
             force: false,
+            service: None,
         }
     } else {
         match serde_json::from_slice(body) {
@@ -159,6 +189,11 @@ pub async fn run(failover: &Failover, action: Action, body: &Bytes) -> (StatusCo
             }
         }
     };
+    let svc = match pick_service(routes, parsed.service.as_deref()) {
+        Ok(s) => s,
+        Err(answer) => return answer,
+    };
+    let failover = svc.failover();
     let reason = match reason_of(parsed.reason) {
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),

@@ -22,6 +22,7 @@ pub use conn::serve;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -30,17 +31,16 @@ use hyper::body::Incoming;
 use prometheus::Registry;
 
 use self::actions::{Action, AdminToken};
-use crate::failover::Failover;
+use crate::proxy::Proxy;
 
 /// What the admin endpoints read.
 pub struct AdminState {
     pub registry: Registry,
     /// Set once every listener is bound and the drivers run; cleared when draining.
     pub ready: AtomicBool,
-    pub failover: Failover,
+    /// The services (their failover engines, metrics and upstreams).
+    pub proxy: Arc<Proxy>,
     pub token: Option<AdminToken>,
-    /// The regions' upstream URLs, for `/status`.
-    pub urls: [String; 2],
 }
 
 /// Which listener a request came on.
@@ -108,7 +108,9 @@ async fn route(
             }
         }
         "/metrics" => {
-            let body = crate::metrics::encode(&state.registry);
+            let routes = state.proxy.routes();
+            let services: Vec<_> = routes.services().map(|s| s.registry().clone()).collect();
+            let body = crate::metrics::encode_all(&state.registry, &services);
             let mut r = Response::new(Full::new(Bytes::from(body)));
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -116,29 +118,10 @@ async fn route(
             );
             r
         }
-        "/status" => {
-            let mut doc = status::status_json(&state.failover.snapshot(), &state.urls);
-            doc["fleet"] = match state.failover.fleet() {
-                Some(f) => serde_json::to_value(f.status()).unwrap_or_default(),
-                None => serde_json::Value::Null,
-            };
-            json(StatusCode::OK, &doc)
-        }
-        "/fleet/instances" => match state.failover.fleet() {
-            None => json(
-                StatusCode::NOT_FOUND,
-                &serde_json::json!({"error": "fleet mode is off (no [fleet] section)"}),
-            ),
-            Some(f) => match f.instances().await {
-                Ok(list) => json(
-                    StatusCode::OK,
-                    &serde_json::to_value(list).unwrap_or_default(),
-                ),
-                Err(e) => json(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &serde_json::json!({"error": e.to_string()}),
-                ),
-            },
+        "/status" => json(StatusCode::OK, &status::document(&state.proxy.routes())),
+        "/fleet/instances" => match service_named(&state.proxy, req.uri().query()) {
+            Err((status, error)) => json(status, &error),
+            Ok(svc) => fleet_instances(svc.failover()).await,
         },
         p => match Action::from_path(p) {
             Some(_) if listener == Listener::Probe => text(
@@ -175,10 +158,44 @@ async fn route(
                         )
                     }
                 };
-                let (status, value) = actions::run(&state.failover, action, &body).await;
+                let (status, value) = actions::run(&state.proxy.routes(), action, &body).await;
                 json(status, &value)
             }
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// `/fleet/instances` of one service's fleet record.
+async fn fleet_instances(failover: &crate::failover::Failover) -> Response<Full<Bytes>> {
+    match failover.fleet() {
+        None => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({"error": "fleet mode is off (no [fleet] section)"}),
+        ),
+        Some(f) => match f.instances().await {
+            Ok(list) => json(
+                StatusCode::OK,
+                &serde_json::to_value(list).unwrap_or_default(),
+            ),
+            Err(e) => json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &serde_json::json!({"error": e.to_string()}),
+            ),
+        },
+    }
+}
+
+/// The service a GET names with `?service=NAME`; the only one when there
+/// is one. Errors are the status and body to answer.
+fn service_named(
+    proxy: &Proxy,
+    query: Option<&str>,
+) -> Result<Arc<crate::proxy::service::Service>, (StatusCode, serde_json::Value)> {
+    let named = query.and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("service="))
+            .map(str::to_owned)
+    });
+    actions::pick_service(&proxy.routes(), named.as_deref())
 }

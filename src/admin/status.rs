@@ -67,3 +67,34 @@ pub fn status_json(snap: &Snapshot, urls: &[String; 2]) -> Value {
         "transitions": recent,
     })
 }
+
+/// One service's status: its mode and regions, and its fleet record.
+pub fn service_json(svc: &crate::proxy::service::Service) -> Value {
+    let d = svc.dynamic();
+    let url = |r: Region| {
+        let u = &d.upstreams[r.index()];
+        format!("{}://{}/", u.scheme, u.authority)
+    };
+    let urls = [url(Region::Primary), url(Region::Replica)];
+    let mut doc = status_json(&svc.failover().snapshot(), &urls);
+    doc["fleet"] = match svc.failover().fleet() {
+        Some(f) => serde_json::to_value(f.status()).unwrap_or_default(),
+        None => Value::Null,
+    };
+    doc
+}
+
+/// `/status`: `services` by name; with one service, its fields at the top
+/// level too (as the single-pair form always had them).
+pub fn document(routes: &crate::proxy::pick::Routes) -> Value {
+    let mut services = serde_json::Map::new();
+    for svc in routes.services() {
+        services.insert(svc.name().to_owned(), service_json(svc));
+    }
+    let mut doc = match (services.len(), services.values().next()) {
+        (1, Some(only)) => only.clone(),
+        _ => json!({}),
+    };
+    doc["services"] = Value::Object(services);
+    doc
+}

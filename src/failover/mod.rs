@@ -143,6 +143,13 @@ pub struct Failover {
     replica_writes: Arc<tokio::sync::RwLock<()>>,
 }
 
+/// Which service a failover engine decides for, and where its state goes.
+pub struct Scope {
+    /// `None`: the single-pair form.
+    pub service: Option<String>,
+    pub file: Option<StateFile>,
+}
+
 /// A write's right to be sent to the replica, held while it is sent.
 pub struct ReplicaWrite {
     _gate: tokio::sync::OwnedRwLockReadGuard<()>,
@@ -176,9 +183,24 @@ impl Failover {
         registry: &Registry,
         stop: watch::Receiver<bool>,
     ) -> Result<(Failover, JoinHandle<()>), FailoverError> {
+        let scope = Scope {
+            service: None,
+            file: cfg.state.path.clone().map(StateFile::new),
+        };
+        Self::start_scoped(cfg, registry, stop, scope).await
+    }
+
+    /// [`start`](Self::start) for one service of the `[[service]]` form:
+    /// its entry of the state file, its own fleet record.
+    pub async fn start_scoped(
+        cfg: &Config,
+        registry: &Registry,
+        stop: watch::Receiver<bool>,
+        scope: Scope,
+    ) -> Result<(Failover, JoinHandle<()>), FailoverError> {
         let clock = Clock::start();
         let metrics = FailoverMetrics::register(registry)?;
-        let file = cfg.state.path.clone().map(StateFile::new);
+        let file = scope.file;
         let machine = match file.as_ref().map(StateFile::load).transpose()?.flatten() {
             Some(state) => {
                 if let Some(f) = &file {
@@ -205,7 +227,14 @@ impl Failover {
         };
         let (machine, fleet) = match &cfg.fleet {
             Some(fc) => {
-                let (machine, sync) = start_fleet(cfg, fc, registry, &stop, machine).await?;
+                let mut fc = fc.clone();
+                if let Some(name) = scope
+                    .service
+                    .filter(|n| n != crate::config::DEFAULT_SERVICE)
+                {
+                    fc.key = format!("{}/{name}", fc.key.trim_end_matches('/'));
+                }
+                let (machine, sync) = start_fleet(cfg, &fc, registry, &stop, machine).await?;
                 (machine, Some(sync))
             }
             None => (machine, None),

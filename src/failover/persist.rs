@@ -3,10 +3,17 @@
 //! either the old or the new state, never a torn one. Loading refuses a
 //! corrupt or unreadable file instead of silently starting fresh: forgetting
 //! the replica-writes latch could lose data on failback.
+//!
+//! The single-pair form writes one state. The `[[service]]` form writes
+//! `{"services": {NAME: state, ...}}`, each service replacing only its own
+//! entry (under one lock, so two services saving at once lose nothing);
+//! entries of services no longer configured are kept. A single-state file
+//! loads as the service named `default`.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use super::machine::{State, StateError};
 
@@ -38,23 +45,81 @@ pub enum PersistError {
     },
 }
 
-/// The state file.
+/// The state file, or one service's entry in it.
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// `[[service]]` form: the entry this handle reads and writes.
+    service: Option<String>,
+    /// Shared by the services' handles of one file.
+    lock: Arc<Mutex<()>>,
 }
 
 impl StateFile {
     pub fn new(path: PathBuf) -> StateFile {
-        StateFile { path }
+        StateFile {
+            path,
+            service: None,
+            lock: Arc::default(),
+        }
+    }
+
+    /// The handle for `service`'s entry, sharing this one's lock.
+    pub fn for_service(&self, service: &str) -> StateFile {
+        StateFile {
+            path: self.path.clone(),
+            service: Some(service.to_owned()),
+            lock: self.lock.clone(),
+        }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// The persisted state, `None` when no file exists yet.
+    fn corrupt(&self, source: StateError) -> PersistError {
+        PersistError::Corrupt {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The persisted state, `None` when no file (or no entry) exists yet.
     pub fn load(&self) -> Result<Option<State>, PersistError> {
+        let Some(service) = &self.service else {
+            return self.load_single();
+        };
+        let Some(text) = self.read()? else {
+            return Ok(None);
+        };
+        let doc: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| self.corrupt(StateError::from(e)))?;
+        match doc.get("services") {
+            Some(map) => match map.get(service) {
+                Some(entry) => State::from_json(&entry.to_string())
+                    .map(Some)
+                    .map_err(|e| self.corrupt(e)),
+                None => Ok(None),
+            },
+            None if service == crate::config::DEFAULT_SERVICE => State::from_json(&text)
+                .map(Some)
+                .map_err(|e| self.corrupt(e)),
+            None => Ok(None),
+        }
+    }
+
+    fn read(&self) -> Result<Option<String>, PersistError> {
+        match fs::read_to_string(&self.path) {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(PersistError::Read {
+                path: self.path.display().to_string(),
+                source,
+            }),
+        }
+    }
+
+    fn load_single(&self) -> Result<Option<State>, PersistError> {
         let text = match fs::read_to_string(&self.path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -86,6 +151,14 @@ impl StateFile {
     /// Whether the file holds exactly what [`save`](Self::save) writes for
     /// `state`; `false` when it is missing.
     pub fn holds(&self, state: &State) -> io::Result<bool> {
+        if self.service.is_some() {
+            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+            return match self.load() {
+                Ok(Some(on_disk)) => Ok(&on_disk == state),
+                Ok(None) => Ok(false),
+                Err(e) => Err(io::Error::other(e.to_string())),
+            };
+        }
         let on_disk = match fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
@@ -97,15 +170,43 @@ impl StateFile {
         Ok(on_disk.strip_suffix(b"\n") == Some(json.as_bytes()))
     }
 
-    /// Writes `state` atomically and durably.
+    /// Writes `state` atomically and durably (for a service: its entry,
+    /// the others as they are on disk).
     pub fn save(&self, state: &State) -> Result<(), PersistError> {
         let err = |source| PersistError::Write {
             path: self.path.display().to_string(),
             source,
         };
-        let json = state
-            .to_json()
-            .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let invalid = |e: serde_json::Error| err(io::Error::new(io::ErrorKind::InvalidData, e));
+        let Some(service) = &self.service else {
+            let json = state.to_json().map_err(invalid)?;
+            return self.write(&json);
+        };
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut services = serde_json::Map::new();
+        if let Some(text) = self.read()? {
+            let doc: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| self.corrupt(StateError::from(e)))?;
+            match doc.get("services").and_then(|m| m.as_object()) {
+                Some(m) => services = m.clone(),
+                // A single-pair file: its state is the default service's.
+                None => {
+                    services.insert(crate::config::DEFAULT_SERVICE.to_owned(), doc);
+                }
+            }
+        }
+        let entry: serde_json::Value =
+            serde_json::from_str(&state.to_json().map_err(invalid)?).map_err(invalid)?;
+        services.insert(service.clone(), entry);
+        let doc = serde_json::json!({ "services": services });
+        self.write(&serde_json::to_string_pretty(&doc).map_err(invalid)?)
+    }
+
+    fn write(&self, json: &str) -> Result<(), PersistError> {
+        let err = |source| PersistError::Write {
+            path: self.path.display().to_string(),
+            source,
+        };
         let dir = match self.path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),

@@ -32,13 +32,46 @@ fn class_index(class: Class) -> usize {
     }
 }
 
-/// The data path's series.
+/// The listener's series: process-wide, without a `service` label.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub connections_rejected: IntCounter,
+    pub connections_open: IntGauge,
+    /// `failway_unrouted_requests_total`: requests no service took.
+    pub unrouted: IntCounter,
+}
+
+impl ListenerMetrics {
+    pub fn register(registry: &Registry) -> prometheus::Result<ListenerMetrics> {
+        let connections_rejected = IntCounter::new(
+            "failway_connections_rejected_total",
+            "Client connections closed at once because proxy.max_connections were open.",
+        )?;
+        let connections_open = IntGauge::new(
+            "failway_connections_open",
+            "Client connections currently open on the proxy listener.",
+        )?;
+        let unrouted = IntCounter::new(
+            "failway_unrouted_requests_total",
+            "Requests no [[service]] took (host and path matched none): answered 404 FAILWAY_NO_SERVICE (421 when TLS SNI names another service), never forwarded.",
+        )?;
+        registry.register(Box::new(connections_rejected.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
+        registry.register(Box::new(unrouted.clone()))?;
+        Ok(ListenerMetrics {
+            connections_rejected,
+            connections_open,
+            unrouted,
+        })
+    }
+}
+
+/// The data path's series of one service (its registry adds the `service`
+/// label).
 #[derive(Clone)]
 pub struct ProxyMetrics {
     requests: Vec<IntCounter>,
     durations: Vec<Histogram>,
-    pub connections_rejected: IntCounter,
-    pub connections_open: IntGauge,
     /// `failway_retries_total{region,reason}`, by region index then reason.
     retries: Vec<IntCounter>,
     pub retry_budget_exhausted: IntCounter,
@@ -64,14 +97,6 @@ impl ProxyMetrics {
             )
             .buckets(DURATION_BUCKETS.to_vec()),
             &["region", "class"],
-        )?;
-        let connections_rejected = IntCounter::new(
-            "failway_connections_rejected_total",
-            "Client connections closed at once because proxy.max_connections were open.",
-        )?;
-        let connections_open = IntGauge::new(
-            "failway_connections_open",
-            "Client connections currently open on the proxy listener.",
         )?;
         let retries_vec = IntCounterVec::new(
             Opts::new(
@@ -121,8 +146,6 @@ impl ProxyMetrics {
             .collect();
         registry.register(Box::new(requests_vec.clone()))?;
         registry.register(Box::new(durations_vec.clone()))?;
-        registry.register(Box::new(connections_rejected.clone()))?;
-        registry.register(Box::new(connections_open.clone()))?;
 
         let mut requests = Vec::with_capacity(3 * 2 * 5);
         let mut durations = Vec::with_capacity(3 * 2);
@@ -137,8 +160,6 @@ impl ProxyMetrics {
         Ok(ProxyMetrics {
             requests,
             durations,
-            connections_rejected,
-            connections_open,
             retries,
             retry_budget_exhausted,
             outcome_unknown,

@@ -15,6 +15,7 @@ pub(crate) mod error;
 mod forward;
 pub mod headers;
 pub mod metrics;
+pub(crate) mod pick;
 mod refusal;
 pub(crate) mod response;
 pub(crate) mod server;
@@ -30,16 +31,18 @@ use tracing::Instrument;
 
 use self::conn::ConnTracker;
 use self::headers::HeadLimits;
+use self::pick::Routes;
 use self::refusal::Refusal;
 use self::response::{AccessLog, ResponseBody};
 use self::service::Service;
 use crate::classify::Classifier;
 use crate::config::{Cidr, Config, HostHeader, Profile};
-use crate::proxy::metrics::ProxyMetrics;
+use crate::proxy::metrics::ListenerMetrics;
 use crate::retry::Backoff;
 use crate::rewrite::Rewriter;
 use crate::upstream::body::BodyWatch;
 use crate::upstream::client::Upstream;
+use arc_swap::ArcSwap;
 
 /// Settings the data path reads on every request, derived once from config.
 #[derive(Debug, Clone)]
@@ -94,6 +97,8 @@ pub struct ConnInfo {
     /// The peer's address as an `X-Forwarded-For` element.
     pub peer_value: http::HeaderValue,
     pub tls: bool,
+    /// The TLS server name the client asked for, if any.
+    pub sni: Option<Arc<str>>,
     pub tracker: Arc<ConnTracker>,
 }
 
@@ -107,32 +112,44 @@ pub struct Dynamic {
 }
 
 /// The proxy service shared by every connection: the services it fronts
-/// and the metrics of the data path.
+/// (swapped whole when a reload adds or removes one) and the listener's
+/// metrics.
 pub struct Proxy {
-    services: Vec<Arc<Service>>,
-    metrics: ProxyMetrics,
+    routes: ArcSwap<Routes>,
+    metrics: ListenerMetrics,
 }
 
 type Resp = Response<ResponseBody>;
 
 impl Proxy {
-    /// A proxy for `services` (at least one; today exactly one).
-    pub fn new(services: Vec<Arc<Service>>, metrics: ProxyMetrics) -> Proxy {
-        assert!(!services.is_empty(), "a proxy fronts at least one service");
-        Proxy { services, metrics }
+    /// A proxy for `routes` (at least one service).
+    pub fn new(routes: Routes, metrics: ListenerMetrics) -> Proxy {
+        assert!(
+            !routes.routes.is_empty(),
+            "a proxy fronts at least one service"
+        );
+        Proxy {
+            routes: ArcSwap::from_pointee(routes),
+            metrics,
+        }
+    }
+
+    /// The services now, in file order.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Puts a reload's services in place; requests in flight keep theirs.
+    pub fn replace_routes(&self, routes: Routes) {
+        self.routes.store(Arc::new(routes));
     }
 
     /// The service named `name`.
-    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
-        self.services.iter().find(|s| s.name() == name)
+    pub fn service(&self, name: &str) -> Option<Arc<Service>> {
+        self.routes.load().service(name).cloned()
     }
 
-    /// The service a request is for. One service takes every request.
-    fn pick(&self, _parts: &http::request::Parts) -> &Arc<Service> {
-        &self.services[0]
-    }
-
-    pub fn metrics(&self) -> &ProxyMetrics {
+    pub fn metrics(&self) -> &ListenerMetrics {
         &self.metrics
     }
 
@@ -144,7 +161,16 @@ impl Proxy {
         #[allow(clippy::disallowed_methods)]
         let start = Instant::now();
         let (parts, body) = req.into_parts();
-        let svc = self.pick(&parts);
+        let routes = self.routes.load();
+        let svc = match routes.pick(&parts, conn.sni.as_deref()) {
+            Ok(svc) => svc.clone(),
+            Err(why) => {
+                let more_body = !http_body::Body::is_end_stream(&body);
+                return self.unrouted(&parts, why, more_body, conn, start);
+            }
+        };
+        drop(routes);
+        let svc = &svc;
         let d = svc.dynamic();
         let correlation_id = headers::correlation_id(&parts.headers);
         let class = d
@@ -203,7 +229,7 @@ impl Proxy {
                 )
             }
         };
-        self.metrics.record(
+        svc.metrics().record(
             region,
             class,
             resp.status().as_u16(),

@@ -13,8 +13,10 @@ use http_body_util::Full;
 
 use super::error::{self, ErrorContext, ProxyError};
 use super::headers::{FAILWAY_MODE, FAILWAY_OUTCOME};
+use super::pick::Unrouted;
+use super::response::{AccessLog, ResponseBody};
 use super::service::Service;
-use super::{Proxy, Settings};
+use super::{ConnInfo, Proxy, Settings};
 use crate::failover::machine::Mode;
 use crate::failover::BlockReason;
 
@@ -136,5 +138,60 @@ impl Proxy {
                 resp
             }
         }
+    }
+}
+
+impl Proxy {
+    /// The answer to a request no service takes: 404 `FAILWAY_NO_SERVICE`,
+    /// or 421 when TLS named another service; problem+json (no service, so
+    /// no profile), never forwarded, counted only as unrouted.
+    pub(super) fn unrouted(
+        &self,
+        parts: &http::request::Parts,
+        why: Unrouted,
+        more_body: bool,
+        conn: &ConnInfo,
+        start: std::time::Instant,
+    ) -> Response<ResponseBody> {
+        self.metrics().unrouted.inc();
+        let correlation_id = super::headers::correlation_id(&parts.headers);
+        let (status, code, message) = match why {
+            Unrouted::NoService => (
+                StatusCode::NOT_FOUND,
+                "FAILWAY_NO_SERVICE",
+                "no service of this gateway takes this host and path; the request was not forwarded",
+            ),
+            Unrouted::Misdirected => (
+                StatusCode::MISDIRECTED_REQUEST,
+                "FAILWAY_MISDIRECTED_REQUEST",
+                "the TLS server name and the Host header belong to different services; the request was not forwarded",
+            ),
+        };
+        let ctx = ErrorContext {
+            correlation_id: correlation_id.to_str().ok(),
+        };
+        let resp = error::render_parts(
+            crate::classify::Profile::HttpMethods,
+            status,
+            code,
+            message,
+            ctx,
+            more_body,
+        );
+        let log = AccessLog {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            correlation_id: correlation_id.clone(),
+            class: crate::classify::Class::Read,
+            region: None,
+            status: status.as_u16(),
+            start,
+            bytes_out: 0,
+            request_body: Default::default(),
+            conn: conn.tracker.clone(),
+            complete: false,
+        };
+        let (p, b) = resp.into_parts();
+        Response::from_parts(p, ResponseBody::local(b, Some(log)))
     }
 }

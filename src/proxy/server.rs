@@ -137,7 +137,7 @@ impl Server {
                     let fut = async move {
                         metrics.connections_open.inc();
                         match tls {
-                            None => serve_connection(stream, false, peer, proxy, &builder, &settings, drain).await,
+                            None => serve_connection(stream, None, peer, proxy, &builder, &settings, drain).await,
                             // Boxed: a TLS connection's state is larger, and
                             // every plain connection's task would carry its size.
                             Some(acceptor) => Box::pin(serve_tls(acceptor, stream, peer, proxy, &builder, &settings, drain)).await,
@@ -171,16 +171,19 @@ async fn serve_tls(
         tokio::time::timeout(settings.header_read_timeout, acceptor.accept(stream)).await;
     match handshake {
         Ok(Ok(tls_stream)) => {
-            serve_connection(tls_stream, true, peer, proxy, builder, settings, drain).await
+            let sni = tls_stream.get_ref().1.server_name().map(Arc::from);
+            let tls = Some(sni);
+            serve_connection(tls_stream, tls, peer, proxy, builder, settings, drain).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
 }
 
+/// `tls`: for a TLS connection, the server name the client sent (SNI).
 async fn serve_connection<S>(
     stream: S,
-    tls: bool,
+    tls: Option<Option<Arc<str>>>,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
     builder: &auto::Builder<TokioExecutor>,
@@ -193,7 +196,8 @@ async fn serve_connection<S>(
     let info = ConnInfo {
         peer,
         peer_value: super::headers::ip_value(peer.ip()),
-        tls,
+        tls: tls.is_some(),
+        sni: tls.flatten(),
         tracker: tracker.clone(),
     };
     let io = TokioIo::new(TrackedIo::new(stream, tracker.clone()));

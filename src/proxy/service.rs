@@ -8,15 +8,14 @@
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
+use prometheus::Registry;
 
 use super::refusal::Refusal;
 use super::Dynamic;
 use crate::failover::{BlockReason, Failover, ReplicaWrite, WriteRefusal};
 use crate::health::prober::Probers;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::retry::RetryBudget;
-
-/// The name of the one service of the single-pair form.
-pub const DEFAULT: &str = "default";
 
 pub struct Service {
     name: String,
@@ -26,23 +25,66 @@ pub struct Service {
     /// The probers reporting to `failover`, replaced when a reload changes
     /// what they probe.
     probers: Mutex<Probers>,
+    /// Every series of this service (each carries `service="NAME"`).
+    registry: Registry,
+    metrics: ProxyMetrics,
+    /// Stops this service's driver, fleet tasks and probers: at the
+    /// process's drain, or when a reload removes the service.
+    stop: tokio::sync::watch::Sender<bool>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+}
+
+/// What a service is made of, at start or when a reload adds it.
+pub struct Parts {
+    pub dynamic: Dynamic,
+    pub failover: Failover,
+    pub budget: RetryBudget,
+    pub probers: Probers,
+    pub registry: Registry,
+    pub metrics: ProxyMetrics,
+    pub stop: tokio::sync::watch::Sender<bool>,
 }
 
 impl Service {
-    pub fn new(
-        name: &str,
-        dynamic: Dynamic,
-        failover: Failover,
-        budget: RetryBudget,
-        probers: Probers,
-    ) -> Service {
+    pub fn new(name: &str, parts: Parts) -> Service {
         Service {
             name: name.to_owned(),
-            dynamic: ArcSwap::from_pointee(dynamic),
-            failover,
-            budget,
-            probers: Mutex::new(probers),
+            dynamic: ArcSwap::from_pointee(parts.dynamic),
+            failover: parts.failover,
+            budget: parts.budget,
+            probers: Mutex::new(parts.probers),
+            registry: parts.registry,
+            metrics: parts.metrics,
+            stop_rx: parts.stop.subscribe(),
+            stop: parts.stop,
         }
+    }
+
+    /// Stops the service (a reload removed it).
+    pub fn stop(&self) {
+        self.stop_probers();
+        let _ = self.stop.send(true);
+    }
+
+    /// What this service's tasks stop on.
+    pub fn stop_signal(&self) -> &tokio::sync::watch::Receiver<bool> {
+        &self.stop_rx
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn metrics(&self) -> &ProxyMetrics {
+        &self.metrics
+    }
+
+    /// Stops its probers (a reload removed the service).
+    pub fn stop_probers(&self) {
+        self.probers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .stop();
     }
 
     /// Stops the running probers and keeps `fresh` instead.
@@ -101,5 +143,88 @@ impl Service {
                 })
             }
         }
+    }
+}
+
+/// Why a service could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::client::ClientError),
+    #[error(transparent)]
+    Failover(#[from] crate::failover::FailoverError),
+    #[error("cannot register metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+/// Makes services, at start and when a reload adds one: what every service
+/// shares (the resolver, whether to probe, the stop signal, the state file).
+#[derive(Clone)]
+pub struct Builder {
+    pub resolver: Arc<dyn crate::upstream::dns::Resolve>,
+    pub probes: bool,
+    pub stop: tokio::sync::watch::Receiver<bool>,
+    /// `state.path`, when set.
+    pub state: Option<crate::failover::persist::StateFile>,
+    /// The `[[service]]` form: each service has its entry of the state file
+    /// and its own fleet record.
+    pub service_form: bool,
+}
+
+impl Builder {
+    /// Starts `spec` of `config`: its clients, failover engine (whose
+    /// driver task is returned), probers and metrics.
+    pub async fn build(
+        &self,
+        config: &crate::config::Config,
+        spec: &crate::config::ServiceConfig,
+    ) -> Result<(Arc<Service>, tokio::task::JoinHandle<()>), BuildError> {
+        use crate::classify::Classifier;
+        use crate::rewrite::Rewriter;
+        let cfg = config.for_service(spec);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        let mut drain = self.stop.clone();
+        let forward = stop.clone();
+        tokio::spawn(async move {
+            // The process's drain stops every service.
+            let _ = drain.wait_for(|d| *d).await;
+            let _ = forward.send(true);
+        });
+        let registry = crate::metrics::service_registry(&spec.name);
+        let metrics = ProxyMetrics::register(&registry)?;
+        let upstreams = crate::upstream::client::upstream_pair(&cfg, &self.resolver, None)?;
+        let scope = crate::failover::Scope {
+            service: self.service_form.then(|| spec.name.clone()),
+            file: self.state.as_ref().map(|f| match self.service_form {
+                true => f.for_service(&spec.name),
+                false => f.clone(),
+            }),
+        };
+        let (failover, task) =
+            Failover::start_scoped(&cfg, &registry, stop_rx.clone(), scope).await?;
+        let rewriter = Rewriter::new(&cfg.rewrite);
+        let probers = Probers::start(
+            self.probes,
+            &cfg.health,
+            &upstreams,
+            &rewriter,
+            &failover.probe_reports(),
+            &stop_rx,
+        );
+        let parts = Parts {
+            dynamic: Dynamic {
+                settings: super::Settings::from_config(&cfg),
+                classifier: Classifier::new(cfg.classify.profile, &cfg.classify.rules),
+                rewriter,
+                upstreams,
+            },
+            failover,
+            budget: RetryBudget::new(cfg.retry.budget_ratio, cfg.retry.budget_min_per_sec),
+            probers,
+            registry,
+            metrics,
+            stop,
+        };
+        Ok((Arc::new(Service::new(&spec.name, parts)), task))
     }
 }

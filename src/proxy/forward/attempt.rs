@@ -8,6 +8,7 @@ use super::super::error::ProxyError;
 use super::super::refusal::Refusal;
 use super::super::{Dynamic, Proxy};
 use crate::config::HostHeader;
+use crate::proxy::metrics::ProxyMetrics;
 use crate::region::Region;
 use crate::upstream::body::BodyFailure;
 use crate::upstream::client::RequestBody;
@@ -24,6 +25,7 @@ impl Proxy {
     /// One attempt's request for `region`.
     pub(super) fn build(
         &self,
+        metrics: &ProxyMetrics,
         d: &Dynamic,
         t: &Template,
         region: Region,
@@ -38,7 +40,7 @@ impl Proxy {
                 .rewriter
                 .to_replica(t.path_and_query.as_str(), &mut headers);
             if count_misses {
-                self.metrics.rewrite_misses(&r.misses);
+                metrics.rewrite_misses(&r.misses);
             }
             if let Some(p) = r.path_and_query {
                 path_and_query = p

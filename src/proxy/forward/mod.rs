@@ -119,7 +119,7 @@ impl Proxy {
             max_retry_after: s.max_retry_after,
             max_body: s.max_body,
             budget: svc.budget(),
-            metrics: &self.metrics,
+            metrics: svc.metrics(),
         };
         let mut rng = fastrand::Rng::new();
         attempts::run(&upstreams, &plan, &mut source, &mut rng).await
@@ -286,7 +286,14 @@ impl Upstreams for Regions<'_> {
             region == Region::Replica && !self.replica_tried.swap(true, Ordering::Relaxed);
         let mut req = self
             .proxy
-            .build(self.d, self.template, region, body, count_misses)
+            .build(
+                self.svc.metrics(),
+                self.d,
+                self.template,
+                region,
+                body,
+                count_misses,
+            )
             .map_err(AttemptError::Refused)?;
         // Held until the attempt ends: an operator command waits for it.
         let _cleared = self

@@ -198,12 +198,7 @@ pub async fn metric(r: &Running, sample: &str) -> f64 {
         .send()
         .await;
     let text = String::from_utf8_lossy(&text.body).to_string();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)
-                .and_then(|rest| rest.strip_prefix(' '))
-        })
-        .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+    super::sample_value(&text, sample).unwrap_or(0.0)
 }
 
 /// Waits until `app`'s driver has taken `n` more probe results for

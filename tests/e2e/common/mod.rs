@@ -185,3 +185,37 @@ pub fn tool_available(program: &str, install: &str) -> bool {
     eprintln!("skipped: {program} is not installed ({install}); `bash tests/ci/install-tools.sh` installs it");
     false
 }
+
+/// The labels of a sample written `name{k="v",...}`, and its name.
+fn parse_sample(s: &str) -> (&str, Vec<(&str, &str)>) {
+    let Some((name, rest)) = s.split_once('{') else {
+        return (s.trim(), Vec::new());
+    };
+    let body = rest.trim_end().trim_end_matches('}');
+    let labels = body
+        .split("\",")
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| p.split_once("=\""))
+        .map(|(k, v)| (k.trim(), v.trim_end_matches('"')))
+        .collect();
+    (name, labels)
+}
+
+/// The value of `sample` (`name` or `name{k="v",...}`) in a Prometheus
+/// text exposition: the sum of the series of that name whose labels
+/// include the ones given (so a test names only the labels it is about,
+/// `service` among them when it matters); `None` when no series matches.
+pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
+    let (name, wanted) = parse_sample(sample);
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (n, labels) = parse_sample(series);
+        if n == name && wanted.iter().all(|w| labels.contains(w)) {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+        }
+    }
+    found
+}

@@ -531,12 +531,17 @@ async fn metrics_follow_the_mode() {
         .unwrap()
     };
     let m = metrics().await;
-    assert!(m.contains("failway_mode{mode=\"primary\"} 1"));
+    let has = |m: &str, sample: &str, v: f64| common::sample_value(m, sample) == Some(v);
+    assert!(has(
+        &m,
+        "failway_mode{mode=\"primary\",service=\"default\"}",
+        1.0
+    ));
     assert!(
-        !m.contains("failway_read_only_deadline_timestamp_seconds "),
+        common::sample_value(&m, "failway_read_only_deadline_timestamp_seconds").is_none(),
         "absent without a deadline"
     );
-    assert!(m.contains("failway_region_healthy{region=\"replica\"} 1"));
+    assert!(has(&m, "failway_region_healthy{region=\"replica\"}", 1.0));
     admin(&app, "failover", r#"{"reason":"drill"}"#, None).await;
     send(
         &fw::client(),
@@ -548,11 +553,11 @@ async fn metrics_follow_the_mode() {
     .await;
     eventually_async(T, "metrics show the failover", || async {
         let m = metrics().await;
-        m.contains("failway_mode{mode=\"failover_read_only\"} 1")
-            && m.contains("failway_read_only_deadline_timestamp_seconds ")
-            && m.contains("failway_mode_transitions_total{from=\"primary\",to=\"failover_read_only\",trigger=\"operator\"} 1")
-            && m.contains("failway_writes_blocked_total{reason=\"read_only\"} 1")
-            && m.contains("failway_failback_blocked{reason=\"operator_hold\"} 1")
+        has(&m, "failway_mode{mode=\"failover_read_only\"}", 1.0)
+            && common::sample_value(&m, "failway_read_only_deadline_timestamp_seconds").is_some()
+            && has(&m, "failway_mode_transitions_total{from=\"primary\",to=\"failover_read_only\",trigger=\"operator\"}", 1.0)
+            && has(&m, "failway_writes_blocked_total{reason=\"read_only\"}", 1.0)
+            && has(&m, "failway_failback_blocked{reason=\"operator_hold\"}", 1.0)
     })
     .await;
     app.shutdown().await;

@@ -138,7 +138,11 @@ impl Exposition {
             .collect();
         self.samples
             .iter()
-            .find(|s| s.name == name && s.labels == want)
+            .find(|s| {
+                s.name == name
+                    && want.iter().all(|(k, v)| s.labels.get(k) == Some(v))
+                    && s.labels.len() <= want.len() + 1
+            })
             .map(|s| s.value)
     }
 
@@ -207,7 +211,7 @@ async fn scrape(app: &Running) -> Exposition {
 /// (region, class, code_class).
 fn requests_from_registry(app: &Running) -> BTreeMap<(String, String, String), u64> {
     let mut out = BTreeMap::new();
-    for family in app.registry.gather() {
+    for family in app.gather() {
         if family.name() != "failway_requests_total" {
             continue;
         }

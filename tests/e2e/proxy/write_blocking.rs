@@ -138,9 +138,7 @@ impl Setup {
     async fn metric(&self, sample: &str) -> f64 {
         let text = self.admin("GET", "/metrics", "").await.body;
         let text = String::from_utf8_lossy(&text).into_owned();
-        let value = |l: &str| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok();
-        text.lines()
-            .find_map(value)
+        common::sample_value(&text, sample)
             .unwrap_or_else(|| panic!("no sample {sample} in /metrics:\n{text}"))
     }
 

@@ -1,0 +1,131 @@
+//! Which service a request is for: the first, in file order, whose `hosts`
+//! hold the request's host (port stripped, any case; none = every host)
+//! and whose `path_prefix` takes its path on a segment boundary. With TLS,
+//! the SNI name must belong to the same service (else 421). The choice
+//! borrows from the request and allocates nothing.
+
+use std::sync::Arc;
+
+use http::header::HOST;
+
+use super::service::Service;
+use crate::config::{HostPattern, ServiceConfig};
+
+/// Where one service is chosen.
+pub struct Route {
+    pub hosts: Vec<HostPattern>,
+    pub path_prefix: String,
+    pub service: Arc<Service>,
+}
+
+impl Route {
+    pub fn new(cfg: &ServiceConfig, service: Arc<Service>) -> Route {
+        Route {
+            hosts: cfg.hosts.clone(),
+            path_prefix: cfg.path_prefix.clone(),
+            service,
+        }
+    }
+
+    fn takes_host(&self, host: Option<&str>) -> bool {
+        self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)))
+    }
+
+    fn takes_path(&self, path: &str) -> bool {
+        let p = self.path_prefix.as_str();
+        p == "/"
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+}
+
+/// The services in file order.
+pub struct Routes {
+    pub routes: Vec<Route>,
+}
+
+/// Why no service took a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unrouted {
+    /// Host and path matched no service: 404.
+    NoService,
+    /// TLS named (SNI) a host the chosen service does not answer for: 421.
+    Misdirected,
+}
+
+impl Routes {
+    /// The service for a request to `path` with these headers and URI
+    /// authority (h2's `:authority`), on a connection whose TLS SNI was
+    /// `sni`.
+    pub fn pick(
+        &self,
+        parts: &http::request::Parts,
+        sni: Option<&str>,
+    ) -> Result<&Arc<Service>, Unrouted> {
+        // The single-pair form: one catch-all for every path.
+        if let [only] = self.routes.as_slice() {
+            if only.hosts.is_empty() && only.path_prefix == "/" {
+                return Ok(&only.service);
+            }
+        }
+        let host = request_host(parts);
+        let path = parts.uri.path();
+        let route = self
+            .routes
+            .iter()
+            .find(|r| r.takes_host(host) && r.takes_path(path))
+            .ok_or(Unrouted::NoService)?;
+        if let Some(sni) = sni {
+            if !route.takes_host(Some(sni)) {
+                return Err(Unrouted::Misdirected);
+            }
+        }
+        Ok(&route.service)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
+        self.routes
+            .iter()
+            .map(|r| &r.service)
+            .find(|s| s.name() == name)
+    }
+
+    pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
+        self.routes.iter().map(|r| &r.service)
+    }
+}
+
+/// The request's host without its port: `Host`, else the URI's authority.
+fn request_host(parts: &http::request::Parts) -> Option<&str> {
+    let raw = match parts.headers.get(HOST) {
+        Some(v) => v.to_str().ok()?,
+        None => parts.uri.authority()?.as_str(),
+    };
+    Some(strip_port(raw))
+}
+
+/// `example.com:8443` -> `example.com`, `[::1]:8443` -> `[::1]`.
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped_from_names_and_ipv6_literals() {
+        assert_eq!(strip_port("kp.internal:8443"), "kp.internal");
+        assert_eq!(strip_port("kp.internal"), "kp.internal");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+        assert_eq!(strip_port("a:b"), "a:b");
+    }
+}
