@@ -5,6 +5,7 @@ mod forwarding;
 mod gateway;
 mod pooling;
 mod retries;
+mod services;
 mod slow_clients;
 mod tls;
 mod write_blocking;
