@@ -1,6 +1,6 @@
-//! Per-request costs of the data path's pure steps: classification (profile
-//! alone and with custom rules), routing on a snapshot, header hygiene,
-//! metrics recording and region ID mapping.
+//! Per-request costs of the data path's pure steps: choosing the service,
+//! classification (profile alone and with custom rules), routing on a
+//! snapshot, header hygiene, metrics recording and region ID mapping.
 //!
 //! Only the public API is used, on inputs shaped like real Key Protect
 //! traffic; no sockets, so the numbers are the CPU cost failway adds to each
@@ -23,6 +23,7 @@ use failway::failover::Snapshot;
 use failway::metrics::new_registry;
 use failway::proxy::headers::{check_request, ip_value, prepare_request, HeadLimits, Provenance};
 use failway::proxy::metrics::ProxyMetrics;
+use failway::proxy::pick::{choose, Matcher};
 use failway::region::Region;
 use failway::rewrite::Rewriter;
 use failway::routing::route;
@@ -257,6 +258,41 @@ replica = "{REPLICA_KEY}"
     g.finish();
 }
 
+/// Choosing the service: the single-pair form, and ten `[[service]]`
+/// blocks with the request for the last of them (the worst case: every
+/// block is looked at).
+fn services(c: &mut Criterion) {
+    let one = config("");
+    let mut ten = String::new();
+    for i in 0..10 {
+        ten.push_str(&format!(
+            "[[service]]\nname = \"kp-{i}\"\nhosts = [\"kp-{i}.internal\", \"*.kms-{i}.example\"]\npath_prefix = \"/api\"\n[service.upstreams.primary]\nurl = \"http://127.0.0.1:{}\"\n[service.upstreams.replica]\nurl = \"http://127.0.0.1:{}\"\n",
+            2000 + 2 * i,
+            2001 + 2 * i
+        ));
+    }
+    let ten = Config::from_toml_str(&ten, Path::new(".")).expect("valid bench config");
+    let matchers = |c: &Config| -> Vec<Matcher> { c.services().iter().map(Matcher::new).collect() };
+    let (one, ten) = (matchers(&one), matchers(&ten));
+    let (parts, _) = http::Request::builder()
+        .method(Method::POST)
+        .uri(format!("/api/v2/keys/{KEY}/actions/unwrap"))
+        .header("host", "eu.kms-9.example:8443")
+        .body(())
+        .expect("request")
+        .into_parts();
+    let mut g = c.benchmark_group("services");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("choose_single_pair", |b| {
+        b.iter(|| choose(black_box(&one), black_box(&parts), None))
+    });
+    g.bench_function("choose_last_of_ten", |b| {
+        b.iter(|| choose(black_box(&ten), black_box(&parts), None))
+    });
+    assert_eq!(choose(&ten, &parts, None), Ok(9));
+    g.finish();
+}
+
 criterion_group!(
     benches,
     classify,
@@ -264,6 +300,7 @@ criterion_group!(
     routing,
     headers,
     metrics,
-    rewrite
+    rewrite,
+    services
 );
 criterion_main!(benches);

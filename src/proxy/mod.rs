@@ -15,7 +15,7 @@ pub(crate) mod error;
 mod forward;
 pub mod headers;
 pub mod metrics;
-pub(crate) mod pick;
+pub mod pick;
 mod refusal;
 pub(crate) mod response;
 pub(crate) mod server;

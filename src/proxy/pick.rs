@@ -11,19 +11,18 @@ use http::header::HOST;
 use super::service::Service;
 use crate::config::{HostPattern, ServiceConfig};
 
-/// Where one service is chosen.
-pub struct Route {
+/// Where one service is chosen: its hosts and path prefix.
+#[derive(Debug, Clone)]
+pub struct Matcher {
     pub hosts: Vec<HostPattern>,
     pub path_prefix: String,
-    pub service: Arc<Service>,
 }
 
-impl Route {
-    pub fn new(cfg: &ServiceConfig, service: Arc<Service>) -> Route {
-        Route {
+impl Matcher {
+    pub fn new(cfg: &ServiceConfig) -> Matcher {
+        Matcher {
             hosts: cfg.hosts.clone(),
             path_prefix: cfg.path_prefix.clone(),
-            service,
         }
     }
 
@@ -37,6 +36,25 @@ impl Route {
             || path
                 .strip_prefix(p)
                 .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+    }
+
+    fn takes_all(&self) -> bool {
+        self.hosts.is_empty() && self.path_prefix == "/"
+    }
+}
+
+/// One service and where it is chosen.
+pub struct Route {
+    pub matcher: Matcher,
+    pub service: Arc<Service>,
+}
+
+impl Route {
+    pub fn new(cfg: &ServiceConfig, service: Arc<Service>) -> Route {
+        Route {
+            matcher: Matcher::new(cfg),
+            service,
+        }
     }
 }
 
@@ -54,34 +72,54 @@ pub enum Unrouted {
     Misdirected,
 }
 
+impl AsRef<Matcher> for Matcher {
+    fn as_ref(&self) -> &Matcher {
+        self
+    }
+}
+
+impl AsRef<Matcher> for Route {
+    fn as_ref(&self) -> &Matcher {
+        &self.matcher
+    }
+}
+
+/// The index of the first of `matchers` that takes a request with these
+/// parts (headers, URI) on a connection whose TLS SNI was `sni`.
+pub fn choose<M: AsRef<Matcher>>(
+    matchers: &[M],
+    parts: &http::request::Parts,
+    sni: Option<&str>,
+) -> Result<usize, Unrouted> {
+    // The single-pair form: one catch-all for every request.
+    if let [only] = matchers {
+        if only.as_ref().takes_all() {
+            return Ok(0);
+        }
+    }
+    let host = request_host(parts);
+    let path = parts.uri.path();
+    for (i, m) in matchers.iter().map(AsRef::as_ref).enumerate() {
+        if m.takes_host(host) && m.takes_path(path) {
+            return match sni {
+                Some(sni) if !m.takes_host(Some(sni)) => Err(Unrouted::Misdirected),
+                _ => Ok(i),
+            };
+        }
+    }
+    Err(Unrouted::NoService)
+}
+
 impl Routes {
-    /// The service for a request to `path` with these headers and URI
-    /// authority (h2's `:authority`), on a connection whose TLS SNI was
-    /// `sni`.
+    /// The service for a request with these parts, on a connection whose
+    /// TLS SNI was `sni`.
     pub fn pick(
         &self,
         parts: &http::request::Parts,
         sni: Option<&str>,
     ) -> Result<&Arc<Service>, Unrouted> {
-        // The single-pair form: one catch-all for every path.
-        if let [only] = self.routes.as_slice() {
-            if only.hosts.is_empty() && only.path_prefix == "/" {
-                return Ok(&only.service);
-            }
-        }
-        let host = request_host(parts);
-        let path = parts.uri.path();
-        let route = self
-            .routes
-            .iter()
-            .find(|r| r.takes_host(host) && r.takes_path(path))
-            .ok_or(Unrouted::NoService)?;
-        if let Some(sni) = sni {
-            if !route.takes_host(Some(sni)) {
-                return Err(Unrouted::Misdirected);
-            }
-        }
-        Ok(&route.service)
+        let i = choose(&self.routes, parts, sni)?;
+        Ok(&self.routes[i].service)
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
