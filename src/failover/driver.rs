@@ -46,6 +46,10 @@ pub enum CommandError {
     /// action was applied anew; this action changed nothing.
     #[error("other instances changed the shared fleet record first, {0} times in a row; this action was not applied; send it again")]
     Contended(u32),
+    /// The new state could not be written to `state.path`: the action was
+    /// taken back, so nothing is in effect that a restart would forget.
+    #[error("the new state could not be written to state.path (see failway's log); the action was not applied")]
+    NotPersisted,
 }
 
 /// Why a write may not go to the replica.
@@ -251,6 +255,8 @@ impl Driver {
             }
             Command::EnableWrites { reason } => (reason.clone(), false),
         };
+        // Taken back whole if the new state cannot be written.
+        let before = self.machine.clone();
         let result = if self.fleet.is_some() {
             match self.fleet_command(&command).await {
                 Ok(result) => result,
@@ -263,6 +269,18 @@ impl Driver {
         } else {
             self.machine.command(command, now)
         };
+        if self.fleet.is_none() {
+            // Fleet mode leaves what follows to `reconcile`, under the
+            // fleet's rules.
+            self.settle();
+            // The answer goes out once the new state is on disk.
+            if !self.persist_if_changed().await {
+                self.machine = before;
+                tracing::error!(action = what, force, reason = ?reason, "operator action taken back: its state could not be written");
+                self.publish();
+                return Err(CommandError::NotPersisted);
+            }
+        }
         match &result {
             Ok(CommandOutcome::Changed(t)) => {
                 tracing::info!(action = what, force, reason = ?reason, "operator action applied");
@@ -277,12 +295,6 @@ impl Driver {
                 tracing::warn!(action = what, force, reason = ?reason, refused = %c, "operator action refused")
             }
         }
-        if self.fleet.is_none() {
-            // Fleet mode leaves what follows to `reconcile`, under the
-            // fleet's rules.
-            self.settle();
-        }
-        // The answer goes out once the new state is on disk.
         self.persist_if_changed().await;
         self.publish();
         Ok(result)
@@ -432,13 +444,16 @@ impl Driver {
         }
     }
 
-    async fn persist_if_changed(&mut self) {
+    /// Writes the state if it changed; false when that write failed.
+    async fn persist_if_changed(&mut self) -> bool {
         if self.persisted.as_ref() != Some(self.machine.state()) {
             let state = self.machine.state().clone();
-            if self.save(&state).await {
-                self.machine.mark_persisted(&state);
+            if !self.save(&state).await {
+                return false;
             }
+            self.machine.mark_persisted(&state);
         }
+        true
     }
 
     /// Resets the live-traffic detector of the region traffic is about to

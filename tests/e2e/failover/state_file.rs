@@ -158,3 +158,31 @@ async fn a_failed_state_save_is_counted() {
     .await;
     app.shutdown().await;
 }
+
+/// An operator action whose state cannot be written is refused and taken
+/// back: nothing is in effect that a restart would forget.
+#[tokio::test]
+async fn an_operator_action_that_cannot_be_saved_is_refused_and_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("state");
+    std::fs::create_dir(&folder).unwrap();
+    let state = folder.join("state.json");
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let app = start(&primary, &replica, "", Some(&state)).await;
+    wait_healthy(&app).await;
+    std::fs::rename(&folder, dir.path().join("moved")).unwrap();
+    std::fs::write(&folder, "not a folder").unwrap();
+    let ans = admin(&app, "failover", r#"{"reason":"drill"}"#, None).await;
+    assert_eq!(ans.status, 503, "{:?}", String::from_utf8_lossy(&ans.body));
+    assert!(String::from_utf8_lossy(&ans.body).contains("could not be written to state.path"));
+    assert_eq!(
+        app.failover.snapshot().mode,
+        failway::failover::machine::Mode::Primary
+    );
+    let write = fw::req("POST", &format!("{}/api/v2/keys", fw::url(&app)))
+        .body("{}")
+        .send()
+        .await;
+    assert_eq!(write.header("failway-region"), Some("primary"));
+    app.shutdown().await;
+}
