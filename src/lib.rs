@@ -31,3 +31,16 @@ pub mod tls;
 pub mod tools;
 pub mod upstream;
 pub(crate) mod watched_file;
+
+/// What the property tests share.
+#[cfg(test)]
+pub(crate) mod test_support {
+    /// 256 cases, no failure files written into the tree.
+    pub fn proptest_config() -> proptest::test_runner::Config {
+        proptest::test_runner::Config {
+            cases: 256,
+            failure_persistence: None,
+            ..proptest::test_runner::Config::default()
+        }
+    }
+}

@@ -126,16 +126,9 @@ fn classifiers() -> [Classifier; 2] {
     [kp(), Classifier::new(Profile::KeyProtect, &[read_wrap])]
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::test_support::proptest_config())]
 
     #[test]
     fn a_write_action_anywhere_in_the_query_makes_a_write(

@@ -160,16 +160,9 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
     lines.join("\n")
 }
 
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: 256,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(crate::test_support::proptest_config())]
 
     #[test]
     fn mutated_configs_never_panic_and_every_error_names_its_key_or_line(
