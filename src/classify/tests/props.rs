@@ -126,7 +126,6 @@ fn classifiers() -> [Classifier; 2] {
     [kp(), Classifier::new(Profile::KeyProtect, &[read_wrap])]
 }
 
-
 proptest! {
     #![proptest_config(crate::test_support::proptest_config())]
 

@@ -160,7 +160,6 @@ fn apply(text: &str, mutations: &[Mutation]) -> String {
     lines.join("\n")
 }
 
-
 proptest! {
     #![proptest_config(crate::test_support::proptest_config())]
 

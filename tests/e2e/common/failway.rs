@@ -9,7 +9,16 @@ use failway::config::Config;
 /// A config for tests: both listeners on `127.0.0.1:0`, the given regions,
 /// fast timers; `extra` is appended TOML (top-level sections only).
 pub fn config(primary: &str, replica: &str, extra: &str) -> Config {
-    let text = format!(
+    let text = config_text(primary, replica, extra);
+    match Config::from_toml_str(&text, Path::new(".")) {
+        Ok(c) => c,
+        Err(e) => panic!("test config is invalid:\n{e}\n{text}"),
+    }
+}
+
+/// The text of [`config`], for tests that write it to a file.
+pub fn config_text(primary: &str, replica: &str, extra: &str) -> String {
+    format!(
         r#"
 [proxy]
 listen = "127.0.0.1:0"
@@ -26,11 +35,7 @@ url = "{replica}"
 
 {extra}
 "#
-    );
-    match Config::from_toml_str(&text, Path::new(".")) {
-        Ok(c) => c,
-        Err(e) => panic!("test config is invalid:\n{e}\n{text}"),
-    }
+    )
 }
 
 /// Fast probes for failover tests: a region is judged down after 2 failed

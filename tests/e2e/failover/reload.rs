@@ -18,23 +18,7 @@ use super::outage::{admin, mode, wait_healthy, writes};
 
 /// A complete config file for `primary` and `replica`; `extra` is appended.
 fn write_config(path: &Path, primary: &str, replica: &str, extra: &str) {
-    let text = format!(
-        r#"[proxy]
-listen = "127.0.0.1:0"
-max_connections = 1000
-
-[admin]
-listen = "127.0.0.1:0"
-
-[upstreams.primary]
-url = "{primary}"
-
-[upstreams.replica]
-url = "{replica}"
-
-{extra}
-"#
-    );
+    let text = fw::config_text(primary, replica, extra);
     // Written aside and renamed, so the file watcher never reads half a file.
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, text).expect("write config");

@@ -10,9 +10,9 @@ use crate::common;
 
 use std::path::{Path, PathBuf};
 
+use common::eventually;
 use common::failway::{self as fw, send};
 use common::upstream::FakeUpstream;
-use common::eventually;
 
 use super::outage::{admin, start, status, wait_healthy, writes, T};
 
@@ -151,7 +151,10 @@ async fn an_operator_action_that_cannot_be_saved_is_refused_and_taken_back() {
     std::fs::rename(&folder, dir.path().join("moved")).unwrap();
     std::fs::write(&folder, "not a folder").unwrap();
     let ans = admin(&app, "failover", r#"{"reason":"drill"}"#, None).await;
-    assert!(fw::metric(&app, errors).await >= 1.0, "the failed save is counted");
+    assert!(
+        fw::metric(&app, errors).await >= 1.0,
+        "the failed save is counted"
+    );
     assert_eq!(ans.status, 503, "{:?}", String::from_utf8_lossy(&ans.body));
     assert!(String::from_utf8_lossy(&ans.body).contains("could not be written to state.path"));
     assert_eq!(
