@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Checks the observability assets in deploy/: the Prometheus alerting rules and
 # their unit tests, the example Prometheus configuration, and the Grafana
-# dashboard (valid JSON, layout, datasource, PromQL syntax, and only metric
-# names failway exports); and that the failway binary links only what the
+# dashboard (valid JSON, layout, datasource, PromQL syntax, only metric
+# names failway exports, and every query of a service's series filtering on
+# $service); and that the failway binary links only what the
 # image's distroless/cc-debian12 base ships (glibc, libm, libgcc), checked
 # with ldd on $FAILWAY_BIN (default: target/release/failway, else
 # target/debug/failway).
@@ -62,8 +63,11 @@ FAILWAY = {
     "failway_writes_blocked_total", "failway_writes_accepted_on_replica_total",
     "failway_outcome_unknown_total", "failway_retries_total",
     "failway_retry_budget_exhausted_total", "failway_rewrite_misses_total",
-    "failway_config_reloads_total",
+    "failway_config_reloads_total", "failway_unrouted_requests_total",
 }
+# The process's and listeners' families; every other failway_ family is a
+# service's and carries the label `service`.
+UNLABELLED = {"failway_config_reloads_total", "failway_unrouted_requests_total"}
 HISTOGRAMS = {"failway_request_duration_seconds"}
 ALLOWED = FAILWAY | {h + s for h in HISTOGRAMS for s in ("_bucket", "_sum", "_count")} | {"up"}
 
@@ -116,7 +120,7 @@ variables = {v.get("name"): v for v in dash.get("templating", {}).get("list", []
 ds_var = variables.get("datasource")
 if not ds_var or ds_var.get("type") != "datasource" or ds_var.get("query") != "prometheus":
     errors.append("dashboard: needs a 'datasource' variable of type datasource (prometheus)")
-for name in ("job", "instance"):
+for name in ("job", "instance", "service"):
     if name not in variables:
         errors.append(f"dashboard: missing template variable {name!r}")
 
@@ -184,6 +188,10 @@ for p in dash.get("panels", []):
             continue
         if 'job=~"$job"' not in t["expr"] or 'instance=~"$instance"' not in t["expr"]:
             errors.append(f"{where} {t.get('refId')}: does not filter on $job and $instance")
+        for sel in re.finditer(r"\b(failway_\w+)\{([^}]*)\}", t["expr"]):
+            base = re.sub(r"_(bucket|sum|count)$", "", sel.group(1))
+            if base not in UNLABELLED and 'service=~"$service"' not in sel.group(2):
+                errors.append(f"{where} {t.get('refId')}: {sel.group(1)} does not filter on $service")
         exprs.append((f"{where} {t.get('refId')}", t["expr"]))
 
 for where, expr in exprs:
@@ -211,7 +219,7 @@ while i < len(lines):
 
 # --- dashboard expressions as recording rules, for promtool's parser ----------
 SUBST = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h",
-         "$job": ".+", "$instance": ".+"}
+         "$job": ".+", "$instance": ".+", "$service": ".+"}
 with open(rules_out, "w") as out:
     out.write("groups:\n  - name: dashboard\n    rules:\n")
     for n, (where, expr) in enumerate(exprs):

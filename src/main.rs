@@ -51,6 +51,10 @@ enum Command {
         /// Config whose profile and rules to use (default: the key-protect profile).
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// The `[[service]]` whose classify settings to use; required when
+        /// the config has more than one.
+        #[arg(long, requires = "config")]
+        service: Option<String>,
         /// HTTP method, e.g. POST.
         method: String,
         /// Path with optional query, e.g. "/api/v2/keys/abc?action=wrap".
@@ -103,9 +107,10 @@ fn main() -> ExitCode {
         },
         Command::Classify {
             config,
+            service,
             method,
             target,
-        } => classify(config, &method, &target),
+        } => classify(config, service.as_deref(), &method, &target),
         Command::Demo(args) => {
             failway::tools::demo::init_logging(cli.log_format);
             let rt = match runtime(None) {
@@ -208,10 +213,15 @@ async fn run(cfg: Config, path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn classify(config: Option<PathBuf>, method: &str, target: &str) -> ExitCode {
+fn classify(
+    config: Option<PathBuf>,
+    service: Option<&str>,
+    method: &str,
+    target: &str,
+) -> ExitCode {
     let (profile, rules) = match config {
-        Some(path) => match load(&path) {
-            Ok(cfg) => (cfg.classify.profile, cfg.classify.rules),
+        Some(path) => match load(&path).and_then(|cfg| classify_settings(&cfg, &path, service)) {
+            Ok(c) => (c.profile, c.rules),
             Err(code) => return code,
         },
         None => (failway::config::Profile::KeyProtect, Vec::new()),
@@ -228,4 +238,46 @@ fn classify(config: Option<PathBuf>, method: &str, target: &str) -> ExitCode {
     let decision = classifier.classify(&method, path, query);
     println!("{decision}");
     ExitCode::SUCCESS
+}
+
+/// The classify settings of the service named `service`, or of the only
+/// one; several services and none named is an error listing them.
+fn classify_settings(
+    cfg: &Config,
+    path: &std::path::Path,
+    service: Option<&str>,
+) -> Result<failway::config::ClassifyConfig, ExitCode> {
+    let services = cfg.services();
+    let names = || {
+        services
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let spec = match service {
+        Some(name) => services.iter().find(|s| s.name == name).ok_or_else(|| {
+            format!(
+                "--service: {} has no service named {name:?}; its services are: {}",
+                path.display(),
+                names()
+            )
+        }),
+        None => match services.as_slice() {
+            [only] => Ok(only),
+            _ => Err(format!(
+                "--service: required, {} has {} services: {}",
+                path.display(),
+                services.len(),
+                names()
+            )),
+        },
+    };
+    match spec {
+        Ok(spec) => Ok(cfg.for_service(spec).classify),
+        Err(message) => {
+            eprintln!("{message}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
 }

@@ -1,11 +1,14 @@
 //! `failway ctl`: the operator's client for the admin API. `status` prints the
 //! mode, deadline, latch and regions as a table (or the raw JSON with
-//! `--json`); `failover`, `enable-writes` and `failback` post an action with
-//! its reason; `fleet status` lists what each fleet instance last reported
-//! (in fleet mode the actions move the whole fleet). Exit codes: 0 done (or nothing to do), 1 refused by failway
-//! (409, 400, 401), 69 the admin API cannot be reached or did not answer in
-//! full within `--timeout`. Strings from the server are printed with control
-//! characters escaped, so a stored reason cannot drive the terminal.
+//! `--json`), one block per service when failway has several;
+//! `failover`, `enable-writes` and `failback` post an action with its
+//! reason; `fleet status` lists what each fleet instance last reported (in
+//! fleet mode the actions move the whole fleet). `--service NAME` picks the
+//! service (required for actions when there are several). Exit codes: 0
+//! done (or nothing to do), 1 refused by failway (409, 400, 401, 404 for an
+//! unknown service), 69 the admin API cannot be reached or did not answer
+//! in full within `--timeout`. Strings from the server are printed with
+//! control characters escaped, so a stored reason cannot drive the terminal.
 
 use std::borrow::Cow;
 use std::path::PathBuf;
@@ -32,6 +35,10 @@ pub struct CtlArgs {
     /// Give up when the whole exchange (connect, answer and its body) takes longer.
     #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// The service to show or act on (its `name`); required for actions
+    /// and `fleet status` when failway has more than one.
+    #[arg(long, global = true)]
+    pub service: Option<String>,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -106,27 +113,7 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         None => None,
     };
     let base = args.admin.trim_end_matches('/');
-    let (method, path, body) = match &args.command {
-        CtlCommand::Status => (Method::GET, "/status", None),
-        CtlCommand::Fleet {
-            command: FleetCommand::Status,
-        } => (Method::GET, "/fleet/instances", None),
-        CtlCommand::Failover { reason, force } => (
-            Method::POST,
-            "/admin/failover",
-            Some(serde_json::json!({"reason": reason, "force": force})),
-        ),
-        CtlCommand::EnableWrites { reason } => (
-            Method::POST,
-            "/admin/enable-writes",
-            Some(serde_json::json!({"reason": reason})),
-        ),
-        CtlCommand::Failback { reason, force } => (
-            Method::POST,
-            "/admin/failback",
-            Some(serde_json::json!({"reason": reason, "force": force})),
-        ),
-    };
+    let (method, path, body) = request_of(&args.command, args.service.as_deref());
     let url = format!("{base}{path}");
     let uri: http::Uri = url.parse().map_err(|_| CtlError::Url(args.admin.clone()))?;
     let mut req = Request::builder().method(method).uri(uri);
@@ -146,23 +133,76 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
                 message,
             })?;
     let value: Value = serde_json::from_slice(&bytes).map_err(|_| CtlError::NotJson(status))?;
-    if args.json {
-        println!(
+    let ok = (200..300).contains(&status);
+    let now = SystemTime::now();
+    match &args.command {
+        CtlCommand::Status if ok => {
+            match status_output(&value, args.service.as_deref(), args.json, now) {
+                Ok(text) => print!("{text}"),
+                Err(message) => {
+                    eprintln!("failway ctl: {message}");
+                    return Ok(EXIT_REFUSED);
+                }
+            }
+        }
+        _ if args.json => println!(
             "{}",
             serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-    } else if matches!(args.command, CtlCommand::Status) && status == 200 {
-        print!("{}", status_table(&value, SystemTime::now()));
-    } else if matches!(args.command, CtlCommand::Fleet { .. }) && status == 200 {
-        print!("{}", fleet_table(&value, SystemTime::now()));
-    } else {
-        println!("{}", action_line(status, &value));
+        ),
+        CtlCommand::Fleet { .. } if status == 200 => print!("{}", fleet_table(&value, now)),
+        _ => println!("{}", action_line(status, &value)),
     }
-    Ok(if (200..300).contains(&status) {
-        0
-    } else {
-        EXIT_REFUSED
-    })
+    Ok(if ok { 0 } else { EXIT_REFUSED })
+}
+
+/// The method, path and JSON body of `command`; `service` goes into an
+/// action's body and the fleet query (`/status` always lists every service).
+fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, Option<Value>) {
+    let action = |path: &str, mut body: Value| {
+        if let Some(name) = service {
+            body["service"] = Value::from(name);
+        }
+        (Method::POST, path.to_owned(), Some(body))
+    };
+    match command {
+        CtlCommand::Status => (Method::GET, "/status".into(), None),
+        CtlCommand::Fleet {
+            command: FleetCommand::Status,
+        } => {
+            let path = match service {
+                Some(name) => format!("/fleet/instances?service={}", query_escaped(name)),
+                None => "/fleet/instances".into(),
+            };
+            (Method::GET, path, None)
+        }
+        CtlCommand::Failover { reason, force } => action(
+            "/admin/failover",
+            serde_json::json!({"reason": reason, "force": force}),
+        ),
+        CtlCommand::EnableWrites { reason } => action(
+            "/admin/enable-writes",
+            serde_json::json!({"reason": reason}),
+        ),
+        CtlCommand::Failback { reason, force } => action(
+            "/admin/failback",
+            serde_json::json!({"reason": reason, "force": force}),
+        ),
+    }
+}
+
+/// `text` percent-encoded for a query value: everything but the unreserved
+/// characters, so that any `--service` given makes a valid URI (and an
+/// unknown name gets the admin's 404 listing the services).
+fn query_escaped(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Sends `req` and reads the whole answer within `timeout`: an admin that
@@ -237,6 +277,59 @@ fn short(d: Duration) -> String {
     } else {
         format!("{s}s")
     }
+}
+
+/// What `status` prints: the one service's table as it always was when
+/// failway has one and none is named; the named service's block; or one
+/// block per service. `Err`: the named service does not exist.
+pub fn status_output(
+    v: &Value,
+    service: Option<&str>,
+    json: bool,
+    now: SystemTime,
+) -> Result<String, String> {
+    let pretty = |v: &Value| format!("{}\n", serde_json::to_string_pretty(v).unwrap_or_default());
+    let services = v["services"].as_object();
+    match (service, services) {
+        (Some(name), _) => {
+            let Some(entry) = services.and_then(|m| m.get(name)) else {
+                let names: Vec<Cow<'_, str>> = services
+                    .map(|m| m.keys().map(|n| printable(n)).collect())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "no service named \"{}\"; the services are: {}",
+                    printable(name),
+                    if names.is_empty() {
+                        "(none listed)".into()
+                    } else {
+                        names.join(", ")
+                    }
+                ));
+            };
+            Ok(if json {
+                pretty(entry)
+            } else {
+                service_block(name, entry, now)
+            })
+        }
+        _ if json => Ok(pretty(v)),
+        (None, Some(m)) if m.len() > 1 => Ok(m
+            .iter()
+            .map(|(name, entry)| service_block(name, entry, now))
+            .collect::<Vec<_>>()
+            .join("\n")),
+        (None, _) => Ok(status_table(v, now)),
+    }
+}
+
+/// One service's `status` table under a line naming it.
+fn service_block(name: &str, v: &Value, now: SystemTime) -> String {
+    format!(
+        "{:<22}{}\n{}",
+        "service",
+        printable(name),
+        status_table(v, now)
+    )
 }
 
 /// The readable `status` table.
@@ -403,6 +496,94 @@ mod tests {
         assert!(t.contains("primary  unhealthy  yes"));
         assert!(t.contains("connection refused or failed"));
         assert!(t.contains("primary -> failover_read_only  [health_check]  primary down"));
+    }
+
+    fn two_services() -> Value {
+        let one = |mode: &str| {
+            serde_json::json!({
+                "mode": mode,
+                "regions": {"primary": {"health": "healthy"}, "replica": {"health": "healthy"}}
+            })
+        };
+        serde_json::json!({
+            "services": {"kp-eu": one("primary"), "kp-us": one("failover_read_only")}
+        })
+    }
+
+    #[test]
+    fn status_prints_one_block_per_service_or_the_one_named() {
+        let now = SystemTime::now();
+        let all = status_output(&two_services(), None, false, now).unwrap();
+        let eu = all.find("service               kp-eu\nmode                  primary");
+        let us = all.find("service               kp-us\nmode                  failover_read_only");
+        assert!(eu.is_some() && us.is_some(), "{all}");
+
+        let us = status_output(&two_services(), Some("kp-us"), false, now).unwrap();
+        assert!(
+            us.starts_with("service               kp-us\nmode                  failover_read_only"),
+            "{us}"
+        );
+        assert!(!us.contains("kp-eu"), "{us}");
+        let json = status_output(&two_services(), Some("kp-us"), true, now).unwrap();
+        let v: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(v["mode"], "failover_read_only");
+
+        let err = status_output(&two_services(), Some("kp-ap"), false, now).unwrap_err();
+        assert_eq!(
+            err,
+            "no service named \"kp-ap\"; the services are: kp-eu, kp-us"
+        );
+    }
+
+    #[test]
+    fn one_service_prints_as_it_always_did() {
+        let now = SystemTime::now();
+        let mut v = two_services()["services"]["kp-us"].clone();
+        let only = v.clone();
+        v["services"] = serde_json::json!({"default": only});
+        let t = status_output(&v, None, false, now).unwrap();
+        assert_eq!(t, status_table(&v, now));
+        assert!(t.starts_with("mode "), "{t}");
+        let t = status_output(&v, Some("default"), false, now).unwrap();
+        assert!(t.starts_with("service               default\nmode "), "{t}");
+    }
+
+    #[test]
+    fn service_goes_into_action_bodies_and_the_fleet_query() {
+        let failover = CtlCommand::Failover {
+            reason: "x".into(),
+            force: false,
+        };
+        let (_, path, body) = request_of(&failover, Some("kp-us"));
+        assert_eq!(path, "/admin/failover");
+        assert_eq!(body.unwrap()["service"], "kp-us");
+        let (_, _, body) = request_of(&failover, None);
+        assert!(body.unwrap().get("service").is_none());
+        let fleet = CtlCommand::Fleet {
+            command: FleetCommand::Status,
+        };
+        assert_eq!(
+            request_of(&fleet, Some("kp-us")).1,
+            "/fleet/instances?service=kp-us"
+        );
+        assert_eq!(
+            request_of(&fleet, Some("a b&c")).1,
+            "/fleet/instances?service=a%20b%26c"
+        );
+        assert_eq!(request_of(&fleet, None).1, "/fleet/instances");
+    }
+
+    #[test]
+    fn service_names_from_the_server_are_escaped() {
+        let mut v = two_services();
+        let entry = v["services"]["kp-us"].clone();
+        v["services"]["kp\u{1b}[2J"] = entry;
+        let t = status_output(&v, None, false, SystemTime::now()).unwrap();
+        assert!(t.contains(r"kp\u{1b}[2J"), "{t}");
+        let err = status_output(&v, Some("x\u{7}"), false, SystemTime::now()).unwrap_err();
+        for out in [t, err] {
+            assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        }
     }
 
     #[test]

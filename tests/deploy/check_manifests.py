@@ -16,7 +16,7 @@
   names mounted from the right kind of volume, and for the gateway the
   replicas, PodDisruptionBudget, Service and ServiceMonitor.
 - Failback: a configuration without [fleet] must set failback = "manual"
-  (its instances decide alone and could split). The fleet manifest
+  (its instances decide alone and could split), in each [[service]] too. The fleet manifest
   (fleet.yaml) must have [fleet] with etcd endpoints every pod can reach,
   a per-service key, a per-pod instance ID ($POD_NAME from the downward
   API) and a quorum its replicas can meet.
@@ -360,9 +360,22 @@ def check_failway_pod(where: str, deployment: dict, c: dict, cfg: dict,
     # Without [fleet] every instance decides alone, so failback is left to an
     # operator. With [fleet] failback happens once for the whole fleet, so
     # "safe" is allowed too (`failway check` has already validated the value).
-    failback = cfg.get("failover", {}).get("failback")
-    if "fleet" not in cfg and failback != "manual":
-        problem(where, f'failover.failback is {failback!r}; without [fleet] it must be "manual"')
+    # Each [[service]] has its own failover engine and may set its own failback.
+    if "fleet" not in cfg:
+        for key, failback in failbacks(cfg):
+            if failback != "manual":
+                problem(where, f'{key} is {failback!r}; without [fleet] it must be "manual"')
+
+
+def failbacks(cfg: dict) -> list[tuple[str, object]]:
+    """(key, value) of failover.failback at the top level and in each
+    [[service]] block of an effective configuration (the blocks print every
+    key as it takes effect, inherited ones included)."""
+    out = [("failover.failback", cfg.get("failover", {}).get("failback"))]
+    for i, svc in enumerate(cfg.get("service") or []):
+        out.append((f"service[{i}].failover.failback ({svc.get('name')})",
+                     (svc.get("failover") or {}).get("failback")))
+    return out
 
 
 def failway_container(deployment: dict, sidecar: bool, where: str) -> dict | None:
@@ -570,9 +583,9 @@ def check_fleet(path: Path) -> None:
     if not pod_name_env(c):
         problem(where, "needs env POD_NAME from fieldRef metadata.name (the fleet instance ID)")
 
-    failback = cfg.get("failover", {}).get("failback")
-    if failback not in ("safe", "manual"):
-        problem(where, f'failover.failback must be "safe" or "manual", got {failback!r}')
+    for key, failback in failbacks(cfg):
+        if failback not in ("safe", "manual"):
+            problem(where, f'{key} must be "safe" or "manual", got {failback!r}')
 
 
 def check_gateway(path: Path) -> None:

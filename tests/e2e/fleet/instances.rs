@@ -176,6 +176,7 @@ async fn ctl(app: &Running, command: failway::tools::ctl::CtlCommand) -> u8 {
         token_file: None,
         json: false,
         timeout: std::time::Duration::from_secs(30),
+        service: None,
         command,
     })
     .await

@@ -1,5 +1,6 @@
 //! The `failway` command as an operator uses it: `check`, `classify`,
-//! `--version`, and `run` with bad config, signals and draining.
+//! `--version`, `run` with bad config, signals and draining, and `ctl`
+//! against one service and several.
 
 use crate::common;
 
@@ -49,8 +50,21 @@ fn check_prints_the_effective_config_of_every_shipped_file() {
             String::from_utf8_lossy(&out.stderr)
         );
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(stdout.contains("[upstreams.primary]"), "{file}");
         assert!(stdout.contains("read_only_window"), "{file}");
+        if file == "gateway.toml" {
+            // Two services, each with its own pair.
+            assert_eq!(stdout.matches("[[service]]").count(), 2, "{stdout}");
+            assert_eq!(
+                stdout.matches("[service.upstreams.primary]").count(),
+                2,
+                "{stdout}"
+            );
+            for name in ["name = \"kp-us\"", "name = \"kp-eu\""] {
+                assert!(stdout.contains(name), "{name} in:\n{stdout}");
+            }
+        } else {
+            assert!(stdout.contains("[upstreams.primary]"), "{file}");
+        }
     }
 }
 
@@ -158,6 +172,179 @@ fn classify_prints_the_class_and_the_deciding_rule() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("write ("));
+}
+
+/// A `[[service]]` block named `name` for `hosts` (TOML array items) with
+/// its pair of regions and any `extra` sections of its own.
+fn service_block(name: &str, hosts: &str, primary: &str, replica: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[service]]
+name = "{name}"
+hosts = [{hosts}]
+[service.upstreams.primary]
+url = "{primary}"
+[service.upstreams.replica]
+url = "{replica}"
+{extra}
+"#
+    )
+}
+
+fn check(text: &str) -> (Option<i32>, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(&dir, text);
+    let out = failway()
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_refuses_bad_service_blocks_naming_the_key() {
+    let a = service_block(
+        "a",
+        "\"a.internal\"",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        "",
+    );
+    let pair = "[upstreams.primary]\nurl = \"http://127.0.0.1:1\"\n[upstreams.replica]\nurl = \"http://127.0.0.1:2\"\n";
+    let cases = [
+        (
+            "both forms",
+            format!("{pair}{a}"),
+            "upstreams: the single-pair form",
+        ),
+        (
+            "complete overlap",
+            format!(
+                "{a}{}",
+                service_block("b", "\"a.internal\"", "http://127.0.0.1:3", "http://127.0.0.1:4", "")
+            ),
+            "service[1]: never matches: service[0] (\"a\")",
+        ),
+        (
+            "duplicate name",
+            format!(
+                "{a}{}",
+                service_block("a", "\"b.internal\"", "http://127.0.0.1:3", "http://127.0.0.1:4", "")
+            ),
+            "service[1].name: \"a\" is also service[0].name",
+        ),
+        (
+            "no replica",
+            format!(
+                "{a}\n[[service]]\nname = \"b\"\nhosts = [\"b.internal\"]\n[service.upstreams.primary]\nurl = \"http://127.0.0.1:3\"\n"
+            ),
+            "service[1].upstreams.replica: missing",
+        ),
+        (
+            "no upstreams",
+            format!("{a}\n[[service]]\nname = \"b\"\nhosts = [\"b.internal\"]\n"),
+            "service[1].upstreams.primary: missing",
+        ),
+    ];
+    for (what, text, error) in cases {
+        let (code, _, stderr) = check(&text);
+        assert_eq!(code, Some(64), "{what}: {stderr}");
+        assert!(stderr.contains(error), "{what}: no {error:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn check_prints_every_service_block() {
+    let text = format!(
+        "{}{}",
+        service_block(
+            "kp-us",
+            "\"kp-us.internal\"",
+            "http://127.0.0.1:1",
+            "http://127.0.0.1:2",
+            "[service.failover]\nread_only_window = \"2h\"\n"
+        ),
+        service_block("kp-eu", "", "http://127.0.0.1:3", "http://127.0.0.1:4", "")
+    );
+    let (code, stdout, stderr) = check(&text);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.matches("[[service]]").count(), 2, "{stdout}");
+    let us = stdout.find("name = \"kp-us\"").expect("kp-us block");
+    let eu = stdout.find("name = \"kp-eu\"").expect("kp-eu block");
+    assert!(us < eu, "file order:\n{stdout}");
+    assert!(stdout[us..eu].contains("http://127.0.0.1:1"), "{stdout}");
+    assert!(
+        stdout[us..eu].contains("read_only_window = \"2h\""),
+        "{stdout}"
+    );
+    assert!(stdout[eu..].contains("http://127.0.0.1:4"), "{stdout}");
+    // kp-eu takes the top-level (default) window.
+    assert!(
+        stdout[eu..].contains("read_only_window = \"6h\""),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn classify_uses_the_named_services_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        &dir,
+        &format!(
+            "{}{}",
+            service_block(
+                "kp",
+                "\"kp.internal\"",
+                "http://127.0.0.1:1",
+                "http://127.0.0.1:2",
+                ""
+            ),
+            service_block(
+                "plain",
+                "",
+                "http://127.0.0.1:3",
+                "http://127.0.0.1:4",
+                "[service.classify]\nprofile = \"http-methods\"\n"
+            )
+        ),
+    );
+    let classify = |args: &[&str]| {
+        let out = failway()
+            .args(["classify", "--config"])
+            .arg(&path)
+            .args(args)
+            .args(["POST", "/api/v2/keys/abc/actions/wrap"])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, stderr) = classify(&["--service", "kp"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("read ("), "{stdout}");
+    let (code, stdout, stderr) = classify(&["--service", "plain"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("write ("), "{stdout}");
+    let (code, _, stderr) = classify(&[]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("--service: required") && stderr.contains("kp, plain"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = classify(&["--service", "nope"]);
+    assert_eq!(code, Some(64));
+    assert!(
+        stderr.contains("no service named \"nope\"") && stderr.contains("kp, plain"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -381,4 +568,119 @@ fn ctl_gives_up_on_an_admin_that_stalls_its_body() {
         "{stderr}"
     );
     admin.join().unwrap();
+}
+
+/// Runs `failway ctl --admin ADMIN ARGS...` off the runtime's threads.
+async fn ctl_at(admin: &str, args: &[&str]) -> std::process::Output {
+    let mut cmd = failway();
+    cmd.args(["ctl", "--admin", admin]).args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_shows_and_moves_each_service_of_a_gateway() {
+    let regions = [
+        FakeUpstream::start().await,
+        FakeUpstream::start().await,
+        FakeUpstream::start().await,
+        FakeUpstream::start().await,
+    ];
+    let text = format!(
+        "[proxy]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}{}",
+        service_block(
+            "a",
+            "\"a.internal\"",
+            &regions[0].url(),
+            &regions[1].url(),
+            ""
+        ),
+        service_block("b", "", &regions[2].url(), &regions[3].url(), "")
+    );
+    let cfg = failway::config::Config::from_toml_str(&text, std::path::Path::new("."))
+        .unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let app = common::failway::start(cfg).await;
+    let admin = format!("http://{}", app.admin_addr);
+    let stdout = |out: &std::process::Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    let out = ctl_at(&admin, &["status"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = stdout(&out);
+    for name in ["a", "b"] {
+        assert!(
+            table.contains(&format!(
+                "service               {name}\nmode                  primary since"
+            )),
+            "{name} in:\n{table}"
+        );
+    }
+
+    let out = ctl_at(&admin, &["failover", "--reason", "x", "--force"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error 400: service: required") && stdout(&out).contains("a, b"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ctl_at(&admin, &["--service", "c", "failover", "--reason", "x"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("error 404: no service named \"c\""),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = ctl_at(
+        &admin,
+        &["--service", "b", "failover", "--reason", "x", "--force"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "changed: primary -> failover_read_only"
+    );
+
+    let out = ctl_at(&admin, &["--json", "status"]).await;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["services"]["a"]["mode"], "primary");
+    assert_eq!(v["services"]["b"]["mode"], "failover_read_only");
+    assert_eq!(v["services"]["b"]["transitions"][0]["reason"], "x");
+
+    let out = ctl_at(&admin, &["--service", "b", "status"]).await;
+    let table = stdout(&out);
+    assert!(
+        table.starts_with("service               b\nmode                  failover_read_only"),
+        "{table}"
+    );
+    assert!(!table.contains("service               a"), "{table}");
+    let out = ctl_at(&admin, &["--service", "c", "status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("no service named \"c\"; the services are: a, b"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without [fleet]: the admin's 404 for the service named.
+    let out = ctl_at(&admin, &["--service", "b", "fleet", "status"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("fleet mode is off"),
+        "{}",
+        stdout(&out)
+    );
+    let out = ctl_at(&admin, &["fleet", "status"]).await;
+    assert!(
+        stdout(&out).contains("error 400: service: required"),
+        "{}",
+        stdout(&out)
+    );
+    app.shutdown().await;
 }
