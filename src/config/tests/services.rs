@@ -108,7 +108,10 @@ fn a_service_without_upstreams_is_named_by_its_index() {
         "[service.upstreams.replica]\nurl = \"https://eu-gb.kms.example\"\n",
         "",
     );
-    assert_err(&text, "service[1].upstreams.replica: missing");
+    assert_err(
+        &text,
+        "service[1].upstreams.replica: missing; add [service.upstreams.replica]",
+    );
     let text = TWO.replace("url = \"https://eu-gb.kms.example\"", "url = \"ftp://x\"");
     assert_err(&text, "service[1].upstreams.replica.url:");
 }

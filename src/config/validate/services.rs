@@ -161,7 +161,11 @@ fn service_block(
         .filter(|e| SECTIONS.contains(&e.path.split(['.', '[']).next().unwrap_or("")))
         // Reported once, at the top level, when inherited from there.
         .filter(|e| !global.contains(e))
-        .map(|e| ConfigError::new(format!("{at}.{}", e.path), e.message))
+        // Hints name the tables as a block writes them.
+        .map(|e| {
+            let hint = e.message.replace("add [upstreams.", "add [service.upstreams.");
+            ConfigError::new(format!("{at}.{}", e.path), hint)
+        })
         .collect();
     let mut kv = Validator {
         errors: Vec::new(),
