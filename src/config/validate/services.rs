@@ -163,7 +163,9 @@ fn service_block(
         .filter(|e| !global.contains(e))
         // Hints name the tables as a block writes them.
         .map(|e| {
-            let hint = e.message.replace("add [upstreams.", "add [service.upstreams.");
+            let hint = e
+                .message
+                .replace("add [upstreams.", "add [service.upstreams.");
             ConfigError::new(format!("{at}.{}", e.path), hint)
         })
         .collect();

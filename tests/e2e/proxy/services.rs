@@ -391,3 +391,74 @@ async fn with_tls_the_server_name_and_the_host_must_name_one_service() {
     );
     app.shutdown().await;
 }
+
+/// A's read-only window, latch and failback follow the single-pair rules
+/// and touch nothing of B.
+#[tokio::test]
+async fn a_services_window_latch_and_failback_stay_its_own() {
+    let (a, b) = (Pair::start().await, Pair::start().await);
+    let text = format!(
+        "{}\n{}\n{}\n{}",
+        listeners(),
+        fw::fast_health(""),
+        a.block(
+            "a",
+            "\"kp-a.test\"",
+            "[service.failover]\nread_only_window = \"1s\"\nfailback_after = \"400ms\""
+        ),
+        b.block("b", "\"kp-b.test\"", ""),
+    );
+    let app = fw::start_probing(config(&text)).await;
+    common::eventually_async(T, "a probed healthy", || async {
+        status(&app).await["services"]["a"]["regions"]["primary"]["health"] == "healthy"
+    })
+    .await;
+    a.primary
+        .set_behavior(Behavior::Respond(Response::status(503)));
+    common::eventually_async(T, "a's window passes", || async {
+        mode_of(&app, "a").await == "failover_read_write"
+    })
+    .await;
+    let w = to(&app, "POST", "kp-a.test", "/api/v2/keys").await;
+    assert_eq!(
+        (w.status, w.header("failway-region")),
+        (200, Some("replica"))
+    );
+    assert_eq!(
+        status(&app).await["services"]["a"]["replica_writes_latch"],
+        true
+    );
+    // A's primary heals: the latch holds A on its replica.
+    a.primary
+        .set_behavior(Behavior::Respond(Response::ok("ok")));
+    fw::probes_evaluated(&app, failway::region::Region::Primary, 1).await;
+    common::eventually_async(T, "a's primary healthy again", || async {
+        status(&app).await["services"]["a"]["regions"]["primary"]["health"] == "healthy"
+    })
+    .await;
+    // Nine more probes of A's primary span more than failback_after.
+    fw::probes_evaluated(&app, failway::region::Region::Primary, 9).await;
+    let s = status(&app).await;
+    assert_eq!(
+        s["services"]["a"]["mode"], "failover_read_write",
+        "no failback over the latch"
+    );
+    assert_eq!(s["services"]["a"]["failback_blocked"], "replica_writes");
+    assert_eq!(s["services"]["b"]["mode"], "primary");
+    assert_eq!(s["services"]["b"]["replica_writes_latch"], false);
+    let back = admin(
+        &app,
+        "failback",
+        r#"{"reason":"t","force":true,"service":"a"}"#,
+    )
+    .await;
+    assert_eq!(back.status, 200);
+    let s = status(&app).await;
+    assert_eq!(s["services"]["a"]["mode"], "primary");
+    assert_eq!(s["services"]["a"]["replica_writes_latch"], false);
+    assert_eq!(
+        s["services"]["b"]["transitions"].as_array().map(Vec::len),
+        Some(0)
+    );
+    app.shutdown().await;
+}
