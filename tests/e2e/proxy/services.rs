@@ -462,3 +462,50 @@ async fn a_services_window_latch_and_failback_stay_its_own() {
     );
     app.shutdown().await;
 }
+
+/// In fleet mode each service has its own shared record, at
+/// `{fleet.key}/{service}`; one service's failover moves only its record.
+#[tokio::test]
+async fn each_service_shares_its_own_fleet_record() {
+    let Some(etcd) = common::etcd::Etcd::start().await else {
+        return;
+    };
+    let (a, b) = (Pair::start().await, Pair::start().await);
+    let text = format!(
+        "{}\n[fleet]\nendpoints = [\"{}\"]\nkey = \"/failway/gw\"\nlease_ttl = \"2s\"\ninstance_id = \"gw-0\"\n{}\n{}",
+        listeners(),
+        etcd.endpoint(),
+        a.block("a", "\"kp-a.test\"", ""),
+        b.block("b", "\"kp-b.test\"", ""),
+    );
+    let app = fw::start(config(&text)).await;
+    for key in ["/failway/gw/a", "/failway/gw/b"] {
+        common::eventually_async(T, key, || async { etcd.get(key).await.is_some() }).await;
+    }
+    let record = |key: &'static str| {
+        let etcd = &etcd;
+        async move {
+            let (v, _) = etcd.get(key).await.expect("record");
+            serde_json::from_slice::<serde_json::Value>(&v).expect("JSON record")
+        }
+    };
+    let ans = admin(&app, "failover", r#"{"reason":"t","service":"a"}"#).await;
+    assert_eq!(ans.status, 200, "{:?}", String::from_utf8_lossy(&ans.body));
+    common::eventually_async(T, "a's record moves", || async {
+        record("/failway/gw/a")
+            .await
+            .to_string()
+            .contains("failover_read_only")
+    })
+    .await;
+    assert!(record("/failway/gw/b")
+        .await
+        .to_string()
+        .contains("\"primary\""));
+    assert!(
+        etcd.get("/failway/gw").await.is_none(),
+        "no record at the bare key"
+    );
+    assert_eq!(mode_of(&app, "b").await, "primary");
+    app.shutdown().await;
+}
