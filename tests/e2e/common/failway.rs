@@ -231,3 +231,13 @@ pub async fn probes_evaluated(app: &Running, region: failway::region::Region, n:
         }
     }
 }
+
+/// POSTs an operator action (`failover`, `enable-writes`, `failback`) with
+/// a JSON `body` to the admin listener.
+pub async fn admin_post(r: &Running, action: &str, body: &str) -> Answer {
+    req("POST", &format!("http://{}/admin/{action}", r.admin_addr))
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+}

@@ -219,3 +219,21 @@ pub fn sample_value(text: &str, sample: &str) -> Option<f64> {
     }
     found
 }
+
+/// Reads one HTTP/1 response head from `s` (within 10 s) and returns its
+/// status code; panics if none came.
+pub async fn read_status(s: &mut TcpStream) -> u16 {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&buf);
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no response head in {text:?}"))
+}

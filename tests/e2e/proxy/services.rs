@@ -60,14 +60,6 @@ async fn to(app: &Running, method: &str, host: &str, path: &str) -> Answer {
         .await
 }
 
-async fn admin(app: &Running, action: &str, body: &str) -> Answer {
-    fw::req("POST", &format!("http://{}/admin/{action}", app.admin_addr))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-}
-
 async fn status(app: &Running) -> serde_json::Value {
     fw::req("GET", &format!("http://{}/status", app.admin_addr))
         .send()
@@ -150,16 +142,16 @@ async fn each_service_fails_over_on_its_own() {
     }
 
     // An operator action names its service; without one it is refused.
-    let no_service = admin(&app, "enable-writes", r#"{"reason":"t"}"#).await;
+    let no_service = fw::admin_post(&app, "enable-writes", r#"{"reason":"t"}"#).await;
     assert_eq!(no_service.status, 400);
     assert!(String::from_utf8_lossy(&no_service.body).contains("a, b"));
     assert_eq!(
-        admin(&app, "enable-writes", r#"{"reason":"t","service":"x"}"#)
+        fw::admin_post(&app, "enable-writes", r#"{"reason":"t","service":"x"}"#)
             .await
             .status,
         404
     );
-    let ok = admin(&app, "enable-writes", r#"{"reason":"t","service":"a"}"#).await;
+    let ok = fw::admin_post(&app, "enable-writes", r#"{"reason":"t","service":"a"}"#).await;
     assert_eq!(ok.status, 200, "{:?}", ok.body);
     assert_eq!(mode_of(&app, "a").await, "failover_read_write");
     assert_eq!(mode_of(&app, "b").await, "primary");
@@ -446,7 +438,7 @@ async fn a_services_window_latch_and_failback_stay_its_own() {
     assert_eq!(s["services"]["a"]["failback_blocked"], "replica_writes");
     assert_eq!(s["services"]["b"]["mode"], "primary");
     assert_eq!(s["services"]["b"]["replica_writes_latch"], false);
-    let back = admin(
+    let back = fw::admin_post(
         &app,
         "failback",
         r#"{"reason":"t","force":true,"service":"a"}"#,
@@ -489,7 +481,7 @@ async fn each_service_shares_its_own_fleet_record() {
             serde_json::from_slice::<serde_json::Value>(&v).expect("JSON record")
         }
     };
-    let ans = admin(&app, "failover", r#"{"reason":"t","service":"a"}"#).await;
+    let ans = fw::admin_post(&app, "failover", r#"{"reason":"t","service":"a"}"#).await;
     assert_eq!(ans.status, 200, "{:?}", String::from_utf8_lossy(&ans.body));
     common::eventually_async(T, "a's record moves", || async {
         record("/failway/gw/a")

@@ -28,24 +28,7 @@ async fn trickle_upload(addr: std::net::SocketAddr, chunks: usize, every: Durati
             break;
         }
     }
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        match tokio::time::timeout(T, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
-            Ok(Ok(n)) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    break;
-                }
-            }
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    text.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+    common::read_status(&mut s).await
 }
 
 /// A body that streams past the replay buffer and trickles in for longer
