@@ -226,6 +226,7 @@ fn upstream(w: &mut Writer, name: &str, u: &UpstreamConfig) {
     w.kv("http2", u.http2.to_string());
     w.kv("pool_idle_timeout", dur(u.pool_idle_timeout));
     w.kv("pool_max_lifetime", dur(u.pool_max_lifetime));
+    w.kv("max_connections", u.max_connections.to_string());
 }
 
 fn tls_table(t: &UpstreamTls) -> String {

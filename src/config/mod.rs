@@ -104,6 +104,9 @@ pub struct UpstreamConfig {
     pub http2: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_lifetime: Duration,
+    /// Upstream connections to this region at most (HTTP/1.1); for
+    /// `http2`, requests awaiting their response head at most.
+    pub max_connections: usize,
 }
 
 impl UpstreamConfig {

@@ -84,6 +84,7 @@ pub(super) struct RawUpstream {
     pub http2: Option<bool>,
     pub pool_idle_timeout: Option<String>,
     pub pool_max_lifetime: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

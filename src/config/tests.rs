@@ -102,6 +102,7 @@ fn minimal_config_takes_design_defaults() {
         assert!(!u.http2);
         assert_eq!(u.pool_idle_timeout, s(30));
         assert_eq!(u.pool_max_lifetime, s(300));
+        assert_eq!(u.max_connections, 256);
     }
 
     let h = &c.health;
@@ -799,9 +800,11 @@ resolve_every = "1m"
 http2 = true
 pool_idle_timeout = "15s"
 pool_max_lifetime = "10m"
+max_connections = 64
 
 [upstreams.replica]
 url = "http://127.0.0.1:8081"
+max_connections = 1000
 
 [health]
 method = "HEAD"
@@ -872,6 +875,22 @@ primary = "p-key"
 replica = "r-key"
 "#
     )
+}
+
+#[test]
+fn upstream_connection_caps_are_bounded_and_name_their_region() {
+    for (region, value) in [("primary", "0"), ("replica", "2000000")] {
+        let text = minimal().replace(
+            &format!("[upstreams.{region}]\n"),
+            &format!("[upstreams.{region}]\nmax_connections = {value}\n"),
+        );
+        assert_err_in(
+            &text,
+            &format!(
+                "upstreams.{region}.max_connections: must be between 1 and 1048576, got {value}"
+            ),
+        );
+    }
 }
 
 #[test]

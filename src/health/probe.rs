@@ -24,6 +24,8 @@ pub struct ProbeResult {
     pub success: bool,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// failway could not make the probe: it says nothing about the region.
+    pub local: bool,
 }
 
 /// A probe's fixed parts for one region.
@@ -90,6 +92,7 @@ impl Probe {
             success: false,
             status,
             error: Some(error),
+            local: false,
         };
         let uri = match Uri::builder()
             .scheme(up.scheme.clone())
@@ -141,6 +144,14 @@ impl Probe {
             Err(_) => fail(format!("timed out after {:?}", self.timeout), None),
             Ok(Err(e)) => {
                 let kind = match UpstreamFailure::classify(&e) {
+                    // Probes do not wait for a connection slot; kept apart
+                    // from the region's faults all the same.
+                    UpstreamFailure::Busy => {
+                        return ProbeResult {
+                            local: true,
+                            ..fail("not probed: no connection free".to_owned(), None)
+                        };
+                    }
                     UpstreamFailure::ConnectRefused => "connection refused or failed",
                     UpstreamFailure::ConnectTimeout => "connect timed out",
                     UpstreamFailure::TlsHandshake => "TLS handshake failed",
@@ -156,6 +167,7 @@ impl Probe {
                 success: true,
                 status: Some(status),
                 error: None,
+                local: false,
             },
             Ok(Ok(status)) => fail(
                 format!("status {status} is not in healthy_statuses"),

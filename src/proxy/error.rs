@@ -67,6 +67,8 @@ pub enum ProxyError {
     ShuttingDown,
     #[error("the failover mode changed while the request arrived, and writes no longer go where it was routed; nothing was sent, it can be retried")]
     ModeChanged,
+    #[error("every connection to the region that upstreams.*.max_connections allows stayed busy; nothing was sent, it can be retried")]
+    UpstreamBusy,
 }
 
 /// What one failed upstream attempt means, for each party that asks.
@@ -84,6 +86,10 @@ pub enum Judged {
     /// The client's request body failed: nobody's fault upstream, never
     /// retried, never counted against a region.
     Client,
+    /// failway's own limit or resources stopped the attempt before it was
+    /// sent: answered with this error, never retried (a retry would meet
+    /// the same shortage), never counted against a region.
+    Local(ProxyError),
 }
 
 /// The one table from an upstream failure to its meaning.
@@ -126,6 +132,7 @@ pub fn judge(failure: UpstreamFailure) -> Judged {
             ProxyError::UpstreamProtocol,
         ),
         U::RequestBody => return Judged::Client,
+        U::Busy => return Judged::Local(ProxyError::UpstreamBusy),
     };
     Judged::Upstream {
         failure,
@@ -152,7 +159,8 @@ impl ProxyError {
             ProxyError::NoHealthyRegion
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
-            | ProxyError::ModeChanged => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::ModeChanged
+            | ProxyError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -175,6 +183,7 @@ impl ProxyError {
             ProxyError::RegionDown(_) => "FAILWAY_REGION_DOWN_ERR",
             ProxyError::ShuttingDown => "FAILWAY_SHUTTING_DOWN_ERR",
             ProxyError::ModeChanged => "FAILWAY_MODE_CHANGED_ERR",
+            ProxyError::UpstreamBusy => "FAILWAY_UPSTREAM_BUSY_ERR",
         }
     }
 
@@ -195,7 +204,8 @@ impl ProxyError {
             | ProxyError::NoHealthyRegion
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
-            | ProxyError::ModeChanged => Origin::Internal,
+            | ProxyError::ModeChanged
+            | ProxyError::UpstreamBusy => Origin::Internal,
         }
     }
 

@@ -1,6 +1,10 @@
 //! Upstream errors: what failed (the pool's or hyper-util's error), its
 //! classification for the retry policy and passive health, and its text
 //! for logs.
+//!
+//! No connection slot within the wait (`upstreams.*.max_connections`) is
+//! failway's own failure, not the region's: nothing was sent, and it may
+//! not count against the region.
 
 use std::io;
 
@@ -12,14 +16,17 @@ use crate::upstream::pool::PoolError;
 pub enum UpstreamError {
     Pool(PoolError),
     Client(hyper_util::client::legacy::Error),
+    /// Every connection the region's cap allows stayed busy for the wait.
+    Busy,
 }
 
 impl UpstreamError {
     /// No connection was made, so nothing was sent.
     pub fn is_connect(&self) -> bool {
         match self {
-            UpstreamError::Pool(e) => matches!(e, PoolError::Connect(_)),
+            UpstreamError::Pool(e) => matches!(e, PoolError::Connect(_) | PoolError::Busy),
             UpstreamError::Client(e) => e.is_connect(),
+            UpstreamError::Busy => true,
         }
     }
 }
@@ -29,6 +36,7 @@ impl std::fmt::Display for UpstreamError {
         match self {
             UpstreamError::Pool(e) => e.fmt(f),
             UpstreamError::Client(e) => e.fmt(f),
+            UpstreamError::Busy => f.write_str("no upstream connection was free in time"),
         }
     }
 }
@@ -38,6 +46,7 @@ impl std::error::Error for UpstreamError {
         match self {
             UpstreamError::Pool(e) => e.source(),
             UpstreamError::Client(e) => std::error::Error::source(e),
+            UpstreamError::Busy => None,
         }
     }
 }
@@ -102,11 +111,19 @@ pub enum UpstreamFailure {
     Malformed,
     /// The request body failed (limit, stall, client gone): not the upstream's fault.
     RequestBody,
+    /// No connection slot within the wait; nothing was sent.
+    Busy,
 }
 
 impl UpstreamFailure {
     /// Classifies a client error by walking its source chain.
     pub fn classify(err: &UpstreamError) -> UpstreamFailure {
+        if matches!(
+            err,
+            UpstreamError::Busy | UpstreamError::Pool(PoolError::Busy)
+        ) {
+            return UpstreamFailure::Busy;
+        }
         let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
         let connect = err.is_connect();
         while let Some(e) = source {
@@ -149,5 +166,22 @@ impl UpstreamFailure {
         } else {
             UpstreamFailure::Reset
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_pool_is_no_connect_error() {
+        assert_eq!(
+            UpstreamFailure::classify(&UpstreamError::Busy),
+            UpstreamFailure::Busy
+        );
+        assert_eq!(
+            UpstreamFailure::classify(&UpstreamError::Pool(PoolError::Busy)),
+            UpstreamFailure::Busy
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 mod forwarding;
 mod gateway;
+mod limits;
 mod pooling;
 mod retries;
 mod slow_clients;
