@@ -24,7 +24,8 @@ pub struct ProbeResult {
     pub success: bool,
     pub status: Option<u16>,
     pub error: Option<String>,
-    /// failway could not make the probe: it says nothing about the region.
+    /// failway could not make the probe (out of file descriptors, socket
+    /// buffers or memory): it says nothing about the region.
     pub local: bool,
 }
 
@@ -144,6 +145,13 @@ impl Probe {
             Err(_) => fail(format!("timed out after {:?}", self.timeout), None),
             Ok(Err(e)) => {
                 let kind = match UpstreamFailure::classify(&e) {
+                    UpstreamFailure::LocalResources(k) => {
+                        let why = format!("not probed: failway ran out of {}", k.as_str());
+                        return ProbeResult {
+                            local: true,
+                            ..fail(why, None)
+                        };
+                    }
                     // Probes do not wait for a connection slot; kept apart
                     // from the region's faults all the same.
                     UpstreamFailure::Busy => {

@@ -69,6 +69,8 @@ pub enum ProxyError {
     ModeChanged,
     #[error("every connection to the region that upstreams.*.max_connections allows stayed busy; nothing was sent, it can be retried")]
     UpstreamBusy,
+    #[error("the proxy ran out of file descriptors, socket buffers or memory for a connection to the region; nothing was sent, it can be retried")]
+    LocalResources,
 }
 
 /// What one failed upstream attempt means, for each party that asks.
@@ -133,6 +135,7 @@ pub fn judge(failure: UpstreamFailure) -> Judged {
         ),
         U::RequestBody => return Judged::Client,
         U::Busy => return Judged::Local(ProxyError::UpstreamBusy),
+        U::LocalResources(_) => return Judged::Local(ProxyError::LocalResources),
     };
     Judged::Upstream {
         failure,
@@ -160,7 +163,8 @@ impl ProxyError {
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
             | ProxyError::ModeChanged
-            | ProxyError::UpstreamBusy => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::UpstreamBusy
+            | ProxyError::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -184,6 +188,7 @@ impl ProxyError {
             ProxyError::ShuttingDown => "FAILWAY_SHUTTING_DOWN_ERR",
             ProxyError::ModeChanged => "FAILWAY_MODE_CHANGED_ERR",
             ProxyError::UpstreamBusy => "FAILWAY_UPSTREAM_BUSY_ERR",
+            ProxyError::LocalResources => "FAILWAY_LOCAL_RESOURCES_ERR",
         }
     }
 
@@ -205,7 +210,8 @@ impl ProxyError {
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
             | ProxyError::ModeChanged
-            | ProxyError::UpstreamBusy => Origin::Internal,
+            | ProxyError::UpstreamBusy
+            | ProxyError::LocalResources => Origin::Internal,
         }
     }
 

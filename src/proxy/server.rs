@@ -3,6 +3,11 @@
 //! clients keep being served), serves HTTP/1.1 and h2c on each with every
 //! hyper/h2 limit set explicitly, enforces the header-read and idle timeouts,
 //! and drains on shutdown (graceful close, h2 GOAWAY) within the grace period.
+//!
+//! When accepting fails because failway is out of file descriptors (or
+//! socket buffers, memory), the loop backs off, from 50 ms up to 1 s, and
+//! warns once per episode: the connection waits in the listen backlog, and
+//! the descriptors the admin listener keeps are not fought over.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -16,8 +21,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ConnTracker, TrackedIo};
+use super::metrics::ProxyMetrics;
 use super::{ConnInfo, Proxy};
 use crate::tls::TlsAcceptor;
+use crate::upstream::client::LocalKind;
 
 /// Connection-level settings, from `[proxy]`.
 #[derive(Debug, Clone)]
@@ -40,7 +47,13 @@ const H2_MAX_SEND_BUF: usize = 256 * 1024;
 /// hyper parses up to this many header lines in arrays on the stack.
 const HYPER_INLINE_HEADERS: usize = 100;
 
-fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
+/// Accepting again after running out of descriptors: first wait, and most.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+type Builder = auto::Builder<TokioExecutor>;
+
+fn builder(s: &ServerSettings) -> Builder {
     let mut b = auto::Builder::new(TokioExecutor::new());
     // hyper answers 431 by itself past these; failway's own check (the
     // configured limits, rendered in the profile's format) comes first, so
@@ -107,16 +120,18 @@ impl Server {
         // Each connection task holds a sender; all dropped = all done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let metrics = self.proxy.metrics().clone();
+        let mut starved = Starved::default();
         loop {
             tokio::select! {
                 _ = drain.changed() => break,
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            starved.over();
+                            a
+                        }
                         Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            tokio::time::sleep(starved.backoff(&e, &metrics)).await;
                             continue;
                         }
                     };
@@ -156,12 +171,48 @@ impl Server {
     }
 }
 
+/// The accept loop's state while accepting fails.
+#[derive(Default)]
+struct Starved {
+    /// The wait before the next try while out of descriptors; zero when
+    /// accepting works.
+    wait: Duration,
+}
+
+impl Starved {
+    /// How long to wait after `e`. Out of descriptors (or buffers,
+    /// memory): warned at the first failure of a run, counted every time,
+    /// waits doubling to a second. Other errors concern one connection.
+    fn backoff(&mut self, e: &std::io::Error, metrics: &ProxyMetrics) -> Duration {
+        let Some(kind) = LocalKind::of(e, true) else {
+            tracing::warn!(error = %e, "accept failed");
+            return Duration::from_millis(20);
+        };
+        metrics.count_local(kind);
+        if self.wait.is_zero() {
+            tracing::warn!(error = %e, kind = kind.as_str(), "cannot accept client connections: failway is out of its own resources; new clients wait in the listen backlog (retrying with backoff)");
+            self.wait = ACCEPT_BACKOFF_FIRST;
+        } else {
+            self.wait = (self.wait * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        self.wait
+    }
+
+    /// A connection was accepted.
+    fn over(&mut self) {
+        if !self.wait.is_zero() {
+            tracing::info!("accepting client connections again");
+            self.wait = Duration::ZERO;
+        }
+    }
+}
+
 async fn serve_tls(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builder,
     settings: &ServerSettings,
     drain: watch::Receiver<bool>,
 ) {
@@ -183,7 +234,7 @@ async fn serve_connection<S>(
     tls: bool,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builder,
     settings: &ServerSettings,
     mut drain: watch::Receiver<bool>,
 ) where

@@ -277,7 +277,12 @@ fn judge<U: Upstreams>(
         kind == UpstreamFailure::Reset && up.body_progress() == BodyProgress::WaitingOnClient;
     match error::judge(kind) {
         Judged::Client => Err(body_error(BodyFailure::Client, plan.max_body).into()),
-        Judged::Local(error) => Err(error.into()),
+        Judged::Local(error) => {
+            if let UpstreamFailure::LocalResources(k) = kind {
+                plan.metrics.local_error(k);
+            }
+            Err(error.into())
+        }
         Judged::Upstream {
             failure,
             outcome,

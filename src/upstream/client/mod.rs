@@ -30,7 +30,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod error;
 
-pub use self::error::{error_chain, UpstreamError, UpstreamFailure};
+pub use self::error::{error_chain, LocalKind, UpstreamError, UpstreamFailure};
 use super::body::{UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
 use super::pool::{H1Pool, PoolError, PoolLimits, Slot};

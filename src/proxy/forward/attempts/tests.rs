@@ -435,3 +435,20 @@ async fn a_busy_region_is_answered_503_at_once_and_judged_for_nothing() {
         assert_eq!(script.start.elapsed(), Duration::from_secs(5));
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn running_out_of_descriptors_is_counted_never_retried_nor_judged() {
+    use crate::upstream::client::LocalKind;
+    for class in [Class::Read, Class::Write] {
+        let s = Setup::new(class);
+        let script = Script::new(&[
+            Step::Fail(UpstreamFailure::LocalResources(LocalKind::Fds)),
+            Step::Answer(200, None),
+        ]);
+        let (error, unknown) = error(s.run(&script).await);
+        assert_eq!((error, unknown), (ProxyError::LocalResources, false));
+        assert_eq!(script.regions(), [P]);
+        assert!(script.outcomes.lock().unwrap().is_empty());
+        assert_eq!(s.metric("failway_local_errors_total{kind=\"fds\"}"), "1");
+    }
+}
