@@ -277,6 +277,7 @@ fn serve_proxy(
             max_connections: config.proxy.max_connections,
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
+            response_idle_timeout: config.proxy.response_idle_timeout,
             max_header_bytes: config.proxy.max_header_bytes.0,
             max_headers: config.proxy.max_headers,
         },

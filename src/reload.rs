@@ -133,6 +133,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
     restart_only!("proxy.max_connections", proxy.max_connections),
     restart_only!("proxy.header_read_timeout", proxy.header_read_timeout),
     restart_only!("proxy.idle_timeout", proxy.idle_timeout),
+    restart_only!("proxy.response_idle_timeout", proxy.response_idle_timeout),
     // Counted in the open-file budget at start.
     restart_only!(
         "upstreams.primary.max_connections",

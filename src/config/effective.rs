@@ -54,6 +54,7 @@ fn proxy(w: &mut Writer, p: &ProxyConfig) {
     w.kv("header_read_timeout", dur(p.header_read_timeout));
     w.kv("body_idle_timeout", dur(p.body_idle_timeout));
     w.kv("idle_timeout", dur(p.idle_timeout));
+    w.kv("response_idle_timeout", dur(p.response_idle_timeout));
     let host_header = match p.host_header {
         HostHeader::Upstream => "upstream",
         HostHeader::Preserve => "preserve",

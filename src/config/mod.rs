@@ -60,6 +60,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A client connection that takes no response bytes for this long is
+    /// closed (an h2 stream whose window stays shut is reset).
+    pub response_idle_timeout: Duration,
     pub host_header: HostHeader,
     pub shutdown_grace: Duration,
     pub max_connections: usize,

@@ -45,6 +45,7 @@ pub(super) struct RawProxy {
     pub header_read_timeout: Option<String>,
     pub body_idle_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub response_idle_timeout: Option<String>,
     pub host_header: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<i64>,

@@ -1,8 +1,11 @@
 //! The client-facing listener: accepts connections up to
 //! `proxy.max_connections` (the excess is closed at once while existing
 //! clients keep being served), serves HTTP/1.1 and h2c on each with every
-//! hyper/h2 limit set explicitly, enforces the header-read and idle timeouts,
-//! and drains on shutdown (graceful close, h2 GOAWAY) within the grace period.
+//! hyper/h2 limit set explicitly, enforces the header-read, idle and
+//! response-idle timeouts (a client that takes no response bytes for
+//! `proxy.response_idle_timeout` is cut off; on h2 the stream, see
+//! `stall`), and drains on shutdown (graceful close, h2 GOAWAY) within the
+//! grace period.
 //!
 //! When accepting fails because failway is out of file descriptors (or
 //! socket buffers, memory), the loop backs off, from 50 ms up to 1 s, and
@@ -15,13 +18,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ConnTracker, TrackedIo};
 use super::metrics::ProxyMetrics;
+use super::stall::StreamExec;
 use super::{ConnInfo, Proxy};
 use crate::tls::TlsAcceptor;
 use crate::upstream::client::LocalKind;
@@ -32,6 +36,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub response_idle_timeout: Duration,
     pub max_header_bytes: u64,
     pub max_headers: usize,
 }
@@ -51,10 +56,12 @@ const HYPER_INLINE_HEADERS: usize = 100;
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
-type Builder = auto::Builder<TokioExecutor>;
+type Builder = auto::Builder<StreamExec>;
 
 fn builder(s: &ServerSettings) -> Builder {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+    let mut b = auto::Builder::new(StreamExec {
+        response_idle_timeout: s.response_idle_timeout,
+    });
     // hyper answers 431 by itself past these; failway's own check (the
     // configured limits, rendered in the profile's format) comes first, so
     // hyper's are a hard ceiling above them. The header count is the
@@ -265,10 +272,14 @@ async fn serve_connection<S>(
         conn.as_mut().graceful_shutdown();
     }
     // One timer per connection, re-armed only when it fires, never per
-    // request: it fires at least every `header_read_timeout`, so a request
-    // head that starts is still cut at its exact deadline (the first firing
-    // after the head started re-arms the timer for that deadline).
-    let tick = settings.header_read_timeout;
+    // request: it fires at least every `header_read_timeout` (or
+    // `response_idle_timeout`, if shorter), so a request head that starts,
+    // or a client that stops reading, is still cut at its exact deadline
+    // (the first firing after it started re-arms the timer for that
+    // deadline).
+    let tick = settings
+        .header_read_timeout
+        .min(settings.response_idle_timeout);
     let sleep = tokio::time::sleep(tick.min(settings.idle_timeout));
     tokio::pin!(sleep);
     let drained = drain.changed();
@@ -294,14 +305,21 @@ async fn serve_connection<S>(
                     tracing::debug!(%peer, "request head not received in time; closing");
                     return;
                 }
+                // Dropping the connection drops the answer in flight, and
+                // the upstream connection it held.
+                let write = tracker.write_deadline(settings.response_idle_timeout);
+                if write.is_some_and(|d| d <= now) {
+                    tracing::debug!(%peer, "client took no response bytes for response_idle_timeout; closing");
+                    return;
+                }
                 let idle = tracker.idle_deadline(settings.idle_timeout);
                 if !closing && idle.is_some_and(|d| d <= now) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
                 let mut next = now + tick;
-                if let Some(h) = head {
-                    next = next.min(h);
+                for d in [head, write].into_iter().flatten() {
+                    next = next.min(d);
                 }
                 if let Some(i) = idle.filter(|_| !closing) {
                     next = next.min(i);

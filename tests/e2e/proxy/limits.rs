@@ -1,12 +1,16 @@
-//! Resource limits of a gateway: upstream connections per region. Running
-//! out of them is failway's problem, never a region's: no failover follows.
+//! Resource limits of a gateway: upstream connections per region, clients
+//! that stop reading, and failway's own file descriptors. Running out of
+//! them is failway's problem, never a region's: no failover follows.
 
 use crate::common;
 
 use std::time::Duration;
 
 use common::failway as fw;
-use common::upstream::{Behavior, FakeUpstream};
+use common::upstream::{Behavior, Body, FakeUpstream, Response};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
@@ -123,5 +127,94 @@ async fn an_h2_regions_cap_bounds_the_requests_awaiting_an_answer() {
     assert_eq!(primary.request_count(), CAP);
     assert_eq!(primary.connection_count(), 1, "one multiplexed connection");
     drop(requests);
+    app.shutdown().await;
+}
+
+/// 256 MiB: more than every socket buffer between the region and a client
+/// that stopped reading holds.
+const LARGE: usize = 256 * 1024 * 1024;
+
+/// A client that sends a request and never reads the large answer is cut
+/// off after `proxy.response_idle_timeout`, and the upstream connection
+/// that carried the answer is released.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_its_upstream_connection_released() {
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    primary.set_behavior(Behavior::Respond(Response::status(200).with_body(
+        Body::Repeat {
+            byte: b'x',
+            len: LARGE,
+        },
+    )));
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
+    cfg.proxy.response_idle_timeout = Duration::from_millis(500);
+    let app = fw::start(cfg).await;
+    let mut s = TcpStream::connect(app.proxy_addr).await.unwrap();
+    s.write_all(b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 64];
+    let n = tokio::time::timeout(T, s.read(&mut head))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    // The client reads nothing more.
+    common::eventually(T, "the upstream connection released", || {
+        primary.connection_count() == 1 && primary.open_connections() == 0
+    })
+    .await;
+    // What the kernel buffered drains, then the connection ends.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut read = 0usize;
+    loop {
+        match tokio::time::timeout(T, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => read += n,
+            Err(_) => panic!("the client connection is still open after {read} bytes"),
+        }
+    }
+    assert!(read < LARGE, "the whole answer was sent");
+    app.shutdown().await;
+}
+
+/// On h2, a stream whose flow-control window stays closed (the client does
+/// not read its body) is reset after `proxy.response_idle_timeout` and its
+/// upstream connection released; the client connection keeps serving.
+#[tokio::test]
+async fn an_h2_stream_left_unread_is_reset_and_the_connection_keeps_serving() {
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    primary.set_behavior(Behavior::Respond(Response::status(200).with_body(
+        Body::Repeat {
+            byte: b'x',
+            len: LARGE,
+        },
+    )));
+    let mut cfg = fw::config(&primary.url(), &replica.url(), "");
+    cfg.proxy.response_idle_timeout = Duration::from_millis(500);
+    let app = fw::start(cfg).await;
+    let client = fw::h2_client();
+    let req = http::Request::get(format!("{}/big", fw::url(&app)))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = tokio::time::timeout(T, client.request(req))
+        .await
+        .expect("the answer starts")
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The body is held, not read: the stream's window closes.
+    common::eventually(T, "the upstream connection released", || {
+        primary.connection_count() == 1 && primary.open_connections() == 0
+    })
+    .await;
+    let body = tokio::time::timeout(T, resp.into_body().collect())
+        .await
+        .expect("the stream ended");
+    assert!(body.is_err(), "the stream was reset, not completed");
+    primary.set_behavior(Behavior::Respond(Response::ok("small")));
+    let again = fw::req("GET", &format!("{}/small", fw::url(&app)))
+        .send_on(&client)
+        .await;
+    assert_eq!((again.status, &again.body[..]), (200, &b"small"[..]));
     app.shutdown().await;
 }
