@@ -29,9 +29,12 @@ use crate::tls::{TlsAcceptor, TlsError, TlsMetrics};
 use crate::upstream::client::ClientError;
 use crate::upstream::dns::{Resolve, SystemResolve};
 
-/// File descriptors kept aside for listeners, upstream pools, state files,
-/// and the admin and probe listeners' connections (at most 64 each).
-const FD_RESERVE: u64 = 256;
+/// File descriptors kept aside, beyond the client and upstream connections
+/// the config allows: the admin and probe listeners' connections (at most
+/// 64 each), the listeners, probes past a full pool, DNS, etcd, state and
+/// certificate files, the runtime's own. 600 client connections and the
+/// default upstream caps (2 x 256) then fit a limit of 1,500.
+pub const FD_RESERVE: u64 = 256;
 
 /// Why failway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +48,12 @@ pub enum StartError {
     },
     #[error(transparent)]
     Upstream(#[from] ClientError),
-    #[error("proxy.max_connections = {max} cannot fit the open-file limit of {limit} (hard limit {hard}); lower it to at most {fits} or raise the limit (ulimit -n, LimitNOFILE=)")]
+    #[error("proxy.max_connections ({clients}) + upstreams.primary.max_connections ({primary}) + upstreams.replica.max_connections ({replica}) + {FD_RESERVE} kept for the admin and probe listeners and files = {needed} open files, over the limit of {limit} (hard limit {hard}); lower them (proxy.max_connections to at most {fits} with these upstream caps) or raise the limit (ulimit -n, LimitNOFILE=)")]
     FileLimit {
-        max: usize,
+        clients: usize,
+        primary: usize,
+        replica: usize,
+        needed: u64,
         limit: u64,
         hard: u64,
         fits: u64,
@@ -68,30 +74,46 @@ pub enum StartError {
     },
 }
 
-/// Raises the soft open-file limit to the hard limit and checks that
-/// `max_connections` client connections fit in it.
-pub fn raise_file_limit(max_connections: usize) -> Result<(), StartError> {
+/// Raises the soft open-file limit to the hard limit and checks that every
+/// connection the config allows fits in it: `proxy.max_connections` client
+/// connections, each region's `max_connections` (of every service), and
+/// [`FD_RESERVE`].
+pub fn raise_file_limit(config: &Config) -> Result<(), StartError> {
     let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap_or((1024, 1024));
     let limit = if soft < hard {
         rlimit::increase_nofile_limit(hard).unwrap_or(soft)
     } else {
         soft
     };
-    let needed = max_connections as u64 + FD_RESERVE;
+    check_file_budget(config, limit, hard)
+}
+
+fn check_file_budget(config: &Config, limit: u64, hard: u64) -> Result<(), StartError> {
+    let clients = config.proxy.max_connections;
+    // A gateway holds every service's regions' connections.
+    let services = config.services();
+    let primary = services
+        .iter()
+        .map(|s| s.upstreams.primary.max_connections)
+        .sum();
+    let replica = services
+        .iter()
+        .map(|s| s.upstreams.replica.max_connections)
+        .sum();
+    let upstream = (primary as u64).saturating_add(replica as u64);
+    let needed = (clients as u64)
+        .saturating_add(upstream)
+        .saturating_add(FD_RESERVE);
     if needed > limit {
         return Err(StartError::FileLimit {
-            max: max_connections,
+            clients,
+            primary,
+            replica,
+            needed,
             limit,
             hard,
-            fits: limit.saturating_sub(FD_RESERVE),
+            fits: limit.saturating_sub(upstream.saturating_add(FD_RESERVE)),
         });
-    }
-    if 2 * max_connections as u64 + FD_RESERVE > limit {
-        tracing::warn!(
-            max_connections,
-            limit,
-            "with every client connection busy, upstream connections may not fit the open-file limit"
-        );
     }
     Ok(())
 }
@@ -257,6 +279,7 @@ fn serve_proxy(
             max_connections: config.proxy.max_connections,
             header_read_timeout: config.proxy.header_read_timeout,
             idle_timeout: config.proxy.idle_timeout,
+            response_idle_timeout: config.proxy.response_idle_timeout,
             max_header_bytes: config.proxy.max_header_bytes.0,
             max_headers: config.proxy.max_headers,
         },
@@ -363,5 +386,35 @@ impl Running {
             t.abort();
         }
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(clients: usize) -> Config {
+        let text = format!(
+            "[proxy]\nmax_connections = {clients}\n[upstreams.primary]\nurl = \"http://127.0.0.1:1\"\n[upstreams.replica]\nurl = \"http://127.0.0.1:2\"\n"
+        );
+        Config::from_toml_str(&text, std::path::Path::new(".")).unwrap()
+    }
+
+    #[test]
+    fn client_and_upstream_connections_and_the_reserve_must_fit_the_file_limit() {
+        // 600 + 2 x 256 + 256 = 1368.
+        assert!(check_file_budget(&config(600), 1500, 1500).is_ok());
+        assert!(check_file_budget(&config(732), 1500, 1500).is_ok());
+        let err = check_file_budget(&config(733), 1500, 1500).unwrap_err();
+        let text = err.to_string();
+        for part in [
+            "proxy.max_connections (733)",
+            "upstreams.primary.max_connections (256)",
+            "upstreams.replica.max_connections (256)",
+            "= 1501 open files",
+            "at most 732",
+        ] {
+            assert!(text.contains(part), "{part:?} not in {text}");
+        }
     }
 }

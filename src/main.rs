@@ -172,7 +172,7 @@ fn main() -> ExitCode {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            if let Err(e) = failway::app::raise_file_limit(cfg.proxy.max_connections) {
+            if let Err(e) = failway::app::raise_file_limit(&cfg) {
                 tracing::error!("{e}");
                 return ExitCode::from(EXIT_START);
             }

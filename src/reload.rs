@@ -9,7 +9,8 @@
 //! atomically: requests in flight finish with the settings and upstream
 //! clients they started with. The failover state is never reset by a
 //! reload. Settings that need a restart (listen addresses, TLS on or off,
-//! worker threads, `max_connections`, connection timeouts, the state file,
+//! worker threads, `max_connections` (the client and upstream ones, which
+//! the open-file budget at start counts), connection timeouts, the state file,
 //! the admin token file, `[fleet]`) are reported as such and keep their old
 //! values.
 //!
@@ -139,6 +140,16 @@ const RESTART_ONLY: &[RestartOnly] = &[
     restart_only!("proxy.max_connections", proxy.max_connections),
     restart_only!("proxy.header_read_timeout", proxy.header_read_timeout),
     restart_only!("proxy.idle_timeout", proxy.idle_timeout),
+    restart_only!("proxy.response_idle_timeout", proxy.response_idle_timeout),
+    // Counted in the open-file budget at start.
+    restart_only!(
+        "upstreams.primary.max_connections",
+        upstreams.primary.max_connections
+    ),
+    restart_only!(
+        "upstreams.replica.max_connections",
+        upstreams.replica.max_connections
+    ),
     restart_only!("proxy.shutdown_grace", proxy.shutdown_grace),
     restart_only!("admin", admin),
     restart_only!("state.path", state),

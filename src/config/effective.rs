@@ -80,6 +80,7 @@ fn proxy(w: &mut Writer, p: &ProxyConfig) {
     w.kv("header_read_timeout", dur(p.header_read_timeout));
     w.kv("body_idle_timeout", dur(p.body_idle_timeout));
     w.kv("idle_timeout", dur(p.idle_timeout));
+    w.kv("response_idle_timeout", dur(p.response_idle_timeout));
     let host_header = match p.host_header {
         HostHeader::Upstream => "upstream",
         HostHeader::Preserve => "preserve",
@@ -252,6 +253,7 @@ fn upstream(w: &mut Writer, name: &str, u: &UpstreamConfig) {
     w.kv("http2", u.http2.to_string());
     w.kv("pool_idle_timeout", dur(u.pool_idle_timeout));
     w.kv("pool_max_lifetime", dur(u.pool_max_lifetime));
+    w.kv("max_connections", u.max_connections.to_string());
 }
 
 fn tls_table(t: &UpstreamTls) -> String {

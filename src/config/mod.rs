@@ -65,6 +65,9 @@ pub struct ProxyConfig {
     pub header_read_timeout: Duration,
     pub body_idle_timeout: Duration,
     pub idle_timeout: Duration,
+    /// A client connection that takes no response bytes for this long is
+    /// closed (an h2 stream whose window stays shut is reset).
+    pub response_idle_timeout: Duration,
     pub host_header: HostHeader,
     pub shutdown_grace: Duration,
     pub max_connections: usize,
@@ -109,6 +112,9 @@ pub struct UpstreamConfig {
     pub http2: bool,
     pub pool_idle_timeout: Duration,
     pub pool_max_lifetime: Duration,
+    /// Upstream connections to this region at most (HTTP/1.1); for
+    /// `http2`, requests awaiting their response head at most.
+    pub max_connections: usize,
 }
 
 impl UpstreamConfig {

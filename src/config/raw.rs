@@ -67,6 +67,7 @@ pub(super) struct RawProxy {
     pub header_read_timeout: Option<String>,
     pub body_idle_timeout: Option<String>,
     pub idle_timeout: Option<String>,
+    pub response_idle_timeout: Option<String>,
     pub host_header: Option<String>,
     pub shutdown_grace: Option<String>,
     pub max_connections: Option<i64>,
@@ -106,6 +107,7 @@ pub(super) struct RawUpstream {
     pub http2: Option<bool>,
     pub pool_idle_timeout: Option<String>,
     pub pool_max_lifetime: Option<String>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -75,6 +75,7 @@ fn minimal_config_takes_design_defaults() {
     assert_eq!(c.proxy.header_read_timeout, s(10));
     assert_eq!(c.proxy.body_idle_timeout, s(10));
     assert_eq!(c.proxy.idle_timeout, s(60));
+    assert_eq!(c.proxy.response_idle_timeout, s(30));
     assert_eq!(c.proxy.host_header, HostHeader::Upstream);
     assert_eq!(c.proxy.shutdown_grace, s(25));
     assert_eq!(c.proxy.max_connections, 10_000);
@@ -103,6 +104,7 @@ fn minimal_config_takes_design_defaults() {
         assert!(!u.http2);
         assert_eq!(u.pool_idle_timeout, s(30));
         assert_eq!(u.pool_max_lifetime, s(300));
+        assert_eq!(u.max_connections, 256);
     }
 
     let h = &c.health;
@@ -239,6 +241,7 @@ fn value_errors_name_the_key_and_what_is_valid() {
         ("[proxy]\nmax_header_bytes = \"512B\"\n", "proxy.max_header_bytes: must be between 1KiB and 1MiB, got 512B"),
         ("[proxy]\nmax_header_bytes = \"2MiB\"\n", "proxy.max_header_bytes: must be between 1KiB and 1MiB, got 2MiB"),
         ("[proxy]\nmax_connections = 0\n", "proxy.max_connections: must be at least 1, got 0"),
+        ("[proxy]\nresponse_idle_timeout = \"0s\"\n", "proxy.response_idle_timeout: must be greater than 0"),
         ("[proxy]\nworker_threads = 0\n", "proxy.worker_threads: must be between 1 and 1024, got 0"),
         ("[proxy]\nworker_threads = 2000\n", "proxy.worker_threads: must be between 1 and 1024, got 2000"),
         ("[proxy]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/33\"]\n", "proxy.trusted_proxies[1]: \"10.0.0.0/33\" is not a CIDR"),
@@ -782,6 +785,7 @@ max_headers = 50
 header_read_timeout = "5s"
 body_idle_timeout = "7s"
 idle_timeout = "90s"
+response_idle_timeout = "45s"
 host_header = "preserve"
 shutdown_grace = "0s"
 max_connections = 500
@@ -800,9 +804,11 @@ resolve_every = "1m"
 http2 = true
 pool_idle_timeout = "15s"
 pool_max_lifetime = "10m"
+max_connections = 64
 
 [upstreams.replica]
 url = "http://127.0.0.1:8081"
+max_connections = 1000
 
 [health]
 method = "HEAD"
@@ -873,6 +879,22 @@ primary = "p-key"
 replica = "r-key"
 "#
     )
+}
+
+#[test]
+fn upstream_connection_caps_are_bounded_and_name_their_region() {
+    for (region, value) in [("primary", "0"), ("replica", "2000000")] {
+        let text = minimal().replace(
+            &format!("[upstreams.{region}]\n"),
+            &format!("[upstreams.{region}]\nmax_connections = {value}\n"),
+        );
+        assert_err_in(
+            &text,
+            &format!(
+                "upstreams.{region}.max_connections: must be between 1 and 1048576, got {value}"
+            ),
+        );
+    }
 }
 
 #[test]

@@ -24,6 +24,9 @@ pub struct ProbeResult {
     pub success: bool,
     pub status: Option<u16>,
     pub error: Option<String>,
+    /// failway could not make the probe (out of file descriptors, socket
+    /// buffers or memory): it says nothing about the region.
+    pub local: bool,
 }
 
 /// A probe's fixed parts for one region.
@@ -90,6 +93,7 @@ impl Probe {
             success: false,
             status,
             error: Some(error),
+            local: false,
         };
         let uri = match Uri::builder()
             .scheme(up.scheme.clone())
@@ -141,6 +145,21 @@ impl Probe {
             Err(_) => fail(format!("timed out after {:?}", self.timeout), None),
             Ok(Err(e)) => {
                 let kind = match UpstreamFailure::classify(&e) {
+                    UpstreamFailure::LocalResources(k) => {
+                        let why = format!("not probed: failway ran out of {}", k.as_str());
+                        return ProbeResult {
+                            local: true,
+                            ..fail(why, None)
+                        };
+                    }
+                    // Probes do not wait for a connection slot; kept apart
+                    // from the region's faults all the same.
+                    UpstreamFailure::Busy => {
+                        return ProbeResult {
+                            local: true,
+                            ..fail("not probed: no connection free".to_owned(), None)
+                        };
+                    }
                     UpstreamFailure::ConnectRefused => "connection refused or failed",
                     UpstreamFailure::ConnectTimeout => "connect timed out",
                     UpstreamFailure::TlsHandshake => "TLS handshake failed",
@@ -156,6 +175,7 @@ impl Probe {
                 success: true,
                 status: Some(status),
                 error: None,
+                local: false,
             },
             Ok(Ok(status)) => fail(
                 format!("status {status} is not in healthy_statuses"),

@@ -53,15 +53,19 @@ pub fn spawn(
                 _ = stop.changed() => return,
             };
             tracing::debug!(region = region.as_str(), success = result.success, status = ?result.status, error = ?result.error, "health probe");
-            let report = ProbeReport {
+            // failway's own shortage (no socket to probe with) is no verdict
+            // on the region: reporting it could fail over a healthy one.
+            let report = (!result.local).then_some(ProbeReport {
                 region,
                 success: result.success,
                 status: result.status,
                 error: result.error,
-            };
-            if reports.send(report).await.is_err() {
-                // Nobody decides on probes any more.
-                return;
+            });
+            if let Some(report) = report {
+                if reports.send(report).await.is_err() {
+                    // Nobody decides on probes any more.
+                    return;
+                }
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(next) => {}

@@ -1,8 +1,11 @@
 //! Per-connection bookkeeping for the client side: requests in flight, the
-//! last activity, and when the head of the next HTTP/1 request started
-//! arriving. The connection task reads it to enforce
-//! `proxy.header_read_timeout` (a slowloris client is cut off) separately from
-//! `proxy.idle_timeout` (an idle keep-alive connection is closed gracefully).
+//! last activity, when the head of the next HTTP/1 request started
+//! arriving, and since when writes to the client have been stuck. The
+//! connection task reads it to enforce `proxy.header_read_timeout` (a
+//! slowloris client is cut off) separately from `proxy.idle_timeout` (an
+//! idle keep-alive connection is closed gracefully), and
+//! `proxy.response_idle_timeout` (a client that stopped reading is cut off,
+//! so the upstream connection its answer holds is freed).
 //!
 //! hyper's own `header_read_timeout` also runs while a keep-alive connection
 //! idles between requests, which would cap the idle timeout at the header
@@ -37,6 +40,9 @@ pub struct ConnTracker {
     /// Cleared when [`HeadScan`] cannot follow the stream (a chunked
     /// body): heads are then timed from the reads between requests.
     scanning: AtomicBool,
+    /// Milliseconds since `base` (+1) when a write to the client last
+    /// found it not reading; 0 while writes go through.
+    write_stalled: AtomicU64,
 }
 
 impl ConnTracker {
@@ -50,6 +56,7 @@ impl ConnTracker {
             h2: AtomicBool::new(false),
             started: AtomicBool::new(false),
             scanning: AtomicBool::new(true),
+            write_stalled: AtomicU64::new(0),
         };
         Arc::new(t)
     }
@@ -122,6 +129,25 @@ impl ConnTracker {
                 let last = self.last_activity.load(Ordering::Relaxed);
                 Some(self.at((ms - 1).max(last)) + header_read_timeout)
             }
+        }
+    }
+
+    /// A write to the client did not go through (Pending) or did.
+    fn on_write(&self, blocked: bool) {
+        let stalled = self.write_stalled.load(Ordering::Relaxed);
+        if blocked && stalled == 0 {
+            self.write_stalled
+                .store(self.now_ms() + 1, Ordering::Relaxed);
+        } else if !blocked && stalled != 0 {
+            self.write_stalled.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// When the client, not reading what failway writes, is to be cut off.
+    pub fn write_deadline(&self, response_idle_timeout: std::time::Duration) -> Option<Instant> {
+        match self.write_stalled.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(self.at(ms - 1) + response_idle_timeout),
         }
     }
 
@@ -291,17 +317,37 @@ impl<S: AsyncRead> AsyncRead for TrackedIo<S> {
     }
 }
 
+/// A write that could take nothing starts (or continues) a stall; one that
+/// took bytes ends it.
+fn track_write(tracker: &ConnTracker, res: &Poll<io::Result<usize>>) {
+    match res {
+        Poll::Pending => tracker.on_write(true),
+        Poll::Ready(Ok(n)) if *n > 0 => tracker.on_write(false),
+        Poll::Ready(_) => {}
+    }
+}
+
 impl<S: AsyncWrite> AsyncWrite for TrackedIo<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let this = self.project();
+        let res = this.inner.poll_write(cx, buf);
+        track_write(this.tracker, &res);
+        res
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
+        let this = self.project();
+        let res = this.inner.poll_flush(cx);
+        match res {
+            Poll::Pending => this.tracker.on_write(true),
+            Poll::Ready(Ok(())) => this.tracker.on_write(false),
+            Poll::Ready(Err(_)) => {}
+        }
+        res
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -313,7 +359,10 @@ impl<S: AsyncWrite> AsyncWrite for TrackedIo<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let res = this.inner.poll_write_vectored(cx, bufs);
+        track_write(this.tracker, &res);
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -369,6 +418,20 @@ mod tests {
         ]);
         assert_eq!(a, [true, true, true, false]);
         assert!(matches!(s, HeadScan::Body { left: 1 }));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stall_is_timed_from_its_first_blocked_write() {
+        let t = ConnTracker::new();
+        let timeout = std::time::Duration::from_secs(30);
+        assert_eq!(t.write_deadline(timeout), None);
+        t.on_write(true);
+        let started = Instant::now();
+        tokio::time::advance(std::time::Duration::from_secs(5)).await;
+        t.on_write(true);
+        assert_eq!(t.write_deadline(timeout), Some(started + timeout));
+        t.on_write(false);
+        assert_eq!(t.write_deadline(timeout), None);
     }
 
     #[test]

@@ -67,6 +67,10 @@ pub enum ProxyError {
     ShuttingDown,
     #[error("the failover mode changed while the request arrived, and writes no longer go where it was routed; nothing was sent, it can be retried")]
     ModeChanged,
+    #[error("every connection to the region that upstreams.*.max_connections allows stayed busy; nothing was sent, it can be retried")]
+    UpstreamBusy,
+    #[error("the proxy ran out of file descriptors, socket buffers or memory for a connection to the region; nothing was sent, it can be retried")]
+    LocalResources,
 }
 
 /// What one failed upstream attempt means, for each party that asks.
@@ -84,6 +88,10 @@ pub enum Judged {
     /// The client's request body failed: nobody's fault upstream, never
     /// retried, never counted against a region.
     Client,
+    /// failway's own limit or resources stopped the attempt before it was
+    /// sent: answered with this error, never retried (a retry would meet
+    /// the same shortage), never counted against a region.
+    Local(ProxyError),
 }
 
 /// The one table from an upstream failure to its meaning.
@@ -126,6 +134,8 @@ pub fn judge(failure: UpstreamFailure) -> Judged {
             ProxyError::UpstreamProtocol,
         ),
         U::RequestBody => return Judged::Client,
+        U::Busy => return Judged::Local(ProxyError::UpstreamBusy),
+        U::LocalResources(_) => return Judged::Local(ProxyError::LocalResources),
     };
     Judged::Upstream {
         failure,
@@ -152,7 +162,9 @@ impl ProxyError {
             ProxyError::NoHealthyRegion
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
-            | ProxyError::ModeChanged => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::ModeChanged
+            | ProxyError::UpstreamBusy
+            | ProxyError::LocalResources => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -175,6 +187,8 @@ impl ProxyError {
             ProxyError::RegionDown(_) => "FAILWAY_REGION_DOWN_ERR",
             ProxyError::ShuttingDown => "FAILWAY_SHUTTING_DOWN_ERR",
             ProxyError::ModeChanged => "FAILWAY_MODE_CHANGED_ERR",
+            ProxyError::UpstreamBusy => "FAILWAY_UPSTREAM_BUSY_ERR",
+            ProxyError::LocalResources => "FAILWAY_LOCAL_RESOURCES_ERR",
         }
     }
 
@@ -195,7 +209,9 @@ impl ProxyError {
             | ProxyError::NoHealthyRegion
             | ProxyError::RegionDown(_)
             | ProxyError::ShuttingDown
-            | ProxyError::ModeChanged => Origin::Internal,
+            | ProxyError::ModeChanged
+            | ProxyError::UpstreamBusy
+            | ProxyError::LocalResources => Origin::Internal,
         }
     }
 

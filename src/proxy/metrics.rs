@@ -1,7 +1,10 @@
 //! The data path's series: requests and their latency by region, class and
 //! status class, retries, the retry budget, outcome-unknown writes, rewrite
-//! misses and client connections. Handles are resolved at registration, so
+//! misses, client connections, and failway's own resource shortages. Handles are resolved at registration, so
 //! recording is an index and an atomic add.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
@@ -11,6 +14,7 @@ use crate::classify::Class;
 use crate::region::Region;
 use crate::retry::RetryReason;
 use crate::rewrite::{MissKind, Misses};
+use crate::upstream::client::LocalKind;
 
 /// Latency buckets, 0.5 ms to 30 s.
 pub const DURATION_BUCKETS: [f64; 15] = [
@@ -39,6 +43,9 @@ pub struct ListenerMetrics {
     pub connections_open: IntGauge,
     /// `failway_unrouted_requests_total`: requests no service took.
     pub unrouted: IntCounter,
+    /// `failway_local_errors_total{kind}` of the accept loop (the data
+    /// path's carry their service).
+    local_errors: Vec<IntCounter>,
 }
 
 impl ListenerMetrics {
@@ -62,7 +69,14 @@ impl ListenerMetrics {
             connections_rejected,
             connections_open,
             unrouted,
+            local_errors: register_local_errors(registry)?,
         })
+    }
+
+    /// Counts one of failway's own shortages met accepting a client.
+    pub fn count_local(&self, kind: LocalKind) {
+        let i = LocalKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.local_errors[i].inc();
     }
 }
 
@@ -79,7 +93,32 @@ pub struct ProxyMetrics {
     outcome_unknown: Vec<IntCounter>,
     /// `failway_rewrite_misses_total{kind}`: header, path_segment.
     rewrite_misses: Vec<IntCounter>,
+    /// `failway_local_errors_total{kind}`, in `LocalKind::ALL` order.
+    local_errors: Vec<IntCounter>,
+    /// When a shortage was last logged (ms since `log_base`), so a storm
+    /// of them logs about once a second.
+    local_logged: Arc<AtomicU64>,
+    log_base: tokio::time::Instant,
 }
+
+/// `failway_local_errors_total{kind}`, one handle per kind.
+fn register_local_errors(registry: &Registry) -> prometheus::Result<Vec<IntCounter>> {
+    let vec = IntCounterVec::new(
+        Opts::new(
+            "failway_local_errors_total",
+            "Times failway ran out of its own resources (kind: fds, buffers, memory) making a connection; such requests are answered 503 and never count against a region.",
+        ),
+        &["kind"],
+    )?;
+    registry.register(Box::new(vec.clone()))?;
+    Ok(LocalKind::ALL
+        .iter()
+        .map(|k| vec.with_label_values(&[k.as_str()]))
+        .collect())
+}
+
+/// How often a run of local errors is logged at most.
+const LOCAL_LOG_EVERY_MS: u64 = 1000;
 
 impl ProxyMetrics {
     pub fn register(registry: &Registry) -> prometheus::Result<ProxyMetrics> {
@@ -123,6 +162,7 @@ impl ProxyMetrics {
             ),
             &["kind"],
         )?;
+        let local_errors = register_local_errors(registry)?;
         registry.register(Box::new(retries_vec.clone()))?;
         registry.register(Box::new(retry_budget_exhausted.clone()))?;
         registry.register(Box::new(outcome_unknown_vec.clone()))?;
@@ -164,7 +204,36 @@ impl ProxyMetrics {
             retry_budget_exhausted,
             outcome_unknown,
             rewrite_misses,
+            local_errors,
+            local_logged: Arc::new(AtomicU64::new(0)),
+            log_base: tokio::time::Instant::now(),
         })
+    }
+
+    /// Counts one of failway's own shortages, without logging.
+    pub fn count_local(&self, kind: LocalKind) {
+        let i = LocalKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        self.local_errors[i].inc();
+    }
+
+    /// Counts one of failway's own shortages; logs at warn, at most about
+    /// once a second, so an operator sees why requests got 503.
+    pub fn local_error(&self, kind: LocalKind) {
+        self.count_local(kind);
+        // Offset by one period, so the first one logs even right after start.
+        let now = self.log_base.elapsed().as_millis() as u64 + LOCAL_LOG_EVERY_MS;
+        let last = self.local_logged.load(Ordering::Relaxed);
+        if now >= last + LOCAL_LOG_EVERY_MS
+            && self
+                .local_logged
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(
+                kind = kind.as_str(),
+                "failway ran out of its own resources (file descriptors, socket buffers or memory); answering 503 (counted in failway_local_errors_total)"
+            );
+        }
     }
 
     /// Records one answered request.
@@ -213,6 +282,8 @@ mod tests {
         m.record(Some(Region::Primary), Class::Read, 200, 0.01);
         m.record(Some(Region::Primary), Class::Read, 204, 0.01);
         m.record(None, Class::Write, 409, 0.0);
+        m.local_error(LocalKind::Fds);
+        m.local_error(LocalKind::Fds);
         assert_eq!(m.requests(Some(Region::Primary), Class::Read, 2), 2);
         assert_eq!(m.requests(None, Class::Write, 4), 1);
         assert_eq!(m.requests(Some(Region::Replica), Class::Read, 2), 0);
@@ -221,5 +292,7 @@ mod tests {
             "failway_requests_total{class=\"read\",code_class=\"2xx\",region=\"primary\"} 2"
         ));
         assert!(text.contains("failway_build_info{version="));
+        assert!(text.contains("failway_local_errors_total{kind=\"fds\"} 2"));
+        assert!(text.contains("failway_local_errors_total{kind=\"memory\"} 0"));
     }
 }

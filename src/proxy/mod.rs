@@ -8,7 +8,7 @@
 //! prefix), `client` (per-region upstream clients), `forward` (routing and
 //! the attempt loop), `refusal` (answers failway makes itself), `response`
 //! (client-bound body + access log), `conn` (per-connection timers),
-//! `server` (accept loop).
+//! `stall` (h2 streams left unread), `server` (accept loop).
 
 pub(crate) mod conn;
 pub(crate) mod error;
@@ -20,6 +20,7 @@ mod refusal;
 pub(crate) mod response;
 pub(crate) mod server;
 pub(crate) mod service;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

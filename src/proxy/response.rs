@@ -15,6 +15,7 @@ use http_body_util::Full;
 use pin_project_lite::pin_project;
 
 use super::conn::ConnTracker;
+use super::stall::StreamStall;
 use crate::classify::Class;
 use crate::region::Region;
 use crate::upstream::body::{BodyWatch, BoxError};
@@ -74,7 +75,18 @@ pin_project! {
         #[pin]
         kind: Kind,
         log: Option<AccessLog>,
+        // On h2: tells the stream's task whether hyper still asks for data.
+        stall: Option<Arc<StreamStall>>,
     }
+}
+
+fn stream_stall() -> Option<Arc<StreamStall>> {
+    let stall = StreamStall::current();
+    // The head is out; the body is owed its first poll.
+    if let Some(s) = &stall {
+        s.yielded();
+    }
+    stall
 }
 
 impl ResponseBody {
@@ -83,6 +95,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Upstream { inner },
             log: Some(log),
+            stall: stream_stall(),
         }
     }
 
@@ -93,6 +106,7 @@ impl ResponseBody {
         ResponseBody {
             kind: Kind::Local { inner },
             log,
+            stall: stream_stall(),
         }
     }
 }
@@ -106,10 +120,16 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
+        if let Some(s) = this.stall.as_ref() {
+            s.polled();
+        }
         let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match this.kind.project() {
             KindProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
             KindProj::Local { inner } => inner.poll_frame(cx).map_err(|never| match never {}),
         };
+        if let (Some(s), Poll::Ready(Some(Ok(_)))) = (this.stall.as_ref(), &res) {
+            s.yielded();
+        }
         if let Some(log) = this.log.as_mut() {
             match &res {
                 Poll::Ready(Some(Ok(frame))) => {

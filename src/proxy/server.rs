@@ -1,8 +1,16 @@
 //! The client-facing listener: accepts connections up to
 //! `proxy.max_connections` (the excess is closed at once while existing
 //! clients keep being served), serves HTTP/1.1 and h2c on each with every
-//! hyper/h2 limit set explicitly, enforces the header-read and idle timeouts,
-//! and drains on shutdown (graceful close, h2 GOAWAY) within the grace period.
+//! hyper/h2 limit set explicitly, enforces the header-read, idle and
+//! response-idle timeouts (a client that takes no response bytes for
+//! `proxy.response_idle_timeout` is cut off; on h2 the stream, see
+//! `stall`), and drains on shutdown (graceful close, h2 GOAWAY) within the
+//! grace period.
+//!
+//! When accepting fails because failway is out of file descriptors (or
+//! socket buffers, memory), the loop backs off, from 50 ms up to 1 s, and
+//! warns once per episode: the connection waits in the listen backlog, and
+//! the descriptors the admin listener keeps are not fought over.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -10,14 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ConnTracker, TrackedIo};
+use super::metrics::ListenerMetrics;
+use super::stall::StreamExec;
 use super::{ConnInfo, Proxy};
 use crate::tls::TlsAcceptor;
+use crate::upstream::client::LocalKind;
 
 /// Connection-level settings, from `[proxy]`.
 #[derive(Debug, Clone)]
@@ -25,6 +36,7 @@ pub struct ServerSettings {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
+    pub response_idle_timeout: Duration,
     pub max_header_bytes: u64,
     pub max_headers: usize,
 }
@@ -40,8 +52,16 @@ const H2_MAX_SEND_BUF: usize = 256 * 1024;
 /// hyper parses up to this many header lines in arrays on the stack.
 const HYPER_INLINE_HEADERS: usize = 100;
 
-fn builder(s: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
+/// Accepting again after running out of descriptors: first wait, and most.
+const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
+const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+type Builder = auto::Builder<StreamExec>;
+
+fn builder(s: &ServerSettings) -> Builder {
+    let mut b = auto::Builder::new(StreamExec {
+        response_idle_timeout: s.response_idle_timeout,
+    });
     // hyper answers 431 by itself past these; failway's own check (the
     // configured limits, rendered in the profile's format) comes first, so
     // hyper's are a hard ceiling above them. The header count is the
@@ -107,16 +127,18 @@ impl Server {
         // Each connection task holds a sender; all dropped = all done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
         let metrics = self.proxy.metrics().clone();
+        let mut starved = Starved::default();
         loop {
             tokio::select! {
                 _ = drain.changed() => break,
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
-                        Ok(a) => a,
+                        Ok(a) => {
+                            starved.over();
+                            a
+                        }
                         Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            tokio::time::sleep(starved.backoff(&e, &metrics)).await;
                             continue;
                         }
                     };
@@ -156,12 +178,48 @@ impl Server {
     }
 }
 
+/// The accept loop's state while accepting fails.
+#[derive(Default)]
+struct Starved {
+    /// The wait before the next try while out of descriptors; zero when
+    /// accepting works.
+    wait: Duration,
+}
+
+impl Starved {
+    /// How long to wait after `e`. Out of descriptors (or buffers,
+    /// memory): warned at the first failure of a run, counted every time,
+    /// waits doubling to a second. Other errors concern one connection.
+    fn backoff(&mut self, e: &std::io::Error, metrics: &ListenerMetrics) -> Duration {
+        let Some(kind) = LocalKind::of(e, true) else {
+            tracing::warn!(error = %e, "accept failed");
+            return Duration::from_millis(20);
+        };
+        metrics.count_local(kind);
+        if self.wait.is_zero() {
+            tracing::warn!(error = %e, kind = kind.as_str(), "cannot accept client connections: failway is out of its own resources; new clients wait in the listen backlog (retrying with backoff)");
+            self.wait = ACCEPT_BACKOFF_FIRST;
+        } else {
+            self.wait = (self.wait * 2).min(ACCEPT_BACKOFF_MAX);
+        }
+        self.wait
+    }
+
+    /// A connection was accepted.
+    fn over(&mut self) {
+        if !self.wait.is_zero() {
+            tracing::info!("accepting client connections again");
+            self.wait = Duration::ZERO;
+        }
+    }
+}
+
 async fn serve_tls(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builder,
     settings: &ServerSettings,
     drain: watch::Receiver<bool>,
 ) {
@@ -186,7 +244,7 @@ async fn serve_connection<S>(
     tls: Option<Option<Arc<str>>>,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &Builder,
     settings: &ServerSettings,
     mut drain: watch::Receiver<bool>,
 ) where
@@ -218,10 +276,14 @@ async fn serve_connection<S>(
         conn.as_mut().graceful_shutdown();
     }
     // One timer per connection, re-armed only when it fires, never per
-    // request: it fires at least every `header_read_timeout`, so a request
-    // head that starts is still cut at its exact deadline (the first firing
-    // after the head started re-arms the timer for that deadline).
-    let tick = settings.header_read_timeout;
+    // request: it fires at least every `header_read_timeout` (or
+    // `response_idle_timeout`, if shorter), so a request head that starts,
+    // or a client that stops reading, is still cut at its exact deadline
+    // (the first firing after it started re-arms the timer for that
+    // deadline).
+    let tick = settings
+        .header_read_timeout
+        .min(settings.response_idle_timeout);
     let sleep = tokio::time::sleep(tick.min(settings.idle_timeout));
     tokio::pin!(sleep);
     let drained = drain.changed();
@@ -247,14 +309,21 @@ async fn serve_connection<S>(
                     tracing::debug!(%peer, "request head not received in time; closing");
                     return;
                 }
+                // Dropping the connection drops the answer in flight, and
+                // the upstream connection it held.
+                let write = tracker.write_deadline(settings.response_idle_timeout);
+                if write.is_some_and(|d| d <= now) {
+                    tracing::debug!(%peer, "client took no response bytes for response_idle_timeout; closing");
+                    return;
+                }
                 let idle = tracker.idle_deadline(settings.idle_timeout);
                 if !closing && idle.is_some_and(|d| d <= now) {
                     closing = true;
                     conn.as_mut().graceful_shutdown();
                 }
                 let mut next = now + tick;
-                if let Some(h) = head {
-                    next = next.min(h);
+                for d in [head, write].into_iter().flatten() {
+                    next = next.min(d);
                 }
                 if let Some(i) = idle.filter(|_| !closing) {
                     next = next.min(i);

@@ -8,6 +8,17 @@
 //! `pool_max_lifetime`, or to an address the host no longer resolves to)
 //! without looking at every response.
 //!
+//! Connections are capped per region (`upstreams.*.max_connections`): a
+//! connection holds one of [`H1Pool`]'s permits from its connect until it
+//! closes, pooled or busy, so a fan-out of client streams cannot open more
+//! (each one an open file). A request takes a pooled connection or a permit
+//! ([`H1Pool::reserve`]), waiting a bounded time for either: a connection
+//! coming back to the pool is handed to a waiter, and at the cap an idle
+//! connection a write may not use is closed to make room. Health probes do
+//! not wait ([`H1Pool::reserve_now`]): past the cap a probe gets a connection
+//! of its own, closed after its answer, so a full pool is not read as a
+//! region down.
+//!
 //! Rules, as hyper-util's pool keeps them:
 //! - a request that a pooled connection closed before sending any of it
 //!   (hyper hands it back) is sent again on another connection; once bytes
@@ -39,6 +50,7 @@ use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::connect::{Connection, HttpInfo};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use super::client::{Connector, RequestBody};
@@ -53,6 +65,9 @@ pub enum PoolError {
     Connect(BoxError),
     /// The connection failed while the request was sent or answered.
     Send(hyper::Error),
+    /// Every connection the cap allows stayed busy for the whole wait;
+    /// nothing was sent.
+    Busy,
 }
 
 /// Marks a request that must not risk a connection the region may be
@@ -99,10 +114,21 @@ fn keep_alive_limit(headers: &http::HeaderMap) -> Option<Duration> {
     Some(announced - (announced / 2).min(Duration::from_secs(1)))
 }
 
-struct Idle {
+/// A pooled connection.
+pub struct Idle {
     tx: http1::SendRequest<RequestBody>,
     meta: Meta,
     since: Instant,
+}
+
+/// Room for one request: what [`H1Pool::send`] sends it on.
+pub enum Slot {
+    /// A pooled connection, ready for a request.
+    Pooled(Idle),
+    /// Room under the cap for a new connection.
+    New(OwnedSemaphorePermit),
+    /// A probe's connection past the cap, closed after its answer.
+    Extra,
 }
 
 struct Inner {
@@ -113,6 +139,12 @@ struct Inner {
     max_idle: usize,
     max_buf_size: usize,
     staleness: Staleness,
+    /// One permit per connection open, pooled or busy.
+    permits: Arc<Semaphore>,
+    /// Signalled when a connection goes back to the pool.
+    returned: Notify,
+    /// How long a request waits for a connection when none is free.
+    wait: Duration,
 }
 
 /// One region's HTTP/1.1 connection pool.
@@ -125,29 +157,73 @@ impl H1Pool {
     pub fn new(
         connector: Connector,
         target: Uri,
-        idle_timeout: Duration,
-        max_idle: usize,
-        max_buf_size: usize,
+        limits: PoolLimits,
         staleness: Staleness,
     ) -> H1Pool {
+        let idle_timeout = limits.idle_timeout;
         let inner = Arc::new(Inner {
             connector,
             target,
             idle: Mutex::new(VecDeque::new()),
             idle_timeout,
-            max_idle,
-            max_buf_size,
+            max_idle: limits.max_idle.min(limits.max_connections),
+            max_buf_size: limits.max_buf_size,
             staleness,
+            permits: Arc::new(Semaphore::new(limits.max_connections)),
+            returned: Notify::new(),
+            wait: limits.wait,
         });
         spawn_reaper(Arc::downgrade(&inner), idle_timeout);
         H1Pool { inner }
     }
 
+    /// A pooled connection this request may use, or room for a new one,
+    /// waiting until `until` at most (then [`PoolError::Busy`]). `write`:
+    /// the request must not risk a connection idle for long.
+    pub async fn reserve(
+        &self,
+        write: bool,
+        until: tokio::time::Instant,
+    ) -> Result<Slot, PoolError> {
+        if let Some(slot) = self.inner.try_reserve(write) {
+            return Ok(slot);
+        }
+        tokio::time::timeout_at(until, self.inner.wait_for_slot(write))
+            .await
+            .unwrap_or(Err(PoolError::Busy))
+    }
+
+    /// A slot without waiting, for health probes: past the cap, a
+    /// connection outside it.
+    pub fn reserve_now(&self) -> Slot {
+        self.inner.try_reserve(false).unwrap_or(Slot::Extra)
+    }
+
     /// Sends `req` (its URI absolute, as the rest of failway builds it) on
-    /// a pooled connection or a new one.
+    /// a pooled connection or a new one, without waiting for room.
     pub async fn request(
         &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        self.send_on(self.reserve_now(), req, false).await
+    }
+
+    /// Sends `req` on `slot`.
+    pub async fn send(
+        &self,
+        slot: Slot,
+        req: Request<RequestBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        self.send_on(slot, req, true).await
+    }
+
+    /// `may_wait`: a pooled connection found closed is replaced by waiting
+    /// for room if need be (else as [`H1Pool::reserve_now`] does).
+    async fn send_on(
+        &self,
+        mut slot: Slot,
         mut req: Request<RequestBody>,
+        may_wait: bool,
     ) -> Result<Response<Incoming>, PoolError> {
         // HTTP/1.1 to an origin carries the origin form of the target.
         let origin_form = req
@@ -158,11 +234,15 @@ impl H1Pool {
         *req.uri_mut() = Uri::from(origin_form);
         let write = req.extensions().get::<FreshAfterIdle>().is_some();
         loop {
-            let (mut tx, mut meta, reused) = match self.inner.checkout(write) {
-                Some(idle) => (idle.tx, idle.meta, true),
-                None => {
-                    let (tx, meta) = self.inner.connect().await?;
-                    (tx, meta, false)
+            let (mut tx, mut meta, reused, pooled) = match slot {
+                Slot::Pooled(idle) => (idle.tx, idle.meta, true, true),
+                Slot::New(permit) => {
+                    let (tx, meta) = self.inner.connect(Some(permit)).await?;
+                    (tx, meta, false, true)
+                }
+                Slot::Extra => {
+                    let (tx, meta) = self.inner.connect(None).await?;
+                    (tx, meta, false, false)
                 }
             };
             match tx.try_send_request(req).await {
@@ -170,12 +250,22 @@ impl H1Pool {
                     if let Some(limit) = keep_alive_limit(resp.headers()) {
                         meta.idle_limit = Some(limit);
                     }
-                    self.inner.clone().release(tx, meta);
+                    if pooled {
+                        self.inner.clone().release(tx, meta);
+                    }
                     return Ok(resp);
                 }
                 Err(mut e) => match e.take_message() {
                     // Closed before any of it was sent: another connection.
-                    Some(back) if reused => req = back,
+                    Some(back) if reused => {
+                        req = back;
+                        slot = if may_wait {
+                            let until = tokio::time::Instant::now() + self.inner.wait;
+                            self.reserve(write, until).await?
+                        } else {
+                            self.reserve_now()
+                        };
+                    }
                     _ => return Err(PoolError::Send(e.into_error())),
                 },
             }
@@ -183,7 +273,57 @@ impl H1Pool {
     }
 }
 
+/// A pool's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    /// Connections open at most, pooled or busy.
+    pub max_connections: usize,
+    /// How long a request waits for a connection when none is free.
+    pub wait: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+    /// The read buffer of each connection.
+    pub max_buf_size: usize,
+}
+
 impl Inner {
+    /// A pooled connection, else a permit for a new one, if either is free.
+    fn try_reserve(&self, write: bool) -> Option<Slot> {
+        if let Some(idle) = self.checkout(write) {
+            return Some(Slot::Pooled(idle));
+        }
+        self.permits.clone().try_acquire_owned().ok().map(Slot::New)
+    }
+
+    /// Waits for a connection to come back to the pool or for room for a
+    /// new one, whichever is first.
+    async fn wait_for_slot(&self, write: bool) -> Result<Slot, PoolError> {
+        loop {
+            // Registered before looking, so a return in between is seen.
+            let returned = self.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if let Some(slot) = self.try_reserve(write) {
+                return Ok(slot);
+            }
+            // At the cap, idle connections this request may not take (a
+            // write after idleness) make room: one closes, its permit follows.
+            self.close_oldest_idle();
+            tokio::select! {
+                permit = self.permits.clone().acquire_owned() => {
+                    return permit.map(Slot::New).map_err(|_| PoolError::Busy);
+                }
+                () = &mut returned => {}
+            }
+        }
+    }
+
+    fn close_oldest_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.pop_front();
+        }
+    }
+
     /// The most recently used connection that can take a request; a write
     /// gets none if even that one idled too long for it (the others idled
     /// longer), and leaves the pool as it is for reads.
@@ -207,7 +347,12 @@ impl Inner {
         None
     }
 
-    async fn connect(&self) -> Result<(http1::SendRequest<RequestBody>, Meta), PoolError> {
+    /// Connects; the connection holds `permit` (when under the cap) until
+    /// it closes.
+    async fn connect(
+        &self,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<(http1::SendRequest<RequestBody>, Meta), PoolError> {
         let started = Instant::now();
         let io = self
             .connector
@@ -228,6 +373,7 @@ impl Inner {
             .await
             .map_err(PoolError::Send)?;
         tokio::spawn(async move {
+            let _permit = permit;
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "upstream connection ended with an error");
             }
@@ -270,6 +416,8 @@ impl Inner {
         while idle.len() > self.max_idle {
             idle.pop_front();
         }
+        drop(idle);
+        self.returned.notify_one();
     }
 
     /// Closes idle connections past `idle_timeout` (the oldest are first).
@@ -310,6 +458,7 @@ impl std::fmt::Display for PoolError {
         match self {
             PoolError::Connect(_) => f.write_str("connecting to the upstream failed"),
             PoolError::Send(_) => f.write_str("sending the request upstream failed"),
+            PoolError::Busy => f.write_str("no upstream connection was free in time"),
         }
     }
 }
@@ -319,6 +468,7 @@ impl std::error::Error for PoolError {
         match self {
             PoolError::Connect(e) => Some(e.as_ref()),
             PoolError::Send(e) => Some(e),
+            PoolError::Busy => None,
         }
     }
 }

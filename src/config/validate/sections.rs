@@ -50,6 +50,11 @@ impl Validator<'_> {
         let body_idle_timeout =
             self.positive_duration("proxy.body_idle_timeout", r.body_idle_timeout, secs(10));
         let idle_timeout = self.positive_duration("proxy.idle_timeout", r.idle_timeout, secs(60));
+        let response_idle_timeout = self.positive_duration(
+            "proxy.response_idle_timeout",
+            r.response_idle_timeout,
+            secs(30),
+        );
         let host_header = self.choice(
             "proxy.host_header",
             r.host_header,
@@ -87,6 +92,7 @@ impl Validator<'_> {
             header_read_timeout,
             body_idle_timeout,
             idle_timeout,
+            response_idle_timeout,
             host_header,
             shutdown_grace,
             max_connections,

@@ -14,6 +14,13 @@ use super::super::{
 use super::values::{quote_key, same_origin};
 use super::{secs, Validator};
 
+/// `upstreams.*.max_connections` by default: with the default
+/// `proxy.max_connections` and the reserve, what a 1,500-descriptor limit
+/// still holds next to 600 client connections.
+const DEFAULT_UPSTREAM_CONNECTIONS: usize = 256;
+/// Linux's default ceiling for open files per process (`fs.nr_open`).
+const MAX_UPSTREAM_CONNECTIONS: i64 = 1 << 20;
+
 impl Validator<'_> {
     pub(super) fn upstreams(&mut self, r: raw::RawUpstreams) -> Upstreams {
         let primary = self.upstream("upstreams.primary", r.primary);
@@ -82,6 +89,13 @@ impl Validator<'_> {
                 &format!("{path}.pool_max_lifetime"),
                 r.pool_max_lifetime,
                 secs(300),
+            ),
+            max_connections: self.int(
+                &format!("{path}.max_connections"),
+                r.max_connections,
+                DEFAULT_UPSTREAM_CONNECTIONS,
+                1,
+                Some(MAX_UPSTREAM_CONNECTIONS),
             ),
         }
     }

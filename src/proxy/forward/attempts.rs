@@ -1,5 +1,9 @@
-//! The attempt loop: send, judge, decide, choose, wait.
+//! The attempt loop: reserve, send, judge, decide, choose, wait.
 //!
+//! - reserve: room for the attempt under the region's connection cap,
+//!   waited for before the per-try timer starts (the wait is failway's,
+//!   not the region's: a wait that runs out is answered 503 and counts
+//!   against no region);
 //! - send: one attempt to a region, bounded by `retry.per_try_timeout` and
 //!   the request's deadline;
 //! - judge: what the attempt's result means (`error::judge`: the retry
@@ -47,13 +51,24 @@ pub(crate) enum AttemptError {
 /// The two regions, as the attempt loop sees them.
 pub(crate) trait Upstreams {
     type Body;
+    /// Room for one attempt to a region.
+    type Ticket;
 
-    /// Sends attempt number `attempt` (from 1) to `region`.
+    /// Waits for room to send to `region` (a connection under its cap),
+    /// until `deadline` at most.
+    async fn reserve(
+        &self,
+        region: Region,
+        deadline: Instant,
+    ) -> Result<Self::Ticket, AttemptError>;
+
+    /// Sends attempt number `attempt` (from 1) to `region` on `ticket`.
     async fn send(
         &self,
         region: Region,
         attempt: u32,
         body: RequestBody,
+        ticket: Self::Ticket,
     ) -> Result<Response<Self::Body>, AttemptError>;
 
     /// The failover state now (a read's retry follows it).
@@ -124,7 +139,10 @@ pub(crate) async fn run<U: Upstreams>(
             // A streamed body cannot be sent twice; the rules never ask.
             return Err(ProxyError::UpstreamReset.into());
         };
-        let (sent, attempt_deadline) = send_within(up, plan, region, attempt, body).await;
+        let (sent, attempt_deadline) = match up.reserve(region, plan.deadline).await {
+            Ok(ticket) => send_within(up, plan, region, attempt, body, ticket).await,
+            Err(e) => (Sent::Answered(Err(e)), Instant::now()),
+        };
         let (failure, answer) = match judge(up, plan, region, attempt_deadline, sent)? {
             Judgement::Done(resp) => return answers.finish(region, resp),
             Judgement::Failed(failure, answer) => (failure, answer),
@@ -177,8 +195,9 @@ async fn send_within<U: Upstreams>(
     region: Region,
     attempt: u32,
     body: RequestBody,
+    ticket: U::Ticket,
 ) -> (Sent<U::Body>, Instant) {
-    let send = up.send(region, attempt, body);
+    let send = up.send(region, attempt, body, ticket);
     tokio::pin!(send);
     let mut until = plan.deadline.min(Instant::now() + plan.per_try_timeout);
     loop {
@@ -258,6 +277,12 @@ fn judge<U: Upstreams>(
         kind == UpstreamFailure::Reset && up.body_progress() == BodyProgress::WaitingOnClient;
     match error::judge(kind) {
         Judged::Client => Err(body_error(BodyFailure::Client, plan.max_body).into()),
+        Judged::Local(error) => {
+            if let UpstreamFailure::LocalResources(k) = kind {
+                plan.metrics.local_error(k);
+            }
+            Err(error.into())
+        }
         Judged::Upstream {
             failure,
             outcome,

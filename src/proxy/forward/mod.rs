@@ -38,7 +38,7 @@ use crate::routing::{self, Route};
 use crate::upstream::body::{
     self, BodyFailure, BodyProgress, BodyWatch, Prefetched, UpstreamBody, Watched,
 };
-use crate::upstream::client::{RequestBody, UpstreamFailure};
+use crate::upstream::client::{RequestBody, Ticket, UpstreamFailure};
 use crate::upstream::pool::FreshAfterIdle;
 
 enum BodySource {
@@ -275,12 +275,21 @@ struct Regions<'a> {
 
 impl Upstreams for Regions<'_> {
     type Body = Incoming;
+    type Ticket = Ticket;
+
+    async fn reserve(&self, region: Region, deadline: Instant) -> Result<Ticket, AttemptError> {
+        let up = &self.d.upstreams[region.index()];
+        up.reserve(self.class == Class::Write, deadline)
+            .await
+            .map_err(|e| AttemptError::Upstream(UpstreamFailure::classify(&e)))
+    }
 
     async fn send(
         &self,
         region: Region,
         attempt: u32,
         body: RequestBody,
+        ticket: Ticket,
     ) -> Result<Response<Incoming>, AttemptError> {
         let count_misses =
             region == Region::Replica && !self.replica_tried.swap(true, Ordering::Relaxed);
@@ -311,7 +320,7 @@ impl Upstreams for Regions<'_> {
                 .inc();
         }
         let up = &self.d.upstreams[region.index()];
-        up.request(req).await.map_err(|e| {
+        up.send(ticket, req).await.map_err(|e| {
             let kind = UpstreamFailure::classify(&e);
             if self.watch.failure().is_none() {
                 let why = crate::upstream::client::error_chain(&e);

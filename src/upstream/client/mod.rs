@@ -3,6 +3,16 @@
 //! connection needs no pool of ours), both over hyper-rustls. `error` maps
 //! their errors onto `ProxyError`.
 //!
+//! `upstreams.*.max_connections` caps what a region may take: HTTP/1.1
+//! connections (the pool's permits), and for `http2` the requests waiting
+//! for their response head, since each of those may open a connection
+//! (over TLS, before ALPN settled on h2, hyper-util connects once per
+//! waiting request). Streams of an established h2 connection need no file
+//! of their own, so their bodies run outside the cap. The data path asks
+//! for room first ([`Upstream::reserve`], waiting at most
+//! [`MAX_CONNECTION_WAIT`] or the per-try timeout), then sends on it;
+//! probes never wait.
+//!
 //! TLS verification always uses the platform roots plus `tls.ca`; there is no
 //! switch to turn verification off.
 
@@ -16,13 +26,14 @@ use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilde
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 mod error;
 
-pub use self::error::{error_chain, UpstreamError, UpstreamFailure};
+pub use self::error::{error_chain, LocalKind, UpstreamError, UpstreamFailure};
 use super::body::{UpstreamBody, Watched};
 use super::dns::{AgedConnector, Ages, DnsResolver, Resolve, Staleness};
-use super::pool::H1Pool;
+use super::pool::{H1Pool, PoolError, PoolLimits, Slot};
 use crate::config::{Config, UpstreamConfig, UpstreamTls};
 use crate::region::Region;
 
@@ -33,6 +44,10 @@ pub type HttpClient = Client<Connector, RequestBody>;
 /// Connection attempts give up after this long (Envoy's default too), or the
 /// per-try timeout when that is shorter.
 const MAX_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A request waits at most this long (or the per-try timeout when that is
+/// shorter) for a connection to a region whose `max_connections` are busy.
+pub const MAX_CONNECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// The read buffer for upstream responses; bodies stream through it, so a
 /// large one only costs memory per connection.
@@ -78,6 +93,10 @@ pub struct Upstream {
     client: HttpClient,
     /// HTTP/1.1 upstreams.
     pool: Option<H1Pool>,
+    /// HTTP/2 upstreams: one permit per request awaiting its head.
+    in_flight: Arc<Semaphore>,
+    /// How long a request waits for room.
+    wait: Duration,
     /// Retires connections past `pool_max_lifetime` or to an address the
     /// host no longer resolves to.
     pub staleness: Staleness,
@@ -120,6 +139,7 @@ impl Upstream {
                 .to_owned(),
             ages,
         };
+        let wait = per_try_timeout.min(MAX_CONNECTION_WAIT);
         let pool = match h1_connector {
             Some(c) => {
                 let target = Uri::builder()
@@ -132,14 +152,14 @@ impl Upstream {
                         key: "url",
                         message: e.to_string(),
                     })?;
-                Some(H1Pool::new(
-                    c,
-                    target,
-                    cfg.pool_idle_timeout,
-                    MAX_IDLE,
-                    UPSTREAM_BUF_SIZE,
-                    staleness.clone(),
-                ))
+                let limits = PoolLimits {
+                    max_connections: cfg.max_connections,
+                    wait,
+                    idle_timeout: cfg.pool_idle_timeout,
+                    max_idle: MAX_IDLE,
+                    max_buf_size: UPSTREAM_BUF_SIZE,
+                };
+                Some(H1Pool::new(c, target, limits, staleness.clone()))
             }
             None => None,
         };
@@ -150,18 +170,71 @@ impl Upstream {
             host,
             client,
             pool,
+            in_flight: Arc::new(Semaphore::new(cfg.max_connections)),
+            wait,
             staleness,
         })
     }
 
-    /// Sends one request (its URI absolute) to this region.
+    /// Room to send one request to this region: waits while every
+    /// connection the cap allows is busy, until `deadline` or the region's
+    /// wait at most, then [`UpstreamError::Busy`]. `write`: the request
+    /// must not risk a connection idle for long (see the pool).
+    pub async fn reserve(
+        &self,
+        write: bool,
+        deadline: tokio::time::Instant,
+    ) -> Result<Ticket, UpstreamError> {
+        let until = deadline.min(tokio::time::Instant::now() + self.wait);
+        if let Some(pool) = &self.pool {
+            return match pool.reserve(write, until).await {
+                Ok(slot) => Ok(Ticket::H1(slot)),
+                Err(_) => Err(UpstreamError::Busy),
+            };
+        }
+        let permit = match self.in_flight.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => tokio::time::timeout_at(until, self.in_flight.clone().acquire_owned())
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .ok_or(UpstreamError::Busy)?,
+        };
+        Ok(Ticket::H2(permit))
+    }
+
+    /// Sends one request (its URI absolute) to this region on `ticket`.
+    pub async fn send(
+        &self,
+        ticket: Ticket,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        match ticket {
+            Ticket::H1(slot) => match &self.pool {
+                Some(pool) => pool.send(slot, req).await.map_err(UpstreamError::from),
+                None => self.request(req).await,
+            },
+            // Held until the head arrives.
+            Ticket::H2(_permit) => self.request(req).await,
+        }
+    }
+
+    /// Sends one request without waiting for room (health probes: a full
+    /// region is not a region down).
     pub async fn request(
+        &self,
+        req: http::Request<RequestBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        match &self.pool {
+            Some(pool) => pool.request(req).await.map_err(UpstreamError::from),
+            None => self.send_h2(req).await,
+        }
+    }
+
+    async fn send_h2(
         &self,
         mut req: http::Request<RequestBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        if let Some(pool) = &self.pool {
-            return pool.request(req).await.map_err(UpstreamError::Pool);
-        }
         // Looking at the connection a response came on costs a channel and
         // two allocations; only worth it when it may be stale.
         // The connection ages it compares against are on the real clock.
@@ -184,6 +257,21 @@ impl Upstream {
             }
         }
         Ok(resp)
+    }
+}
+
+/// Room for one request to a region, from [`Upstream::reserve`].
+pub enum Ticket {
+    H1(Slot),
+    H2(OwnedSemaphorePermit),
+}
+
+impl From<PoolError> for UpstreamError {
+    fn from(e: PoolError) -> UpstreamError {
+        match e {
+            PoolError::Busy => UpstreamError::Busy,
+            e => UpstreamError::Pool(e),
+        }
     }
 }
 

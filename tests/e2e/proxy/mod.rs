@@ -1,8 +1,10 @@
 //! The inbound data path: forwarding, the gateway role, retries, write
 //! blocking and TLS.
 
+mod fd_limits;
 mod forwarding;
 mod gateway;
+mod limits;
 mod pooling;
 mod retries;
 mod services;

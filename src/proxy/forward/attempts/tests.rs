@@ -19,6 +19,8 @@ enum Step {
     Hang,
     /// Answers this status 100 ms after the client's body is complete.
     AnswerOnceBodyIn(u16),
+    /// No connection slot comes free: the reservation waits 5 s, then fails.
+    Busy,
 }
 
 struct Script {
@@ -71,12 +73,30 @@ impl Script {
 
 impl Upstreams for Script {
     type Body = &'static str;
+    type Ticket = ();
+
+    async fn reserve(&self, _region: Region, deadline: Instant) -> Result<(), AttemptError> {
+        let busy = {
+            let mut steps = self.steps.lock().unwrap();
+            let busy = matches!(steps.front(), Some(Step::Busy));
+            if busy {
+                steps.pop_front();
+            }
+            busy
+        };
+        if busy {
+            tokio::time::sleep_until(deadline.min(Instant::now() + Duration::from_secs(5))).await;
+            return Err(AttemptError::Upstream(UpstreamFailure::Busy));
+        }
+        Ok(())
+    }
 
     async fn send(
         &self,
         region: Region,
         attempt: u32,
         _body: RequestBody,
+        (): (),
     ) -> Result<Response<&'static str>, AttemptError> {
         self.sent
             .lock()
@@ -93,6 +113,7 @@ impl Upstreams for Script {
             }
             Step::Fail(kind) => Err(AttemptError::Upstream(kind)),
             Step::Hang => std::future::pending().await,
+            Step::Busy => unreachable!("taken by reserve"),
             Step::AnswerOnceBodyIn(status) => {
                 self.body.completed().await;
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -398,4 +419,36 @@ async fn a_reset_while_the_clients_body_arrives_is_neutral_for_the_region() {
         script.outcomes.lock().unwrap().is_empty(),
         "no region judged"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_busy_region_is_answered_503_at_once_and_judged_for_nothing() {
+    for class in [Class::Read, Class::Write] {
+        let s = Setup::new(class);
+        let script = Script::new(&[Step::Busy, Step::Answer(200, None)]);
+        let (error, unknown) = error(s.run(&script).await);
+        assert_eq!((error, unknown), (ProxyError::UpstreamBusy, false));
+        assert!(script.sent().is_empty(), "nothing was sent");
+        assert!(script.outcomes.lock().unwrap().is_empty());
+        // The wait was failway's: no retry on the other region either.
+        assert_eq!(script.steps.lock().unwrap().len(), 1);
+        assert_eq!(script.start.elapsed(), Duration::from_secs(5));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn running_out_of_descriptors_is_counted_never_retried_nor_judged() {
+    use crate::upstream::client::LocalKind;
+    for class in [Class::Read, Class::Write] {
+        let s = Setup::new(class);
+        let script = Script::new(&[
+            Step::Fail(UpstreamFailure::LocalResources(LocalKind::Fds)),
+            Step::Answer(200, None),
+        ]);
+        let (error, unknown) = error(s.run(&script).await);
+        assert_eq!((error, unknown), (ProxyError::LocalResources, false));
+        assert_eq!(script.regions(), [P]);
+        assert!(script.outcomes.lock().unwrap().is_empty());
+        assert_eq!(s.metric("failway_local_errors_total{kind=\"fds\"}"), "1");
+    }
 }
