@@ -237,3 +237,12 @@ pub async fn read_status(s: &mut TcpStream) -> u16 {
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no response head in {text:?}"))
 }
+
+/// A loopback port free at the time of the call.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

@@ -18,14 +18,6 @@ use tokio::time::Instant;
 
 const T: Duration = Duration::from_secs(10);
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `failway run` as a child process under an open-file limit of `nofile`;
 /// killed (by its pid) when dropped.
 struct Failway {
@@ -40,7 +32,7 @@ impl Failway {
     /// `sections` is the config after `[proxy]`'s listen and `[admin]`.
     fn run(nofile: u64, proxy_extra: &str, sections: &str) -> Failway {
         let dir = tempfile::tempdir().unwrap();
-        let (proxy, admin) = (free_port(), free_port());
+        let (proxy, admin) = (common::free_port(), common::free_port());
         let config = dir.path().join("failway.toml");
         std::fs::write(
             &config,

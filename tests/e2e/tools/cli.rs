@@ -21,14 +21,6 @@ fn write_config(dir: &tempfile::TempDir, text: &str) -> std::path::PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn version_prints_the_package_version() {
     let out = failway().arg("--version").output().unwrap();
@@ -132,7 +124,7 @@ interval = "2s"
 
 #[test]
 fn run_with_a_bad_config_exits_64_before_binding() {
-    let port = free_port();
+    let port = common::free_port();
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
@@ -351,7 +343,7 @@ fn classify_uses_the_named_services_settings() {
 async fn run_serves_then_drains_on_sigterm_and_exits_0() {
     let primary = FakeUpstream::start().await;
     let replica = FakeUpstream::start().await;
-    let (port, admin) = (free_port(), free_port());
+    let (port, admin) = (common::free_port(), common::free_port());
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(
         &dir,
