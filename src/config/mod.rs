@@ -27,7 +27,7 @@ mod types;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use service::{HostPattern, ServiceConfig, DEFAULT_SERVICE};
+pub use service::{hosts_take, prefix_takes, HostPattern, ServiceConfig, DEFAULT_SERVICE};
 pub use types::{
     ByteSize, Cidr, ParseByteSizeError, ParseCidrError, ParseStatusRangesError, StatusRanges,
 };

@@ -70,20 +70,25 @@ pub struct ServiceConfig {
     pub rewrite: Vec<RewriteRule>,
 }
 
-impl ServiceConfig {
-    /// Whether `path` starts with the prefix on a segment boundary (`/api`
-    /// takes `/api` and `/api/x`, not `/apix`).
-    pub fn takes_path(&self, path: &str) -> bool {
-        let p = self.path_prefix.as_str();
-        p == "/"
-            || path
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-    }
+/// Whether `path` starts with `prefix` on a segment boundary (`/api`
+/// takes `/api` and `/api/x`, not `/apix`).
+pub fn prefix_takes(prefix: &str, path: &str) -> bool {
+    prefix == "/"
+        || path
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
 
-    /// Whether it takes requests for `host` (no port).
-    pub fn takes_host(&self, host: &str) -> bool {
-        self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(host))
+/// Whether `hosts` take a request for `host` (no port): none listed take
+/// every host, even an absent one.
+pub fn hosts_take(hosts: &[HostPattern], host: Option<&str>) -> bool {
+    hosts.is_empty() || host.is_some_and(|h| hosts.iter().any(|p| p.matches(h)))
+}
+
+impl ServiceConfig {
+    /// Whether it takes requests to `path` (see [`prefix_takes`]).
+    pub fn takes_path(&self, path: &str) -> bool {
+        prefix_takes(&self.path_prefix, path)
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::header::HOST;
 
 use super::service::Service;
-use crate::config::{HostPattern, ServiceConfig};
+use crate::config::{hosts_take, prefix_takes, HostPattern, ServiceConfig};
 
 /// Where one service is chosen: its hosts and path prefix.
 #[derive(Debug, Clone)]
@@ -27,15 +27,11 @@ impl Matcher {
     }
 
     fn takes_host(&self, host: Option<&str>) -> bool {
-        self.hosts.is_empty() || host.is_some_and(|h| self.hosts.iter().any(|p| p.matches(h)))
+        hosts_take(&self.hosts, host)
     }
 
     fn takes_path(&self, path: &str) -> bool {
-        let p = self.path_prefix.as_str();
-        p == "/"
-            || path
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        prefix_takes(&self.path_prefix, path)
     }
 
     fn takes_all(&self) -> bool {
