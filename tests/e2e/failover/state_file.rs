@@ -57,12 +57,19 @@ impl Drop for Immutable {
     }
 }
 
-#[tokio::test]
-async fn an_unwritable_state_folder_stops_the_start_even_with_a_state_file() {
+/// A temporary folder with a `state/` folder in it, and the state file's
+/// path there (not yet written).
+fn state_folder() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let folder = dir.path().join("state");
     std::fs::create_dir(&folder).unwrap();
     let state = folder.join("state.json");
+    (dir, folder, state)
+}
+
+#[tokio::test]
+async fn an_unwritable_state_folder_stops_the_start_even_with_a_state_file() {
+    let (_dir, folder, state) = state_folder();
     let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
     // A first run leaves a state file behind.
     let app = start(&primary, &replica, "", Some(&state)).await;
@@ -138,10 +145,7 @@ async fn a_state_file_deleted_while_running_is_written_again_and_keeps_the_latch
 /// is counted.
 #[tokio::test]
 async fn an_operator_action_that_cannot_be_saved_is_refused_and_taken_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("state");
-    std::fs::create_dir(&folder).unwrap();
-    let state = folder.join("state.json");
+    let (dir, folder, state) = state_folder();
     let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
     let app = start(&primary, &replica, "", Some(&state)).await;
     wait_healthy(&app).await;
