@@ -183,8 +183,12 @@ impl Proxy {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             correlation_id: correlation_id.clone(),
+            client: conn.peer,
+            service: svc.name_arc(),
             class,
             region: None,
+            upstream: None,
+            attempts: 0,
             status: 0,
             start,
             bytes_out: 0,
@@ -193,6 +197,7 @@ impl Proxy {
             complete: false,
         };
 
+        let attempts = std::sync::atomic::AtomicU32::new(0);
         // Boxed: the forwarding state is a few KiB, and hyper keeps room for
         // this future in every connection, idle or not.
         let inbound = forward::Inbound {
@@ -202,6 +207,7 @@ impl Proxy {
             correlation_id: &correlation_id,
             watch,
             conn,
+            attempts: &attempts,
         };
         // Every line the flow logs (retries, upstream failures) carries the
         // request's correlation id, as its access-log line does.
@@ -211,11 +217,13 @@ impl Proxy {
             service = svc.name(),
         );
         let result = Box::pin(self.forward(svc, &d, inbound).instrument(span)).await;
+        log.attempts = attempts.load(std::sync::atomic::Ordering::Relaxed);
         let (resp, region) = match result {
             Ok((mut resp, region)) => {
                 headers::prepare_response(resp.headers_mut(), region.as_str());
                 let (rparts, rbody) = resp.into_parts();
                 log.region = Some(region);
+                log.upstream = Some(d.upstreams[region.index()].authority.clone());
                 log.status = rparts.status.as_u16();
                 let resp = Response::from_parts(rparts, ResponseBody::upstream(rbody, log));
                 (resp, Some(region))

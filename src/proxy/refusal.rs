@@ -4,6 +4,7 @@
 //! `failway-writes-enabled-at`, `Retry-After` only with 503/429,
 //! `failway-outcome: unknown`).
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -182,8 +183,12 @@ impl Proxy {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             correlation_id: correlation_id.clone(),
+            client: conn.peer,
+            service: Arc::from("-"),
             class: crate::classify::Class::Read,
             region: None,
+            upstream: None,
+            attempts: 0,
             status: status.as_u16(),
             start,
             bytes_out: 0,

@@ -26,8 +26,16 @@ pub struct AccessLog {
     /// Logged as its path only: the query may carry identifiers.
     pub uri: http::Uri,
     pub correlation_id: http::HeaderValue,
+    /// The client's address as the socket shows it.
+    pub client: std::net::SocketAddr,
+    /// `-` when no service matched.
+    pub service: Arc<str>,
     pub class: Class,
     pub region: Option<Region>,
+    /// The answering region's `host:port`, as configured.
+    pub upstream: Option<http::uri::Authority>,
+    /// Attempts sent upstream (0: failway answered itself).
+    pub attempts: u32,
     pub status: u16,
     pub start: Instant,
     pub bytes_out: u64,
@@ -44,8 +52,12 @@ impl Drop for AccessLog {
             target: "failway::access",
             method = %self.method,
             path = self.uri.path(),
-            status = self.status,
+            client = %self.client,
+            service = &*self.service,
             region = self.region.map_or("none", Region::as_str),
+            upstream = self.upstream.as_ref().map_or("-", |a| a.as_str()),
+            attempts = self.attempts,
+            status = self.status,
             class = self.class.as_str(),
             duration_ms = millis(self.start.elapsed()),
             bytes_in = self.request_body.bytes(),
@@ -66,6 +78,15 @@ pin_project! {
     enum Kind {
         Upstream { #[pin] inner: hyper::body::Incoming },
         Local { #[pin] inner: Full<Bytes> },
+    }
+}
+
+impl Kind {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Kind::Upstream { inner } => inner.is_end_stream(),
+            Kind::Local { inner } => inner.is_end_stream(),
+        }
     }
 }
 
@@ -119,11 +140,11 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
+        let mut this = self.project();
         if let Some(s) = this.stall.as_ref() {
             s.polled();
         }
-        let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match this.kind.project() {
+        let res: Poll<Option<Result<Frame<Bytes>, BoxError>>> = match this.kind.as_mut().project() {
             KindProj::Upstream { inner } => inner.poll_frame(cx).map_err(Into::into),
             KindProj::Local { inner } => inner.poll_frame(cx).map_err(|never| match never {}),
         };
@@ -136,6 +157,11 @@ impl Body for ResponseBody {
                     if let Some(d) = frame.data_ref() {
                         log.bytes_out += d.len() as u64;
                     }
+                    // hyper stops polling once a Content-Length is
+                    // satisfied, so the end shows here, not as `None`.
+                    if this.kind.is_end_stream() {
+                        log.complete = true;
+                    }
                 }
                 Poll::Ready(None) => log.complete = true,
                 _ => {}
@@ -145,10 +171,7 @@ impl Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Upstream { inner } => inner.is_end_stream(),
-            Kind::Local { inner } => inner.is_end_stream(),
-        }
+        self.kind.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

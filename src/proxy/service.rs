@@ -18,7 +18,8 @@ use crate::proxy::metrics::ProxyMetrics;
 use crate::retry::RetryBudget;
 
 pub struct Service {
-    name: String,
+    // Shared with every access-log record, so logging allocates nothing.
+    name: Arc<str>,
     dynamic: ArcSwap<Dynamic>,
     failover: Failover,
     budget: RetryBudget,
@@ -48,7 +49,7 @@ pub struct Parts {
 impl Service {
     pub fn new(name: &str, parts: Parts) -> Service {
         Service {
-            name: name.to_owned(),
+            name: Arc::from(name),
             dynamic: ArcSwap::from_pointee(parts.dynamic),
             failover: parts.failover,
             budget: parts.budget,
@@ -96,6 +97,10 @@ impl Service {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn name_arc(&self) -> Arc<str> {
+        self.name.clone()
     }
 
     /// The settings, rules and clients requests use now.

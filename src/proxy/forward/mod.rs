@@ -9,7 +9,7 @@
 //! replica-writes latch is persisted when that is the replica; a write whose
 //! bytes reached a server is never sent again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -74,6 +74,8 @@ pub(super) struct Inbound<'a> {
     pub correlation_id: &'a HeaderValue,
     pub watch: Arc<BodyWatch>,
     pub conn: &'a ConnInfo,
+    /// Attempts sent upstream, for the access log.
+    pub attempts: &'a AtomicU32,
 }
 
 impl Proxy {
@@ -92,6 +94,7 @@ impl Proxy {
             correlation_id,
             watch,
             conn,
+            attempts,
         } = req;
         let exact_len = admit(d, &parts)?;
         let more_body = !body.is_end_stream();
@@ -108,6 +111,7 @@ impl Proxy {
             class,
             watch: &watch,
             replica_tried: AtomicBool::new(false),
+            attempts,
         };
         let plan = Plan {
             class,
@@ -271,6 +275,7 @@ struct Regions<'a> {
     watch: &'a BodyWatch,
     /// Rewrite misses are counted once per request, not once per attempt.
     replica_tried: AtomicBool,
+    attempts: &'a AtomicU32,
 }
 
 impl Upstreams for Regions<'_> {
@@ -320,6 +325,7 @@ impl Upstreams for Regions<'_> {
                 .inc();
         }
         let up = &self.d.upstreams[region.index()];
+        self.attempts.fetch_add(1, Ordering::Relaxed);
         up.send(ticket, req).await.map_err(|e| {
             let kind = UpstreamFailure::classify(&e);
             if self.watch.failure().is_none() {

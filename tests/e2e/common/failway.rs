@@ -176,6 +176,22 @@ impl Req {
         self
     }
 
+    /// The status it gets on a fresh HTTP/1.1 client; `None` when it cannot
+    /// connect or the answer breaks off (for polling a starting process).
+    pub async fn try_send(self) -> Option<u16> {
+        let mut req = http::Request::builder()
+            .method(self.method.as_str())
+            .uri(&self.url);
+        for (k, v) in &self.headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(self.body)).ok()?;
+        let resp = client().request(req).await.ok()?;
+        let status = resp.status().as_u16();
+        resp.into_body().collect().await.ok()?;
+        Some(status)
+    }
+
     /// Sends it on a fresh HTTP/1.1 client.
     pub async fn send(self) -> Answer {
         self.send_on(&client()).await

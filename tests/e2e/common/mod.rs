@@ -10,6 +10,7 @@
 
 pub mod etcd;
 pub mod failway;
+pub mod process;
 pub mod tls_upstream;
 pub mod upstream;
 

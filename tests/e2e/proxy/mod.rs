@@ -1,6 +1,7 @@
 //! The inbound data path: forwarding, the gateway role, retries, write
 //! blocking and TLS.
 
+mod access_log;
 mod fd_limits;
 mod forwarding;
 mod gateway;
