@@ -35,10 +35,16 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a configuration and print the effective one (exit 64 on errors).
+    /// Validate a configuration and the files it names (tokens, certificates,
+    /// the state folder) and print the effective config (exit 64 on errors).
     Check {
+        /// The config file to check.
         #[arg(long, short)]
         config: PathBuf,
+        /// Check the values only, not the files they name (for a config
+        /// checked away from the machine it runs on).
+        #[arg(long)]
+        offline: bool,
     },
     /// Play a scripted regional incident against two local simulated regions (--interactive: then keep them running).
     Demo(failway::tools::demo::DemoArgs),
@@ -95,16 +101,9 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match load(&config) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    eprintln!("warning: {w}");
-                }
-                print!("{}", cfg.to_effective_toml());
-                ExitCode::SUCCESS
-            }
-            Err(code) => code,
-        },
+        Command::Check { config, offline } => {
+            ExitCode::from(failway::tools::check::run(&config, offline))
+        }
         Command::Classify {
             config,
             service,

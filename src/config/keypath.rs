@@ -11,14 +11,15 @@
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum Seg {
+pub(super) enum Seg {
     Key(String),
     Index(usize),
 }
 
-/// The key path at byte `offset` of `text` (a valid TOML document), or `None`
-/// when the offset is on no key or value.
-pub(super) fn key_path_at(text: &str, offset: usize) -> Option<String> {
+/// The key path at byte `offset` of `text` (a valid TOML document), as its
+/// segments (keys and array indexes), or `None` when the offset is on no key
+/// or value.
+pub(super) fn key_segments_at(text: &str, offset: usize) -> Option<Vec<Seg>> {
     let mut scanner = Scanner {
         s: text.as_bytes(),
         text,
@@ -26,7 +27,12 @@ pub(super) fn key_path_at(text: &str, offset: usize) -> Option<String> {
         target: offset,
         arrays: HashMap::new(),
     };
-    scanner.document().map(|segs| format_path(&segs))
+    scanner.document()
+}
+
+/// Formats segments as `a.b[2]."quoted key"`.
+pub(super) fn path_of(segs: &[Seg]) -> String {
+    format_path(segs)
 }
 
 /// Formats segments as `a.b[2]."quoted key"`.

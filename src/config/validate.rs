@@ -2,11 +2,12 @@
 //! defaults of DESIGN.md §5, checks every value and the rules between values,
 //! and resolves relative file paths against the config file's folder.
 //!
-//! Syntax errors, unknown keys and values of the wrong TOML type stop at the
-//! first one (the deserializer cannot go on); every other problem is collected
+//! Syntax errors and values of the wrong TOML type stop at the first one
+//! (the deserializer cannot go on); unknown keys are all named (each is
+//! taken out and the file parsed again); every other problem is collected
 //! so one run reports them all. Files named here (certificates, tokens, the
-//! state file) are neither read nor checked for existence: the code that uses
-//! them does, and reports it.
+//! state file) are neither read nor checked for existence: `failway check`
+//! and the code that uses them do.
 //!
 //! The sections are checked in `sections`, `upstreams` and `rules`; single
 //! values are parsed in `values`.
@@ -16,7 +17,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
-use super::keypath::key_path_at;
+use super::keypath::{key_segments_at, path_of, Seg};
 use super::raw::RawConfig;
 use super::{
     Config, ConfigError, ConfigErrors, FailbackMode, FailoverConfig, HealthConfig, StateConfig,
@@ -75,18 +76,86 @@ fn parse_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
     }
     toml::from_str::<RawConfig>(text).map_err(|e| {
         let span = e.span();
-        let path = span
-            .clone()
-            .and_then(|s| key_path_at(text, s.start))
-            .unwrap_or_default();
+        let segs = span.clone().and_then(|s| key_segments_at(text, s.start));
+        let path = segs.as_deref().map(path_of).unwrap_or_default();
         let at = span
             .map(|s: Range<usize>| format!(" (at {})", line_col(text, s.start)))
             .unwrap_or_default();
-        ConfigErrors::single(ConfigError::new(
-            path,
-            format!("{}{at}", friendly_serde_message(e.message())),
-        ))
+        let first = ConfigError::new(path, format!("{}{at}", friendly_serde_message(e.message())));
+        let mut errors = vec![first];
+        if let (true, Some(segs)) = (is_unknown_key(&e), segs) {
+            errors.extend(more_unknown_keys(text, &segs));
+        }
+        ConfigErrors(errors)
     })
+}
+
+fn is_unknown_key(e: &toml::de::Error) -> bool {
+    e.message().trim().starts_with("unknown field")
+}
+
+/// serde stops at the first unknown key; this finds the others by taking
+/// each one out and parsing again, so one run names them all. Their
+/// positions are those of a re-serialized file, so only the key is given.
+fn more_unknown_keys(text: &str, first: &[Seg]) -> Vec<ConfigError> {
+    let Ok(mut doc) = text.parse::<toml::Table>() else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    let mut remove = first.to_vec();
+    // Bounded: a file has finitely many keys, but a bug must not loop.
+    for _ in 0..100 {
+        if !remove_key(&mut doc, &remove) {
+            break;
+        }
+        let Ok(again) = toml::to_string(&doc) else {
+            break;
+        };
+        let Err(e) = toml::from_str::<RawConfig>(&again) else {
+            break;
+        };
+        let segs = e.span().and_then(|s| key_segments_at(&again, s.start));
+        let (true, Some(segs)) = (is_unknown_key(&e), segs) else {
+            break;
+        };
+        found.push(ConfigError::new(
+            path_of(&segs),
+            friendly_serde_message(e.message()),
+        ));
+        remove = segs;
+    }
+    found
+}
+
+/// Takes the key at `segs` out of `doc`; false when it is not there.
+fn remove_key(doc: &mut toml::Table, segs: &[Seg]) -> bool {
+    let Some((Seg::Key(last), parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut table = doc;
+    let mut iter = parents.iter().peekable();
+    while let Some(seg) = iter.next() {
+        let Seg::Key(k) = seg else { return false };
+        let value = match table.get_mut(k) {
+            Some(v) => v,
+            None => return false,
+        };
+        let value = match (value, iter.peek()) {
+            (toml::Value::Array(items), Some(Seg::Index(i))) => {
+                iter.next();
+                match items.get_mut(*i) {
+                    Some(v) => v,
+                    None => return false,
+                }
+            }
+            (v, _) => v,
+        };
+        match value {
+            toml::Value::Table(t) => table = t,
+            _ => return false,
+        }
+    }
+    table.remove(last).is_some()
 }
 
 fn line_col(text: &str, offset: usize) -> String {

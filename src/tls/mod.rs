@@ -388,6 +388,18 @@ fn load(cert_path: &Path, key_path: &Path, provider: &CryptoProvider) -> Result<
     })
 }
 
+/// Loads the pair as a start would, for `failway check`: the leaf's
+/// notAfter (unix seconds) when it can be read.
+pub fn check_pair(cfg: &ServerTls) -> Result<Option<i64>, TlsError> {
+    let provider = rustls::crypto::ring::default_provider();
+    load(&cfg.cert, &cfg.key, &provider).map(|l| l.not_after)
+}
+
+/// The notAfter (unix seconds) of a DER certificate, if it can be read.
+pub fn cert_not_after(cert: &CertificateDer<'_>) -> Option<i64> {
+    not_after(cert).ok()
+}
+
 /// The notAfter of a DER-encoded X.509 certificate, in unix seconds. Only
 /// the gauge depends on it: rustls has parsed the certificate for real, so a
 /// certificate this cannot decode (x509-cert is strict DER, and its times

@@ -6,10 +6,10 @@
   (kubernetes-validate, strict: unknown fields are errors). Custom resources
   without a bundled schema (ServiceMonitor) get structural checks instead.
 - The failway configuration embedded in each ConfigMap is written to a temp
-  file and run through `failway check` (binary from $FAILWAY_BIN, default
+  file and run through `failway check --offline` (binary from $FAILWAY_BIN, default
   target/debug/failway), which must exit 0 without warnings. The files the
   configuration names (token, TLS pair) do not exist here on purpose:
-  `failway check` validates the configuration, not the pod's files.
+  `failway check --offline` validates the configuration, not the pod's files.
 - The pods' properties that make failway work there: the native sidecar, the
   probes on the probe listener, the termination grace period against
   proxy.shutdown_grace, non-root and read-only, every file the configuration
@@ -173,7 +173,7 @@ def failway_check(where: str, text: str) -> dict | None:
         path = Path(tmp) / "failway.toml"
         path.write_text(text)
         try:
-            run = subprocess.run([str(binary), "check", "--config", str(path)],
+            run = subprocess.run([str(binary), "check", "--offline", "--config", str(path)],
                                  capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as e:
             problem(where, f"cannot run {binary}: {e}")

@@ -23,6 +23,7 @@
 //! verified against the system's roots plus that CA).
 
 mod client;
+pub(crate) use client::parse_endpoints;
 mod etcd;
 mod metrics;
 mod record;

@@ -33,7 +33,7 @@ fn check_prints_the_effective_config_of_every_shipped_file() {
     for file in ["example.toml", "sidecar.toml", "gateway.toml"] {
         let path = format!("{}/config/{file}", env!("CARGO_MANIFEST_DIR"));
         let out = failway()
-            .args(["check", "--config", &path])
+            .args(["check", "--offline", "--config", &path])
             .output()
             .unwrap();
         assert!(

@@ -1,6 +1,7 @@
 //! The tools beside the proxy: the CLI, the demo, the simulator and the
 //! official Key Protect client driven through failway.
 
+mod check_files;
 mod cli;
 mod demo;
 mod python_client;

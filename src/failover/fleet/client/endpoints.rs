@@ -20,7 +20,8 @@ pub(crate) fn read_endpoints(path: &std::path::Path) -> Result<Vec<Uri>, FleetEr
         .map_err(|e| FleetError::Etcd(EtcdError::EndpointsFile(format!("{}: {e}", path.display()))))
 }
 
-fn parse_endpoints(text: &str) -> Result<Vec<Uri>, String> {
+/// The endpoints in the text of an endpoints file (also `failway check`'s).
+pub(crate) fn parse_endpoints(text: &str) -> Result<Vec<Uri>, String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("");

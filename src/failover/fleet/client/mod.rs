@@ -36,6 +36,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{json, Value};
 
 mod endpoints;
+pub(crate) use endpoints::parse_endpoints;
 mod stream;
 
 use self::endpoints::{check_endpoints, read_endpoints};
