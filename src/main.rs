@@ -32,6 +32,7 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Run {
+        /// The config file (TOML); relative paths in it resolve against its folder.
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -52,6 +53,14 @@ enum Command {
     Sim(failway::tools::sim::SimArgs),
     /// Talk to a running failway's admin API (status, failover, enable-writes, failback).
     Ctl(failway::tools::ctl::CtlArgs),
+    /// Print a shell completion script (e.g. `failway completions bash > /etc/bash_completion.d/failway`).
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout (e.g. `failway man > failway.1`).
+    Man,
     /// Print the class (read or write) of a request and the rule that decided it.
     Classify {
         /// Config whose profile and rules to use (default: the key-protect profile).
@@ -101,6 +110,21 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "failway", &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("failway man: {e}");
+                    ExitCode::from(EXIT_START)
+                }
+            }
+        }
         Command::Check { config, offline } => {
             ExitCode::from(failway::tools::check::run(&config, offline))
         }
@@ -158,7 +182,7 @@ fn main() -> ExitCode {
                 Ok(code) => ExitCode::from(code),
                 Err(e) => {
                     eprintln!("failway ctl: {e}");
-                    ExitCode::from(failway::tools::ctl::EXIT_UNAVAILABLE)
+                    ExitCode::from(e.exit_code())
                 }
             }
         }

@@ -107,6 +107,8 @@ fn probe_changed(old: &crate::config::HealthConfig, new: &crate::config::HealthC
 pub struct Reloader {
     path: PathBuf,
     current: Mutex<Config>,
+    /// When `current` was loaded: the start, then each applied reload.
+    loaded_at: Mutex<std::time::SystemTime>,
     proxy: Arc<Proxy>,
     builder: Builder,
     metrics: ReloadMetrics,
@@ -174,7 +176,25 @@ fn keep_restart_only(new: &Config, old: &Config) -> Config {
     effective
 }
 
+/// The time an operator reads in `GET /config`.
+fn wall_clock() -> std::time::SystemTime {
+    #[allow(clippy::disallowed_methods)]
+    std::time::SystemTime::now()
+}
+
 impl Reloader {
+    /// The configuration running now (restart-only keys at their running
+    /// values) and when it was loaded.
+    pub fn running(&self) -> (Config, std::time::SystemTime) {
+        let config = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let at = *self.loaded_at.lock().unwrap_or_else(|e| e.into_inner());
+        (config, at)
+    }
+
     pub fn new(
         path: PathBuf,
         current: Config,
@@ -185,6 +205,7 @@ impl Reloader {
         Arc::new(Reloader {
             path,
             current: Mutex::new(current),
+            loaded_at: Mutex::new(wall_clock()),
             proxy,
             builder,
             metrics,
@@ -293,6 +314,9 @@ impl Reloader {
         self.proxy.replace_routes(Routes { routes: next });
         if let Ok(mut c) = self.current.lock() {
             *c = effective;
+        }
+        if let Ok(mut at) = self.loaded_at.lock() {
+            *at = wall_clock();
         }
         tracing::info!(path = %self.path.display(), "configuration reloaded");
         Ok(())

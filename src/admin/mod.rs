@@ -1,6 +1,8 @@
 //! The admin API (DESIGN.md §6) on its own listener: `/livez`, `/readyz`,
 //! `/metrics`, `/status`, `/fleet/instances` (fleet mode: what each instance
-//! last reported), and the operator actions under `/admin/`. A second,
+//! last reported), `/config` (the running configuration; admin listener
+//! only, behind the token when one is set), and the operator actions under
+//! `/admin/`. A second,
 //! GET-only probe listener (`admin.probe_listen`) serves the read endpoints
 //! to kubelet and Prometheus on the pod IP while operator actions stay on
 //! the loopback admin listener.
@@ -41,6 +43,8 @@ pub struct AdminState {
     /// The services (their failover engines, metrics and upstreams).
     pub proxy: Arc<Proxy>,
     pub token: Option<AdminToken>,
+    /// The running configuration, for `GET /config`.
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 /// Which listener a request came on.
@@ -93,7 +97,7 @@ async fn route(
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/livez" | "/readyz" | "/metrics" | "/status" | "/fleet/instances" if !get => {
+        "/livez" | "/readyz" | "/metrics" | "/status" | "/fleet/instances" | "/config" if !get => {
             method_not_allowed("GET, HEAD")
         }
         "/livez" => text(StatusCode::OK, "ok\n"),
@@ -119,6 +123,11 @@ async fn route(
             r
         }
         "/status" => json(StatusCode::OK, &status::document(&state.proxy.routes())),
+        "/config" if listener == Listener::Probe => text(
+            StatusCode::NOT_FOUND,
+            "the configuration is served on admin.listen only\n",
+        ),
+        "/config" => unauthorized(state, &req).unwrap_or_else(|| running_config(state)),
         "/fleet/instances" => match service_named(&state.proxy, req.uri().query()) {
             Err((status, error)) => json(status, &error),
             Ok(svc) => fleet_instances(svc.failover()).await,
@@ -135,16 +144,8 @@ async fn route(
                 {
                     return json(status, &error);
                 }
-                if let Some(token) = &state.token {
-                    if !token.allows(req.headers()) {
-                        let mut r = json(
-                            StatusCode::UNAUTHORIZED,
-                            &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file)"}),
-                        );
-                        r.headers_mut()
-                            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                        return r;
-                    }
+                if let Some(refusal) = unauthorized(state, &req) {
+                    return refusal;
                 }
                 let body = match Limited::new(req.into_body(), actions::MAX_BODY)
                     .collect()
@@ -164,6 +165,39 @@ async fn route(
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// The 401 for a request without the admin token, when one is configured.
+fn unauthorized(state: &AdminState, req: &Request<Incoming>) -> Option<Resp> {
+    let token = state.token.as_ref()?;
+    if token.allows(req.headers()) {
+        return None;
+    }
+    let mut r = json(
+        StatusCode::UNAUTHORIZED,
+        &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file)"}),
+    );
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    Some(r)
+}
+
+/// `GET /config`: the effective configuration as `failway check` prints it
+/// (probe header values redacted; token files are named, never read), under
+/// a comment giving the time it was loaded.
+fn running_config(state: &AdminState) -> Resp {
+    let (config, loaded_at) = state.reloader.running();
+    let body = format!(
+        "# loaded_at = {}\n{}",
+        humantime::format_rfc3339_seconds(loaded_at),
+        config.to_effective_toml()
+    );
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/toml; charset=utf-8"),
+    );
+    r
 }
 
 /// `/fleet/instances` of one service's fleet record.

@@ -4,10 +4,12 @@
 //! `failover`, `enable-writes` and `failback` post an action with its
 //! reason; `fleet status` lists what each fleet instance last reported (in
 //! fleet mode the actions move the whole fleet). `--service NAME` picks the
-//! service (required for actions when there are several). Exit codes: 0
-//! done (or nothing to do), 1 refused by failway (409, 400, 401, 404 for an
-//! unknown service), 69 the admin API cannot be reached or did not answer
-//! in full within `--timeout`. Strings from the server are printed with
+//! service (required for actions when there are several); `config` prints
+//! the running configuration. Exit codes ([`EXIT_CODES`], also in `--help`):
+//! 0 done (or nothing to do), 1 refused as impossible (409) or not found,
+//! 64 usage, 66 the token file is missing or unreadable, 69 the admin API
+//! cannot be reached or did not answer in full within `--timeout`, 77 the
+//! token was refused (401/403). Strings from the server are printed with
 //! control characters escaped, so a stored reason cannot drive the terminal.
 
 use std::borrow::Cow;
@@ -21,7 +23,14 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::Value;
 
+/// The exit codes, as `failway ctl --help` prints them.
+pub const EXIT_CODES: &str =
+    "Exit codes: 0 done (or nothing to do); 1 refused as impossible (409) or not found; \
+64 usage; 66 --token-file missing or unreadable; 69 admin API unreachable or too slow; \
+77 the token was refused (401/403)";
+
 #[derive(Debug, clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct CtlArgs {
     /// Admin API base URL.
     #[arg(long, default_value = "http://127.0.0.1:9901", global = true)]
@@ -49,23 +58,30 @@ pub enum CtlCommand {
     Status,
     /// Fail over to the replica (read-only first). --force: even to a replica judged down.
     Failover {
+        /// Why (recorded in /status and the state file).
         #[arg(long)]
         reason: String,
+        /// Fail over even though the replica is judged down.
         #[arg(long)]
         force: bool,
     },
     /// Enable writes on the replica now.
     EnableWrites {
+        /// Why (recorded in /status and the state file).
         #[arg(long)]
         reason: String,
     },
     /// Fail back to the primary. --force: even over the replica-writes latch.
     Failback {
+        /// Why (recorded in /status and the state file).
         #[arg(long)]
         reason: String,
+        /// Fail back even over the replica-writes latch or a primary judged down.
         #[arg(long)]
         force: bool,
     },
+    /// Print the running configuration (TOML, secrets redacted) and when it was last loaded.
+    Config,
     /// Fleet mode: the instances sharing this instance's record.
     Fleet {
         #[command(subcommand)]
@@ -80,7 +96,11 @@ pub enum FleetCommand {
 }
 
 pub const EXIT_REFUSED: u8 = 1;
+/// EX_NOINPUT: the token file cannot be read.
+pub const EXIT_NO_INPUT: u8 = 66;
 pub const EXIT_UNAVAILABLE: u8 = 69;
+/// EX_NOPERM: the admin API refused the token.
+pub const EXIT_NO_PERM: u8 = 77;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CtlError {
@@ -96,6 +116,17 @@ pub enum CtlError {
     Unreachable { url: String, message: String },
     #[error("the admin API answered something that is not JSON (status {0})")]
     NotJson(u16),
+}
+
+impl CtlError {
+    /// The exit code for this error.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CtlError::Token { .. } => EXIT_NO_INPUT,
+            CtlError::Url(_) => crate::tools::check::EXIT_CONFIG,
+            CtlError::Unreachable { .. } | CtlError::NotJson(_) => EXIT_UNAVAILABLE,
+        }
+    }
 }
 
 /// Runs a ctl command; returns the process exit code.
@@ -132,8 +163,12 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
                 url: url.clone(),
                 message,
             })?;
-    let value: Value = serde_json::from_slice(&bytes).map_err(|_| CtlError::NotJson(status))?;
     let ok = (200..300).contains(&status);
+    if let (CtlCommand::Config, true) = (&args.command, ok) {
+        print!("{}", printable_config(&bytes));
+        return Ok(0);
+    }
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| CtlError::NotJson(status))?;
     let now = SystemTime::now();
     match &args.command {
         CtlCommand::Status if ok => {
@@ -152,7 +187,22 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         CtlCommand::Fleet { .. } if status == 200 => print!("{}", fleet_table(&value, now)),
         _ => println!("{}", action_line(status, &value)),
     }
-    Ok(if ok { 0 } else { EXIT_REFUSED })
+    Ok(match status {
+        _ if ok => 0,
+        401 | 403 => EXIT_NO_PERM,
+        _ => EXIT_REFUSED,
+    })
+}
+
+/// The TOML `GET /config` answered, control characters escaped line by line.
+fn printable_config(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        out.push_str(&printable(line));
+        out.push('\n');
+    }
+    out
 }
 
 /// The method, path and JSON body of `command`; `service` goes into an
@@ -166,6 +216,7 @@ fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, O
     };
     match command {
         CtlCommand::Status => (Method::GET, "/status".into(), None),
+        CtlCommand::Config => (Method::GET, "/config".into(), None),
         CtlCommand::Fleet {
             command: FleetCommand::Status,
         } => {
@@ -211,7 +262,7 @@ fn query_escaped(text: &str) -> String {
 async fn exchange(req: Request<Full<Bytes>>, timeout: Duration) -> Result<(u16, Bytes), String> {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let whole = async {
-        let resp = client.request(req).await.map_err(|e| e.to_string())?;
+        let resp = client.request(req).await.map_err(|e| cause_chain(&e))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -223,6 +274,22 @@ async fn exchange(req: Request<Full<Bytes>>, timeout: Duration) -> Result<(u16, 
     tokio::time::timeout(timeout, whole)
         .await
         .map_err(|_| format!("timed out after {}", humantime::format_duration(timeout)))?
+}
+
+/// The error and its causes (`client error (Connect): tcp connect error:
+/// Connection refused (os error 111)`): hyper's own text names no cause.
+fn cause_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }
 
 /// `text` with control characters (terminal escapes, NUL, line breaks) and
@@ -439,7 +506,12 @@ fn action_line(status: u16, v: &Value) -> String {
             "already {}; automatic failback now waits for an operator",
             s(&v["mode"])
         ),
-        (409, _) => format!("refused (mode {}): {}", s(&v["mode"]), s(&v["error"])),
+        // The admin API names its JSON field; on this command line it is a flag.
+        (409, _) => format!(
+            "refused (mode {}): {}",
+            s(&v["mode"]),
+            s(&v["error"]).replace("send \"force\": true", "add --force")
+        ),
         _ => format!("error {status}: {}", s(&v["error"])),
     }
 }

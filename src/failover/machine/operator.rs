@@ -95,7 +95,7 @@ impl Machine {
         if self.replica == Health::Unhealthy && !force {
             return Err(self.conflict(
                 ConflictKind::ReplicaDown,
-                "the replica is judged down; send force=true to fail over anyway",
+                "the replica is judged down; send \"force\": true to fail over anyway",
             ));
         }
         let mut reason = operator_reason(reason, "operator failover");
@@ -144,13 +144,13 @@ impl Machine {
             return Err(self.conflict(
                 ConflictKind::ReplicaWrites,
                 "writes were accepted on the replica and never reach the primary; \
-                 send force=true to fail back anyway",
+                 send \"force\": true to fail back anyway",
             ));
         }
         if self.primary_down() && !force {
             return Err(self.conflict(
                 ConflictKind::PrimaryDown,
-                "the primary is judged down; send force=true to fail back anyway",
+                "the primary is judged down; send \"force\": true to fail back anyway",
             ));
         }
         let mut reason = operator_reason(reason, "operator failback");

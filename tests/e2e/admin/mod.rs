@@ -1,4 +1,6 @@
-//! The admin listeners' own defences: bounded connections and request
-//! time, and operator actions only from a local, same-origin JSON client.
+//! The admin listeners: their own defences (bounded connections and request
+//! time, operator actions only from a local, same-origin JSON client) and
+//! the running configuration they show.
 
+mod config_dump;
 mod guard;

@@ -3,6 +3,7 @@
 
 mod check_files;
 mod cli;
+mod ctl_codes;
 mod demo;
 mod python_client;
 mod sim;
