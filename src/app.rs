@@ -168,6 +168,16 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
     let registry = metrics::new_registry();
     let listener_metrics = ListenerMetrics::register(&registry)?;
     let (drain, drain_rx) = watch::channel(false);
+    // Every port first: a start that fails on a taken port must not have
+    // written the state file (building a service persists its state).
+    let Listeners {
+        proxy: proxy_listener,
+        proxy_addr,
+        admin: admin_listener,
+        admin_addr,
+        probe: probe_listener,
+        probe_addr,
+    } = bind_listeners(&config).await?;
     let builder = Builder {
         resolver: options.resolver.clone(),
         probes: options.active_health_checks,
@@ -191,15 +201,6 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
     let first = routes[0].service.clone();
     let reload_metrics = ReloadMetrics::register(&registry)?;
     let proxy = Arc::new(Proxy::new(Routes { routes }, listener_metrics));
-
-    let Listeners {
-        proxy: proxy_listener,
-        proxy_addr,
-        admin: admin_listener,
-        admin_addr,
-        probe: probe_listener,
-        probe_addr,
-    } = bind_listeners(&config).await?;
 
     let server = serve_proxy(
         &config,

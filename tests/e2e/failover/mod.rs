@@ -5,4 +5,5 @@ mod driver;
 mod late_writes;
 mod outage;
 mod reload;
+mod start_order;
 mod state_file;
