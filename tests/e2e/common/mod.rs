@@ -183,8 +183,19 @@ pub fn tool_available(program: &str, install: &str) -> bool {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{program} is required in CI and is missing; {install}");
     }
-    eprintln!("skipped: {program} is not installed ({install}); `bash tests/ci/install-tools.sh` installs it");
+    skipped(&format!(
+        "{program} is not installed ({install}); `bash tests/ci/install-tools.sh` installs it"
+    ));
     false
+}
+
+/// Says on stderr why a test returns without checking anything, as a line
+/// `skipped: WHY` that `.ci/run` counts. Written to the process's stderr
+/// itself, not through `eprintln!`, which the test harness captures and
+/// shows only for failures or with `--nocapture`.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "skipped: {why}");
 }
 
 /// The labels of a sample written `name{k="v",...}`, and its name.

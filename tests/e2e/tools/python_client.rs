@@ -28,7 +28,7 @@ fn python() -> Option<PathBuf> {
     if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
         panic!("{how}");
     }
-    eprintln!("skipped: {how}");
+    crate::common::skipped(how);
     None
 }
 
