@@ -22,7 +22,8 @@
 //! after N bytes) are switched on the control port or through
 //! [`Simulator::faults`]; see `listener` for how each behaves.
 //!
-//! Deliberately not simulated: persistence (state is in memory), TLS, IAM,
+//! Keys live in memory unless `--state FILE` keeps them across restarts
+//! (`saved`). Deliberately not simulated: TLS, IAM,
 //! key rings, policies, registrations, import tokens, dual authorization,
 //! purge and the one-rotation-per-hour limit. Ciphertexts are not
 //! interchangeable with the real service's.
@@ -39,6 +40,7 @@ mod listener;
 mod region;
 mod render;
 mod replicate;
+mod saved;
 mod store;
 mod wrap;
 
@@ -77,8 +79,11 @@ pub struct SimArgs {
     /// Accept only `Authorization: Bearer <TOKEN>` (default: any bearer token).
     #[arg(long)]
     pub token: Option<String>,
-    /// Replicate key changes to the replica simulator whose CONTROL URL this
-    /// is (e.g. http://127.0.0.1:18091).
+    /// Replicate key changes to the replica simulator whose control port
+    /// this URL names: the replica's `--control` (it cannot share the
+    /// primary's default 127.0.0.1:18090 on one machine, so e.g. start it
+    /// with `--listen 127.0.0.1:18081 --control 127.0.0.1:18091` and pass
+    /// http://127.0.0.1:18091 here).
     #[arg(long, value_name = "URL")]
     pub replicate_to: Option<String>,
     /// Delay before a change is sent to the replica.
@@ -93,6 +98,10 @@ pub struct SimArgs {
     /// Label for logs and CRNs.
     #[arg(long, default_value = "region")]
     pub name: String,
+    /// Keep the keys in FILE across restarts (JSON, key material included;
+    /// written owner-only after every change). Default: in memory only.
+    #[arg(long, value_name = "FILE")]
+    pub state: Option<std::path::PathBuf>,
 }
 
 impl SimArgs {
@@ -109,6 +118,7 @@ impl SimArgs {
             remap_ids: false,
             read_only: false,
             name: name.to_owned(),
+            state: None,
         }
     }
 }
@@ -158,14 +168,18 @@ impl Simulator {
             }
             None => (None, None),
         };
-        let region = Arc::new(Region::new(
+        let region = Region::new(
             args.name.clone(),
             args.instance.clone(),
             args.token.clone(),
             args.read_only,
             args.remap_ids,
             replicator,
-        ));
+        );
+        let region = Arc::new(match &args.state {
+            Some(path) => region.with_saved(path.clone())?,
+            None => region,
+        });
         let faults = FaultControl::default();
         let (shutdown, stop_rx) = watch::channel(false);
         let mut tasks = vec![

@@ -94,6 +94,8 @@ pub struct Region {
     pub counters: Counters,
     store: Mutex<Store>,
     replicator: Option<Replicator>,
+    /// `--state`: where the keys are saved after each change.
+    saved: Option<std::path::PathBuf>,
 }
 
 impl Region {
@@ -114,6 +116,25 @@ impl Region {
             counters: Counters::default(),
             store: Mutex::new(Store::default()),
             replicator,
+            saved: None,
+        }
+    }
+
+    /// Keeps the keys in `path` (loading those already there).
+    pub fn with_saved(mut self, path: std::path::PathBuf) -> std::io::Result<Self> {
+        let keys = super::saved::load(&path)?;
+        self.store = Mutex::new(Store::from_saved(keys));
+        self.saved = Some(path);
+        Ok(self)
+    }
+
+    /// Saves the keys when `--state` is set; a failure is logged, and the
+    /// region goes on serving from memory.
+    fn save(&self, store: &Store) {
+        if let Some(path) = &self.saved {
+            if let Err(e) = super::saved::save(path, &store.in_order()) {
+                tracing::error!(region = %self.name, path = %path.display(), error = %e, "cannot save the keys (--state)");
+            }
         }
     }
 
@@ -131,6 +152,7 @@ impl Region {
     ) -> Result<Key, ApiError> {
         let mut store = self.store();
         let key = op(&mut store, SystemTime::now())?;
+        self.save(&store);
         if let Some(r) = &self.replicator {
             r.push(key.clone());
         }
@@ -144,7 +166,10 @@ impl Region {
         } else {
             key.id.clone()
         };
-        self.store().apply_replicated(key, id);
+        let mut store = self.store();
+        store.apply_replicated(key, id);
+        self.save(&store);
+        drop(store);
         Counters::bump(&self.counters.replicated_in);
     }
 }

@@ -32,6 +32,24 @@ pub(super) fn crypto_error(e: CryptoError) -> ApiError {
 }
 
 impl Store {
+    /// A store holding `keys` (oldest first), as `--state` saved them.
+    pub fn from_saved(keys: Vec<Key>) -> Store {
+        let mut store = Store::default();
+        for mut key in keys {
+            store.next_seq += 1;
+            key.seq = store.next_seq;
+            store.keys.insert(key.id.clone(), key);
+        }
+        store
+    }
+
+    /// Every key, oldest first (what `--state` saves).
+    pub fn in_order(&self) -> Vec<&Key> {
+        let mut keys: Vec<&Key> = self.keys.values().collect();
+        keys.sort_by_key(|k| k.seq);
+        keys
+    }
+
     fn resolve(&self, id_or_alias: &str) -> Option<&str> {
         if let Some((id, _)) = self.keys.get_key_value(id_or_alias) {
             return Some(id);
