@@ -55,7 +55,7 @@ import sys
 
 dashboard_path, alerts_path, rules_out = sys.argv[1:4]
 
-# DESIGN.md section 7: the failway_ metrics, by name.
+# docs/design.md §7: the failway_ metrics, by name.
 FAILWAY = {
     "failway_mode", "failway_mode_transitions_total",
     "failway_read_only_deadline_timestamp_seconds", "failway_failback_blocked",

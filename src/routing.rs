@@ -20,7 +20,7 @@ pub enum Route {
     Unavailable,
 }
 
-/// The routing decision (DESIGN.md §1): reads go to the mode's region, or
+/// The routing decision (docs/design.md §1): reads go to the mode's region, or
 /// to the other one when the mode's region is known down and the other is
 /// not; writes follow the mode strictly and never switch region.
 pub fn route(class: Class, snap: &Snapshot) -> Route {

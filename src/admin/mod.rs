@@ -1,4 +1,4 @@
-//! The admin API (DESIGN.md §6) on its own listener: `/livez`, `/readyz`,
+//! The admin API (docs/design.md §6) on its own listener: `/livez`, `/readyz`,
 //! `/metrics`, `/status`, `/fleet/instances` (fleet mode: what each instance
 //! last reported), `/config` (the running configuration; admin listener
 //! only, behind the token when one is set), and the operator actions under

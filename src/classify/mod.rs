@@ -1,4 +1,4 @@
-//! Classification of requests into reads and writes (DESIGN.md §2).
+//! Classification of requests into reads and writes (docs/design.md §2).
 //!
 //! A [`Classifier`] is compiled once from the `[classify]` config and then
 //! answers, for every request, whether it may change stored state. The answer

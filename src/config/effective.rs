@@ -1,6 +1,6 @@
 //! Prints a validated [`Config`] back as TOML: every key with its resolved
 //! value (defaults filled in, relative paths resolved, the profile's
-//! `blocked_write_status` chosen), in the order of DESIGN.md §5, so
+//! `blocked_write_status` chosen), in the order of docs/design.md §5, so
 //! `failway check` shows what will actually run. The output parses back to the
 //! same configuration, except that probe header values are printed as
 //! `"<redacted>"`: they often carry credentials. Files are never read here.

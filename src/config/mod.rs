@@ -3,7 +3,7 @@
 //! fields cannot hold invalid values (durations, sizes, socket addresses,
 //! URIs, enums). Every error names its key path and what would be valid.
 //!
-//! The whole schema of DESIGN.md §5 is validated here, including sections whose
+//! The whole schema of docs/design.md §5 is validated here, including sections whose
 //! features land later, so no key ever needs renaming.
 
 use std::net::{IpAddr, SocketAddr};

@@ -1,4 +1,4 @@
-//! The config file as written: a serde mirror of DESIGN.md §5. Every struct
+//! The config file as written: a serde mirror of docs/design.md §5. Every struct
 //! denies unknown keys, and every value is optional and kept in its written
 //! form (durations and sizes as strings, integers as `i64`) so that `validate`
 //! can apply the defaults and report each bad value with its key path and what

@@ -1,5 +1,5 @@
 //! Turns the raw file ([`super::raw`]) into the typed [`Config`]: applies the
-//! defaults of DESIGN.md §5, checks every value and the rules between values,
+//! defaults of docs/design.md §5, checks every value and the rules between values,
 //! and resolves relative file paths against the config file's folder.
 //!
 //! Syntax errors and values of the wrong TOML type stop at the first one

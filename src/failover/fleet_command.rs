@@ -1,4 +1,4 @@
-//! Operator actions in fleet mode (DESIGN.md §1): an action sent to any
+//! Operator actions in fleet mode (docs/design.md §1): an action sent to any
 //! instance changes the shared record, whatever that instance's own probes
 //! make of the regions.
 //!

@@ -1,5 +1,5 @@
 //! Fleet mode in the failover driver: keeps the local [`Machine`] in step
-//! with the shared etcd record (DESIGN.md §1).
+//! with the shared etcd record (docs/design.md §1).
 //!
 //! The machine still decides what *would* happen; after every event the
 //! driver calls [`Driver::reconcile`], which either gets the fleet to agree

@@ -1,4 +1,4 @@
-//! The one-way failover state machine (DESIGN.md §1), pure.
+//! The one-way failover state machine (docs/design.md §1), pure.
 //!
 //! Replication goes primary -> replica only, so the machine is built around
 //! one fact: once a write was accepted on the replica, going back to the

@@ -1,4 +1,4 @@
-//! The failover engine's Prometheus series (DESIGN.md §7). State is exported
+//! The failover engine's Prometheus series (docs/design.md §7). State is exported
 //! as labels on 0/1 gauges; a gauge with nothing to say (no read-only
 //! deadline, a region never probed) is absent rather than 0.
 

@@ -1,4 +1,4 @@
-//! Failover: the one-way `primary -> replica` decision (DESIGN.md §1).
+//! Failover: the one-way `primary -> replica` decision (docs/design.md §1).
 //!
 //! [`machine`] is the pure state machine; [`driver`] is the task that owns it,
 //! feeds it probe results, live-traffic signals, operator commands and the
@@ -363,7 +363,7 @@ impl Failover {
     }
 
     /// Must succeed right before a write is sent to the replica: sets the
-    /// replica-writes latch and persists it first (DESIGN.md §1). The
+    /// replica-writes latch and persists it first (docs/design.md §1). The
     /// answer is held while the write is sent: operator commands wait.
     pub async fn begin_replica_write(&self) -> Result<ReplicaWrite, WriteRefusal> {
         let gate = self.replica_writes.clone().read_owned().await;

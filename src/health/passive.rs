@@ -8,7 +8,7 @@
 //! Only failures that speak about the region count as errors: connect errors,
 //! timeouts, resets and 502/503/504. A 4xx (429 included: it means "back
 //! off", not "down") is the client's or the quota's business, and 500/501
-//! usually belong to one request, not to the region (DESIGN.md §1).
+//! usually belong to one request, not to the region (docs/design.md §1).
 //!
 //! Memory is fixed whatever the traffic: the window is cut into
 //! [`BUCKETS`] time buckets of counters, reused as a ring. The cost is

@@ -2,7 +2,7 @@
 //! response: [`ProxyError`] names what went wrong, [`ProxyError::status`] and
 //! [`ProxyError::code`] map it to a status and a stable machine-readable code,
 //! and [`render`] writes the body in the classification profile's error format
-//! (DESIGN.md §6): Key Protect's `application/vnd.ibm.kms.error+json` for the
+//! (docs/design.md §6): Key Protect's `application/vnd.ibm.kms.error+json` for the
 //! `key-protect` profile, RFC 9457 `application/problem+json` otherwise.
 //!
 //! It does not decide *whether* something is an error (the data path does) and

@@ -248,7 +248,7 @@ pub fn prepare_response(headers: &mut HeaderMap, region: &'static str) {
     headers.insert(FAILWAY_REGION, HeaderValue::from_static(region));
 }
 
-/// The request's correlation id (DESIGN.md §8): `correlation-id`, else
+/// The request's correlation id (docs/design.md §8): `correlation-id`, else
 /// `X-Correlation-ID`, else a new v4 UUID. Values that are not short printable
 /// tokens are ignored, so a hostile id cannot bloat or corrupt the access log.
 pub fn correlation_id(headers: &HeaderMap) -> HeaderValue {

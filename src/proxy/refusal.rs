@@ -1,6 +1,6 @@
 //! Answers failway makes itself instead of forwarding: errors
 //! ([`ProxyError`]) and refused writes. Rendered in the profile's error
-//! format with the headers DESIGN.md §6 specifies (`failway-mode`,
+//! format with the headers docs/design.md §6 specifies (`failway-mode`,
 //! `failway-writes-enabled-at`, `Retry-After` only with 503/429,
 //! `failway-outcome: unknown`).
 

@@ -1,4 +1,4 @@
-//! Exponential backoff with full jitter (DESIGN.md §4).
+//! Exponential backoff with full jitter (docs/design.md §4).
 //!
 //! The delay before retry `n` (0 for the first retry) is drawn uniformly from
 //! `[0, min(max, base * 2^n)]`. Full jitter, rather than a fixed exponential

@@ -1,5 +1,5 @@
 //! A retry budget: retries may add at most `retry.budget_ratio` of the recent
-//! request rate, plus a floor of `retry.budget_min_per_sec` (DESIGN.md §4).
+//! request rate, plus a floor of `retry.budget_min_per_sec` (docs/design.md §4).
 //!
 //! # Why a budget, and not only `max_attempts`
 //!

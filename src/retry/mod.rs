@@ -1,4 +1,4 @@
-//! Retries (DESIGN.md §4): the pure decisions, with time passed in.
+//! Retries (docs/design.md §4): the pure decisions, with time passed in.
 //!
 //! - [`policy`]: whether a failed attempt may be sent again, and why; the one
 //!   place that decides retryability.

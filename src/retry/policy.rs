@@ -1,5 +1,5 @@
 //! Retryability: the one place that decides whether a failed attempt may be
-//! sent again (DESIGN.md §1 and §4).
+//! sent again (docs/design.md §1 and §4).
 //!
 //! The caller describes what happened as a closed [`Failure`], says whether the
 //! request is a read or a write and whether its body can be sent again, and

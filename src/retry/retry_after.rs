@@ -1,4 +1,4 @@
-//! `Retry-After` parsing and the wait-or-give-up rule (DESIGN.md §4).
+//! `Retry-After` parsing and the wait-or-give-up rule (docs/design.md §4).
 //!
 //! [`parse`] reads a `Retry-After` value (RFC 9110 §10.2.3): delta-seconds or
 //! an HTTP-date, the latter relative to a `now` passed in. All three date forms

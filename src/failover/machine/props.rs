@@ -3,7 +3,7 @@
 //! replica, state-file outages, restarts, reloads and clock steps are run
 //! against the machine (driven as the driver drives it: settle with `tick`,
 //! persist what changed) and against a reference model written from
-//! DESIGN.md §1. After every step the two must agree, and the safety rules
+//! docs/design.md §1. After every step the two must agree, and the safety rules
 //! are checked on the machine directly, so a wrong model cannot hide them:
 //! - no write is let through outside `failover_read_write`, and none before
 //!   the latch is on disk;
@@ -140,7 +140,7 @@ fn outcome(r: &Result<CommandOutcome, Conflict>) -> Outcome {
     }
 }
 
-/// DESIGN.md §1 as plainly as it reads. Times are whole milliseconds, as
+/// docs/design.md §1 as plainly as it reads. Times are whole milliseconds, as
 /// the machine stores them.
 #[derive(Debug, Clone)]
 struct Model {

@@ -1,4 +1,4 @@
-//! The Prometheus exposition end to end (DESIGN.md §7): exact request counts
+//! The Prometheus exposition end to end (docs/design.md §7): exact request counts
 //! after scripted traffic through both regions and failway itself, a series
 //! count that does not grow with key IDs, paths or client addresses, the
 //! families and conventions a scraper relies on, and `promtool check metrics`.

@@ -1,4 +1,4 @@
-//! Retries that are safe by construction (DESIGN.md §4), end to end: what is
+//! Retries that are safe by construction (docs/design.md §4), end to end: what is
 //! retried, what never is, backoff with `Retry-After`, deadlines, budgets,
 //! replay buffers and a read's move to the replica inside one request.
 
