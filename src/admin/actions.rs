@@ -198,18 +198,15 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
     };
-    if action == Action::EnableWrites && parsed.force {
-        return (
-            StatusCode::BAD_REQUEST,
-            json!({"error": "force: enable-writes takes no force"}),
-        );
-    }
     let command = match action {
         Action::Failover => Command::Failover {
             force: parsed.force,
             reason,
         },
-        Action::EnableWrites => Command::EnableWrites { reason },
+        Action::EnableWrites => Command::EnableWrites {
+            force: parsed.force,
+            reason,
+        },
         Action::Failback => Command::Failback {
             force: parsed.force,
             reason,
