@@ -14,6 +14,7 @@
 //! from a web page (`guard`).
 
 pub mod actions;
+mod drill;
 mod conn;
 mod guard;
 pub mod status;

@@ -7,7 +7,7 @@
 //! the snapshot without locks, reports live outcomes, and asks before the
 //! first write to the replica; the admin API sends operator commands.
 
-mod drill;
+pub(crate) mod drill;
 pub(crate) mod driver;
 pub mod fleet;
 mod fleet_command;
