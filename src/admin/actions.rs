@@ -226,7 +226,13 @@ pub async fn run(
         },
         Action::Drill | Action::DrillStop => {
             let max = svc.dynamic().settings.max_drill;
-            match super::drill::command(action == Action::DrillStop, parsed.duration, parsed.force, max, reason) {
+            match super::drill::command(
+                action == Action::DrillStop,
+                parsed.duration,
+                parsed.force,
+                max,
+                reason,
+            ) {
                 Ok(c) => c,
                 Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
             }

@@ -75,12 +75,15 @@ mod tests {
 
     #[test]
     fn stop_takes_neither_duration_nor_force() {
-        let stop = |d: Option<&str>, force| command(true, d.map(str::to_owned), force, HOUR, "r".into());
+        let stop =
+            |d: Option<&str>, force| command(true, d.map(str::to_owned), force, HOUR, "r".into());
         assert_eq!(
             stop(None, false).unwrap(),
             Command::StopDrill { reason: "r".into() }
         );
-        assert!(stop(Some("1s"), false).unwrap_err().starts_with("duration:"));
+        assert!(stop(Some("1s"), false)
+            .unwrap_err()
+            .starts_with("duration:"));
         assert!(stop(None, true).unwrap_err().starts_with("force:"));
     }
 }

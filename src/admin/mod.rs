@@ -14,8 +14,8 @@
 //! from a web page (`guard`).
 
 pub mod actions;
-mod drill;
 mod conn;
+mod drill;
 mod guard;
 pub mod status;
 

@@ -402,7 +402,12 @@ impl Machine {
         }
     }
 
-    pub(super) fn fail_over(&mut self, trigger: Trigger, reason: String, now: SystemTime) -> Transition {
+    pub(super) fn fail_over(
+        &mut self,
+        trigger: Trigger,
+        reason: String,
+        now: SystemTime,
+    ) -> Transition {
         let at = to_millis_precision(now);
         self.state.failed_over_at = Some(at);
         // A window too large for the clock never ends.
@@ -415,7 +420,12 @@ impl Machine {
         self.enter(Mode::FailoverReadOnly, trigger, reason, false, at)
     }
 
-    pub(super) fn enable_writes(&mut self, trigger: Trigger, reason: String, now: SystemTime) -> Transition {
+    pub(super) fn enable_writes(
+        &mut self,
+        trigger: Trigger,
+        reason: String,
+        now: SystemTime,
+    ) -> Transition {
         self.state.read_only_deadline = None;
         let at = to_millis_precision(now);
         self.enter(Mode::FailoverReadWrite, trigger, reason, false, at)
@@ -461,6 +471,8 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+mod drill_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

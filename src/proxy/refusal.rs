@@ -43,7 +43,10 @@ pub enum Refusal {
 /// The refusal of a write during a drill: it says so, and when it ends.
 fn drill_message(ends_at: Option<std::time::SystemTime>) -> String {
     let when = ends_at.map_or_else(String::new, |t| {
-        format!(" The drill ends at {}.", humantime::format_rfc3339_seconds(t))
+        format!(
+            " The drill ends at {}.",
+            humantime::format_rfc3339_seconds(t)
+        )
     });
     format!(
         "A failover drill is under way: the service rehearses read-only failover to its replica region, so writes are refused and were not applied. Reads keep working.{when}"

@@ -54,10 +54,12 @@ pub enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Enable writes on the replica now.
+    /// Enable writes on the replica now. --force: during a drill, turning it into a real failover.
     EnableWrites {
         #[arg(long)]
         reason: String,
+        #[arg(long)]
+        force: bool,
     },
     /// Fail back to the primary. --force: even over the replica-writes latch.
     Failback {
@@ -65,6 +67,16 @@ pub enum CtlCommand {
         reason: String,
         #[arg(long)]
         force: bool,
+    },
+    /// Rehearse a failover: read-only on the replica for --duration, then back
+    /// by itself. --stop: end the drill under way now.
+    Drill {
+        #[arg(long, required_unless_present = "stop")]
+        duration: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long, conflicts_with = "duration")]
+        stop: bool,
     },
     /// Fleet mode: the instances sharing this instance's record.
     Fleet {
@@ -179,9 +191,18 @@ fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, O
             "/admin/failover",
             serde_json::json!({"reason": reason, "force": force}),
         ),
-        CtlCommand::EnableWrites { reason } => action(
+        CtlCommand::EnableWrites { reason, force } => action(
             "/admin/enable-writes",
-            serde_json::json!({"reason": reason}),
+            serde_json::json!({"reason": reason, "force": force}),
+        ),
+        CtlCommand::Drill {
+            reason, stop: true, ..
+        } => action("/admin/drill/stop", serde_json::json!({"reason": reason})),
+        CtlCommand::Drill {
+            duration, reason, ..
+        } => action(
+            "/admin/drill",
+            serde_json::json!({"reason": reason, "duration": duration}),
         ),
         CtlCommand::Failback { reason, force } => action(
             "/admin/failback",

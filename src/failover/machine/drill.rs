@@ -99,10 +99,7 @@ impl Machine {
         now: SystemTime,
     ) -> Result<CommandOutcome, Conflict> {
         if self.state.mode != Mode::Primary {
-            return Err(self.conflict(
-                ConflictKind::NotPrimary,
-                "a drill starts only from primary",
-            ));
+            return Err(self.conflict(ConflictKind::NotPrimary, "a drill starts only from primary"));
         }
         if self.state.operator_hold {
             return Err(self.conflict(
