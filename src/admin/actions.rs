@@ -32,6 +32,8 @@ struct ActionBody {
     force: bool,
     /// Required when more than one service exists.
     service: Option<String>,
+    /// `/admin/drill` only.
+    duration: Option<String>,
 }
 
 /// The service an action or query names: `name`, or the only one.
@@ -63,6 +65,8 @@ pub enum Action {
     Failover,
     EnableWrites,
     Failback,
+    Drill,
+    DrillStop,
 }
 
 impl Action {
@@ -71,6 +75,8 @@ impl Action {
             "/admin/failover" => Some(Action::Failover),
             "/admin/enable-writes" => Some(Action::EnableWrites),
             "/admin/failback" => Some(Action::Failback),
+            "/admin/drill" => Some(Action::Drill),
+            "/admin/drill/stop" => Some(Action::DrillStop),
             _ => None,
         }
     }
@@ -177,6 +183,7 @@ pub async fn run(
             reason: None,
             force: false,
             service: None,
+            duration: None,
         }
     } else {
         match serde_json::from_slice(body) {
@@ -198,10 +205,10 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
     };
-    if action == Action::EnableWrites && parsed.force {
+    if action != Action::Drill && parsed.duration.is_some() {
         return (
             StatusCode::BAD_REQUEST,
-            json!({"error": "force: enable-writes takes no force"}),
+            json!({"error": "duration: only /admin/drill takes a duration"}),
         );
     }
     let command = match action {
@@ -209,13 +216,33 @@ pub async fn run(
             force: parsed.force,
             reason,
         },
-        Action::EnableWrites => Command::EnableWrites { reason },
+        Action::EnableWrites => Command::EnableWrites {
+            force: parsed.force,
+            reason,
+        },
         Action::Failback => Command::Failback {
             force: parsed.force,
             reason,
         },
+        Action::Drill | Action::DrillStop => {
+            let max = svc.dynamic().settings.max_drill;
+            match super::drill::command(
+                action == Action::DrillStop,
+                parsed.duration,
+                parsed.force,
+                max,
+                reason,
+            ) {
+                Ok(c) => c,
+                Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
+            }
+        }
     };
-    match failover.command(command).await {
+    let answer = failover.command(command).await;
+    if action == Action::Drill && matches!(answer, Ok(Err(_))) {
+        failover.metrics().drills.refused();
+    }
+    match answer {
         Err(e @ CommandError::Contended(_)) => (
             StatusCode::CONFLICT,
             json!({

@@ -17,6 +17,7 @@
 
 pub mod actions;
 mod conn;
+mod drill;
 mod guard;
 pub mod status;
 

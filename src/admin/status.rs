@@ -60,6 +60,13 @@ pub fn status_json(snap: &Snapshot, urls: &[String; 2]) -> Value {
         "replica_writes_latch": snap.latch,
         "operator_hold": snap.operator_hold,
         "failback_blocked": snap.failback_blocked.map(|b| b.as_str()),
+        "drill": snap.drill.as_ref().map(|d| json!({
+            "started": ts(d.started),
+            "ends_at": ts(d.ends_at),
+            "reason": d.reason,
+            "by": d.by,
+        })),
+        "shadow": snap.shadow.map(|m| json!({"mode": m.as_str()})),
         "regions": {
             "primary": region(Region::Primary),
             "replica": region(Region::Replica),

@@ -143,6 +143,7 @@ fn failover(w: &mut Writer, f: &FailoverConfig) {
     let mode = match f.mode {
         FailoverMode::Auto => "auto",
         FailoverMode::Manual => "manual",
+        FailoverMode::Shadow => "shadow",
     };
     w.kv("mode", s(mode));
     w.kv(
@@ -160,6 +161,7 @@ fn failover(w: &mut Writer, f: &FailoverConfig) {
         f.blocked_write_status.as_u16().to_string(),
     );
     w.kv("blocked_retry_after", dur(f.blocked_retry_after));
+    w.kv("max_drill", dur(f.max_drill));
 }
 
 fn classify(w: &mut Writer, c: &ClassifyConfig) {

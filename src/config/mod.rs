@@ -159,6 +159,8 @@ pub struct PassiveHealthConfig {
 pub enum FailoverMode {
     Auto,
     Manual,
+    /// Decide and report what would happen; route and refuse as `primary`.
+    Shadow,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,6 +179,8 @@ pub struct FailoverConfig {
     /// Resolved default: 409 for `key-protect`, 503 for `http-methods`.
     pub blocked_write_status: StatusCode,
     pub blocked_retry_after: Duration,
+    /// The longest drill `POST /admin/drill` accepts.
+    pub max_drill: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

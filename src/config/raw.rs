@@ -152,6 +152,7 @@ pub(super) struct RawFailover {
     pub failback_after: Option<String>,
     pub blocked_write_status: Option<i64>,
     pub blocked_retry_after: Option<String>,
+    pub max_drill: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -244,17 +244,8 @@ impl Driver {
         command: Command,
         now: SystemTime,
     ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
-        let what = match &command {
-            Command::Failover { .. } => "failover",
-            Command::EnableWrites { .. } => "enable-writes",
-            Command::Failback { .. } => "failback",
-        };
-        let (reason, force) = match &command {
-            Command::Failover { force, reason } | Command::Failback { force, reason } => {
-                (reason.clone(), *force)
-            }
-            Command::EnableWrites { reason } => (reason.clone(), false),
-        };
+        let what = command.name();
+        let (reason, force) = (command.reason().to_owned(), command.force());
         // Taken back whole if the new state cannot be written.
         let before = self.machine.clone();
         let result = if self.fleet.is_some() {
@@ -493,10 +484,14 @@ impl Driver {
             failback_blocked: m.failback_blocked(),
             regions: self.regions.clone(),
             transitions: m.transitions().cloned().collect(),
+            drill: m.drill().cloned(),
+            shadow: None,
         }
     }
 
     pub fn publish(&mut self) {
+        let was_drilling = self.snapshot.load().drill.is_some();
+        self.observe_drill(was_drilling);
         self.follow_serving_region();
         let snap = self.build_snapshot();
         if **self.snapshot.load() != snap {

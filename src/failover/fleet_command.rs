@@ -72,11 +72,7 @@ impl Driver {
 }
 
 fn reason(command: &Command) -> &str {
-    match command {
-        Command::Failover { reason, .. }
-        | Command::EnableWrites { reason }
-        | Command::Failback { reason, .. } => reason,
-    }
+    command.reason()
 }
 
 /// What the operator is told about `e`: whether etcd was reached at all.

@@ -42,8 +42,10 @@ use std::time::{Duration, SystemTime};
 
 pub use crate::health::counter::Health;
 
+mod drill;
 mod operator;
 mod state;
+pub use drill::{Drill, DrillEnd, DrillResult};
 pub use operator::{Command, CommandOutcome, Conflict, ConflictKind};
 use state::to_millis_precision;
 pub use state::{
@@ -126,6 +128,8 @@ pub struct Machine {
     primary_healthy_since: Option<SystemTime>,
     /// Whether a set latch is known to be on disk.
     latch_persisted: bool,
+    /// How the last drill ended, until the owner takes it.
+    drill_end: Option<DrillEnd>,
 }
 
 impl Machine {
@@ -151,6 +155,7 @@ impl Machine {
             primary_passive_down: false,
             primary_healthy_since: None,
             latch_persisted,
+            drill_end: None,
         }
     }
 
@@ -267,7 +272,18 @@ impl Machine {
             .filter(|_| self.state.mode.is_failover() && self.failback_blocked().is_none())
             // A hysteresis too long for the clock never ends.
             .and_then(|since| since.checked_add(self.settings.failback_after));
-        [self.deadline(), failback].into_iter().flatten().min()
+        // Past its end, a drill waits for a healthy primary: a probe, not
+        // the clock, ends it then.
+        let drill_end = self
+            .state
+            .drill
+            .as_ref()
+            .filter(|_| self.primary == Health::Healthy && !self.primary_passive_down)
+            .map(|d| d.ends_at);
+        [self.deadline(), failback, drill_end]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The primary's probe verdict changed (or was repeated) at `now`.
@@ -366,6 +382,9 @@ impl Machine {
                 let reason = format!("{reason}; replica healthy");
                 Some(self.fail_over(trigger, reason, now))
             }
+            Mode::FailoverReadOnly | Mode::FailoverReadWrite if self.state.drill.is_some() => {
+                self.evaluate_drill(now)
+            }
             Mode::FailoverReadOnly | Mode::FailoverReadWrite => {
                 if self.failback_due(now) {
                     let reason = format!(
@@ -383,7 +402,12 @@ impl Machine {
         }
     }
 
-    fn fail_over(&mut self, trigger: Trigger, reason: String, now: SystemTime) -> Transition {
+    pub(super) fn fail_over(
+        &mut self,
+        trigger: Trigger,
+        reason: String,
+        now: SystemTime,
+    ) -> Transition {
         let at = to_millis_precision(now);
         self.state.failed_over_at = Some(at);
         // A window too large for the clock never ends.
@@ -396,13 +420,18 @@ impl Machine {
         self.enter(Mode::FailoverReadOnly, trigger, reason, false, at)
     }
 
-    fn enable_writes(&mut self, trigger: Trigger, reason: String, now: SystemTime) -> Transition {
+    pub(super) fn enable_writes(
+        &mut self,
+        trigger: Trigger,
+        reason: String,
+        now: SystemTime,
+    ) -> Transition {
         self.state.read_only_deadline = None;
         let at = to_millis_precision(now);
         self.enter(Mode::FailoverReadWrite, trigger, reason, false, at)
     }
 
-    fn fail_back(
+    pub(super) fn fail_back(
         &mut self,
         trigger: Trigger,
         reason: String,
@@ -442,6 +471,8 @@ impl Machine {
     }
 }
 
+#[cfg(test)]
+mod drill_tests;
 #[cfg(test)]
 mod props;
 #[cfg(test)]

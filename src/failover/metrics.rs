@@ -58,6 +58,7 @@ pub struct FailoverMetrics {
     state_persist_errors: IntCounter,
     /// Whether `deadline` is currently registered.
     deadline_registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    pub drills: super::drill::DrillMetrics,
 }
 
 impl FailoverMetrics {
@@ -144,6 +145,7 @@ impl FailoverMetrics {
             writes_accepted_on_replica,
             state_persist_errors,
             deadline_registered: Default::default(),
+            drills: super::drill::DrillMetrics::register(registry)?,
         })
     }
 
@@ -209,6 +211,9 @@ impl FailoverMetrics {
     }
 
     pub fn write_blocked(&self, reason: BlockReason) {
+        if reason == BlockReason::ReadOnly {
+            self.drills.tally.write_refused();
+        }
         self.writes_blocked
             .with_label_values(&[reason.as_str()])
             .inc();

@@ -7,6 +7,7 @@
 //! the snapshot without locks, reports live outcomes, and asks before the
 //! first write to the replica; the admin API sends operator commands.
 
+pub(crate) mod drill;
 pub(crate) mod driver;
 pub mod fleet;
 mod fleet_command;
@@ -332,6 +333,7 @@ impl Failover {
     /// Reports what happened to a live request on `region`.
     pub fn record_outcome(&self, region: Region, outcome: Outcome) {
         self.passive.record(region, outcome);
+        self.metrics.drills.tally.outcome(region, outcome);
     }
 
     /// Applies an operator command; answers once the new state is persisted.

@@ -4,7 +4,7 @@
 
 use std::time::SystemTime;
 
-use super::machine::{FailbackBlocked, Health, Mode, Transition};
+use super::machine::{Drill, FailbackBlocked, Health, Mode, Transition};
 use crate::region::Region;
 
 /// What failway currently knows about one region.
@@ -58,6 +58,10 @@ pub struct Snapshot {
     pub regions: [RegionView; 2],
     /// Most recent last.
     pub transitions: Vec<Transition>,
+    /// The drill under way, if any.
+    pub drill: Option<Drill>,
+    /// `failover.mode = "shadow"`: the mode failway would be in.
+    pub shadow: Option<Mode>,
 }
 
 impl Snapshot {
@@ -78,6 +82,8 @@ impl Snapshot {
             writes_suspended: false,
             failback_blocked: None,
             regions: [RegionView::unknown(), RegionView::unknown()],
+            drill: None,
+            shadow: None,
             transitions: Vec::new(),
         }
     }

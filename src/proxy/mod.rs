@@ -62,6 +62,8 @@ pub struct Settings {
     pub max_retry_after: Duration,
     pub blocked_write_status: http::StatusCode,
     pub blocked_retry_after: Duration,
+    /// `failover.max_drill`: the longest drill an operator may start.
+    pub max_drill: Duration,
     /// `Retry-After` on failway's own 503s (about one probe interval).
     pub unavailable_retry_after: Duration,
 }
@@ -86,6 +88,7 @@ impl Settings {
             max_retry_after: cfg.retry.max_retry_after,
             blocked_write_status: cfg.failover.blocked_write_status,
             blocked_retry_after: cfg.failover.blocked_retry_after,
+            max_drill: cfg.failover.max_drill,
             unavailable_retry_after: cfg.health.interval.max(Duration::from_secs(1)),
         }
     }

@@ -41,6 +41,19 @@ pub enum Refusal {
     },
 }
 
+/// The refusal of a write during a drill: it says so, and when it ends.
+fn drill_message(ends_at: Option<std::time::SystemTime>) -> String {
+    let when = ends_at.map_or_else(String::new, |t| {
+        format!(
+            " The drill ends at {}.",
+            humantime::format_rfc3339_seconds(t)
+        )
+    });
+    format!(
+        "A failover drill is under way: the service rehearses read-only failover to its replica region, so writes are refused and were not applied. Reads keep working.{when}"
+    )
+}
+
 fn seconds(d: Duration) -> HeaderValue {
     HeaderValue::from(d.as_secs_f64().ceil().max(1.0) as u64)
 }
@@ -97,6 +110,10 @@ impl Proxy {
                         "FAILWAY_STATE_PERSIST_ERR",
                         "The write was not forwarded: failway could not persist the replica-writes latch. Reads keep working.".to_owned(),
                     ),
+                    BlockReason::ReadOnly if svc.failover().snapshot().drill.is_some() => {
+                        let ends_at = svc.failover().snapshot().drill.as_ref().map(|d| d.ends_at);
+                        (s.blocked_write_status, "FAILWAY_READ_ONLY_FAILOVER_ERR", drill_message(ends_at))
+                    }
                     _ => {
                         let when = match deadline {
                             Some(d) => format!(

@@ -175,6 +175,7 @@ impl Validator<'_> {
                 &[
                     ("auto", FailoverMode::Auto),
                     ("manual", FailoverMode::Manual),
+                    ("shadow", FailoverMode::Shadow),
                 ],
             ),
             read_only_window,
@@ -194,6 +195,7 @@ impl Validator<'_> {
                 r.blocked_retry_after,
                 secs(30),
             ),
+            max_drill: self.duration("failover.max_drill", r.max_drill, secs(3600)),
         }
     }
 

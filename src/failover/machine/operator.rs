@@ -8,16 +8,70 @@
 //! naming the current mode. `force` confirms the unsafe ones, never the
 //! impossible one. Mapping to HTTP statuses is the admin API's job.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use super::{Health, Machine, Mode, Transition, Trigger, MAX_REASON_BYTES};
 
 /// An operator action (`POST /admin/...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    Failover { force: bool, reason: String },
-    EnableWrites { reason: String },
-    Failback { force: bool, reason: String },
+    Failover {
+        force: bool,
+        reason: String,
+    },
+    /// `force` turns a drill under way into a real failover.
+    EnableWrites {
+        force: bool,
+        reason: String,
+    },
+    Failback {
+        force: bool,
+        reason: String,
+    },
+    /// `POST /admin/drill`; `duration` already checked against `max_drill`.
+    Drill {
+        duration: Duration,
+        reason: String,
+        by: Option<String>,
+    },
+    /// `POST /admin/drill/stop`.
+    StopDrill {
+        reason: String,
+    },
+}
+
+impl Command {
+    /// The name of the action, for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Failover { .. } => "failover",
+            Command::EnableWrites { .. } => "enable-writes",
+            Command::Failback { .. } => "failback",
+            Command::Drill { .. } => "drill",
+            Command::StopDrill { .. } => "drill-stop",
+        }
+    }
+
+    /// The operator's reason.
+    pub fn reason(&self) -> &str {
+        match self {
+            Command::Failover { reason, .. }
+            | Command::EnableWrites { reason, .. }
+            | Command::Failback { reason, .. }
+            | Command::Drill { reason, .. }
+            | Command::StopDrill { reason } => reason,
+        }
+    }
+
+    /// Whether the operator confirmed an unsafe step.
+    pub fn force(&self) -> bool {
+        match self {
+            Command::Failover { force, .. }
+            | Command::EnableWrites { force, .. }
+            | Command::Failback { force, .. } => *force,
+            Command::Drill { .. } | Command::StopDrill { .. } => false,
+        }
+    }
 }
 
 /// The result of an accepted operator command (HTTP 200).
@@ -42,6 +96,14 @@ pub enum ConflictKind {
     PrimaryDown,
     /// Failback over the replica-writes latch, without `force`.
     ReplicaWrites,
+    /// A drill asked for outside `primary`.
+    NotPrimary,
+    /// A drill asked for with an operator hold set.
+    OperatorHold,
+    /// A drill asked for with the replica not healthy by its latest probes.
+    ReplicaNotHealthy,
+    /// `enable-writes` during a drill, without `force`.
+    DrillActive,
 }
 
 impl ConflictKind {
@@ -52,6 +114,10 @@ impl ConflictKind {
             ConflictKind::ReplicaDown => "replica_down",
             ConflictKind::PrimaryDown => "primary_down",
             ConflictKind::ReplicaWrites => "replica_writes",
+            ConflictKind::NotPrimary => "not_primary",
+            ConflictKind::OperatorHold => "operator_hold",
+            ConflictKind::ReplicaNotHealthy => "replica_not_healthy",
+            ConflictKind::DrillActive => "drill_active",
         }
     }
 }
@@ -73,9 +139,34 @@ impl Machine {
         now: SystemTime,
     ) -> Result<CommandOutcome, Conflict> {
         match command {
-            Command::Failover { force, reason } => self.operator_failover(force, &reason, now),
-            Command::EnableWrites { reason } => self.operator_enable_writes(&reason, now),
+            Command::Failover { force, reason } => {
+                // The operator takes the drill over as a real failover.
+                self.convert_drill(now);
+                self.operator_failover(force, &reason, now)
+            }
+            Command::EnableWrites { force, reason } => {
+                if self.state.drill.is_some() {
+                    if !force {
+                        return Err(self.conflict(
+                            ConflictKind::DrillActive,
+                            "a drill is under way; send force=true to turn it into a real failover with writes on the replica",
+                        ));
+                    }
+                    self.convert_drill(now);
+                }
+                self.operator_enable_writes(&reason, now)
+            }
+            // Failing back during a drill is stopping it.
+            Command::Failback { reason, .. } if self.state.drill.is_some() => {
+                Ok(self.stop_drill(&reason, now))
+            }
             Command::Failback { force, reason } => self.operator_failback(force, &reason, now),
+            Command::Drill {
+                duration,
+                reason,
+                by,
+            } => self.start_drill(duration, &reason, by, now),
+            Command::StopDrill { reason } => Ok(self.stop_drill(&reason, now)),
         }
     }
 
@@ -169,7 +260,7 @@ impl Machine {
         )))
     }
 
-    fn conflict(&self, kind: ConflictKind, message: &str) -> Conflict {
+    pub(super) fn conflict(&self, kind: ConflictKind, message: &str) -> Conflict {
         Conflict {
             current: self.state.mode,
             kind,
@@ -179,7 +270,7 @@ impl Machine {
 }
 
 /// The operator's reason, trimmed and capped, or `default` when empty.
-fn operator_reason(reason: &str, default: &str) -> String {
+pub(super) fn operator_reason(reason: &str, default: &str) -> String {
     let reason = reason.trim();
     if reason.is_empty() {
         return default.to_owned();

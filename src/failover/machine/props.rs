@@ -635,7 +635,10 @@ fn to_command(op: &Op) -> Command {
     let reason = "prop".to_owned();
     match *op {
         Op::Failover { force } => Command::Failover { force, reason },
-        Op::EnableWrites => Command::EnableWrites { reason },
+        Op::EnableWrites => Command::EnableWrites {
+            force: false,
+            reason,
+        },
         Op::Failback { force } => Command::Failback { force, reason },
         _ => unreachable!("not an operator command: {op:?}"),
     }

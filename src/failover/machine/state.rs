@@ -15,6 +15,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::drill::Drill;
+
 /// Format version written to and accepted from the state file.
 pub const STATE_VERSION: u32 = 1;
 
@@ -67,6 +69,8 @@ pub enum Trigger {
     Operator,
     /// Automatic failback after `failback_after` of a healthy primary.
     Failback,
+    /// A drill started or ended (`POST /admin/drill`).
+    Drill,
 }
 
 impl Trigger {
@@ -77,6 +81,7 @@ impl Trigger {
             Trigger::ReadOnlyWindow => "read_only_window",
             Trigger::Operator => "operator",
             Trigger::Failback => "failback",
+            Trigger::Drill => "drill",
         }
     }
 }
@@ -120,6 +125,9 @@ pub struct State {
     pub operator_hold: bool,
     /// Most recent last, at most [`MAX_TRANSITIONS`].
     pub transitions: VecDeque<Transition>,
+    /// The drill under way; absent in files written before drills existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<Drill>,
 }
 
 /// Why a state file could not be loaded.
@@ -144,6 +152,7 @@ impl State {
             latch_set_at: None,
             operator_hold: false,
             transitions: VecDeque::new(),
+            drill: None,
         }
     }
 
@@ -177,7 +186,7 @@ pub(super) fn to_millis_precision(t: SystemTime) -> SystemTime {
     from_unix_ms(to_unix_ms(t)).unwrap_or(t)
 }
 
-fn to_unix_ms(t: SystemTime) -> u64 {
+pub(super) fn to_unix_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
@@ -187,7 +196,7 @@ fn from_unix_ms(ms: u64) -> Option<SystemTime> {
     UNIX_EPOCH.checked_add(Duration::from_millis(ms))
 }
 
-mod unix_ms {
+pub(super) mod unix_ms {
     use serde::de::Error as _;
     use serde::{Deserialize, Deserializer, Serializer};
     use std::time::SystemTime;

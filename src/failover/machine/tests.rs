@@ -49,6 +49,7 @@ fn failover(force: bool) -> Command {
 
 fn enable_writes() -> Command {
     Command::EnableWrites {
+        force: false,
         reason: "primary lost for good".into(),
     }
 }

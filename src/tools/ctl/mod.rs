@@ -69,11 +69,14 @@ pub enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Enable writes on the replica now.
+    /// Enable writes on the replica now. --force: during a drill, turning it into a real failover.
     EnableWrites {
         /// Why (recorded in /status and the state file).
         #[arg(long)]
         reason: String,
+        /// During a drill: turn it into a real failover.
+        #[arg(long)]
+        force: bool,
     },
     /// Fail back to the primary. --force: even over the replica-writes latch.
     Failback {
@@ -86,6 +89,19 @@ pub enum CtlCommand {
     },
     /// Print the running configuration (TOML, secrets redacted) and when it was last loaded.
     Config,
+    /// Rehearse a failover: read-only on the replica for --duration, then back
+    /// by itself. --stop: end the drill under way now.
+    Drill {
+        /// How long the drill lasts (e.g. 10m), at most failover.max_drill.
+        #[arg(long, required_unless_present = "stop")]
+        duration: Option<String>,
+        /// Why (recorded in /status and the state file).
+        #[arg(long)]
+        reason: String,
+        /// End the drill under way now, with a failback.
+        #[arg(long, conflicts_with = "duration")]
+        stop: bool,
+    },
     /// Fleet mode: the instances sharing this instance's record.
     Fleet {
         #[command(subcommand)]
@@ -234,9 +250,18 @@ fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, O
             "/admin/failover",
             serde_json::json!({"reason": reason, "force": force}),
         ),
-        CtlCommand::EnableWrites { reason } => action(
+        CtlCommand::EnableWrites { reason, force } => action(
             "/admin/enable-writes",
-            serde_json::json!({"reason": reason}),
+            serde_json::json!({"reason": reason, "force": force}),
+        ),
+        CtlCommand::Drill {
+            reason, stop: true, ..
+        } => action("/admin/drill/stop", serde_json::json!({"reason": reason})),
+        CtlCommand::Drill {
+            duration, reason, ..
+        } => action(
+            "/admin/drill",
+            serde_json::json!({"reason": reason, "duration": duration}),
         ),
         CtlCommand::Failback { reason, force } => action(
             "/admin/failback",

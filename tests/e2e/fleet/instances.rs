@@ -450,7 +450,14 @@ async fn ctl_against_one_instance_moves_the_whole_fleet() {
     .await;
     assert_eq!(code, 0);
     c.wait_all(Mode::FailoverReadOnly).await;
-    let code = ctl(&c.apps[1], CtlCommand::EnableWrites { reason: reason() }).await;
+    let code = ctl(
+        &c.apps[1],
+        CtlCommand::EnableWrites {
+            reason: reason(),
+            force: false,
+        },
+    )
+    .await;
     assert_eq!(code, 0);
     c.wait_all(Mode::FailoverReadWrite).await;
     let code = ctl(
