@@ -15,6 +15,7 @@
 
 pub mod actions;
 mod conn;
+pub mod console;
 mod guard;
 pub mod status;
 
@@ -41,6 +42,8 @@ pub struct AdminState {
     /// The services (their failover engines, metrics and upstreams).
     pub proxy: Arc<Proxy>,
     pub token: Option<AdminToken>,
+    /// The console's open `/events` streams.
+    pub console: console::Console,
 }
 
 /// Which listener a request came on.
@@ -83,6 +86,24 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     r
 }
 
+/// Answers one request: `/events` streams, anything else is one answer.
+async fn respond(
+    state: Arc<AdminState>,
+    listener: Listener,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<console::events::BoxBody> {
+    if req.uri().path() == "/events" {
+        if req.method() != Method::GET {
+            return method_not_allowed("GET").map(BodyExt::boxed_unsync);
+        }
+        return console::events::open(state);
+    }
+    route(&state, listener, local, req)
+        .await
+        .map(BodyExt::boxed_unsync)
+}
+
 /// Answers one request that came on `listener`, bound to `local`.
 async fn route(
     state: &AdminState,
@@ -93,8 +114,15 @@ async fn route(
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/livez" | "/readyz" | "/metrics" | "/status" | "/fleet/instances" if !get => {
+        "/" | "/console.css" | "/console.js" | "/livez" | "/readyz" | "/metrics" | "/status"
+        | "/fleet/instances"
+            if !get =>
+        {
             method_not_allowed("GET, HEAD")
+        }
+        "/" => console::page(state, listener).await,
+        "/console.css" | "/console.js" => {
+            console::asset(&path).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {
