@@ -1,6 +1,7 @@
 //! The admin API (DESIGN.md §6) on its own listener: `/livez`, `/readyz`,
 //! `/metrics`, `/status`, `/fleet/instances` (fleet mode: what each instance
-//! last reported), and the operator actions under `/admin/`. A second,
+//! last reported), the operator console (`/`, `/events`: `console`), and
+//! the operator actions under `/admin/`. A second,
 //! GET-only probe listener (`admin.probe_listen`) serves the read endpoints
 //! to kubelet and Prometheus on the pod IP while operator actions stay on
 //! the loopback admin listener.
@@ -10,8 +11,8 @@
 //! client-facing address. Connections are capped and timed (`conn`);
 //! requests pass through tower-http layers: the `Authorization` header
 //! marked sensitive, a trace span per request, and a timeout on the whole
-//! request. Operator actions are taken from local JSON clients only, never
-//! from a web page (`guard`).
+//! request. Operator actions are taken from local JSON clients and the
+//! console's own page only, never from another web page (`guard`).
 
 pub mod actions;
 mod conn;

@@ -14,7 +14,10 @@ token, a probe listener). The primary region is switched off and on through
      the token is in no request URL, cookie, storage or the page itself;
   4. the probe listener's page has no form, button or input, and a POST
      from it is refused;
-  5. with JavaScript disabled the page still shows the mode.
+  5. with JavaScript disabled the page still shows the mode;
+  6. at a phone's width nothing overflows; once failway stops (the test
+     stops it when --out/stop-failway appears), the page says it lost the
+     connection. This runs last: failway is gone after it.
 Screenshots go to --out. The last line is "all checks passed" and a JSON
 line with the measured figures precedes it.
 """
@@ -219,6 +222,12 @@ def phone(args, out):
             view = d.execute_script("return window.innerWidth;")
             check(wide <= view + 1, f"at a phone's width nothing overflows (content {wide} px, viewport {view} px)")
             shot(d, out, "07-phone-width")
+            # The test stops failway when this file appears.
+            open(os.path.join(out, "stop-failway"), "w").close()
+            wait_for("the page to say it lost the connection", 20,
+                     lambda: d.find_element(By.ID, "conn").get_attribute("data-state") == "lost")
+            check("lost" in d.find_element(By.ID, "conn").text.lower(), "with failway stopped, the page says it lost the connection")
+            shot(d, out, "08-connection-lost")
         finally:
             d.quit()
 

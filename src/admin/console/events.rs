@@ -151,6 +151,11 @@ async fn feed(state: Arc<AdminState>, tx: mpsc::Sender<Bytes>, _permit: OwnedSem
         return;
     }
     loop {
+        // Draining: the stream ends, so the page says it lost the server
+        // rather than showing a state that no longer changes.
+        if !state.ready.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let doc = super::document(&state).await;
         let html = super::render::services(&doc, SystemTime::now());
         if html != last {

@@ -197,7 +197,16 @@ async fn the_console_follows_an_incident_in_a_real_chromium() {
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {}: {e}", py.display()));
     let started = Instant::now();
+    let stop_file = out.join("stop-failway");
+    let _ = std::fs::remove_file(&stop_file);
+    let mut app = Some(app);
     let status = loop {
+        // The script asks for failway to go away, to see the page say so.
+        if stop_file.exists() {
+            if let Some(app) = app.take() {
+                tokio::spawn(app.shutdown());
+            }
+        }
         match child.try_wait().expect("child status") {
             Some(status) => break Some(status),
             None if started.elapsed() > DEADLINE => {
