@@ -233,6 +233,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         proxy,
         token,
         reloader: reloader.clone(),
+        console: Default::default(),
     });
     let (admin, probe_task) = serve_admin(admin_listener, probe_listener, &admin_state, drain_rx);
     tasks.extend(probe_task);

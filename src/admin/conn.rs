@@ -31,7 +31,7 @@ use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
-use super::{route, AdminState, Listener};
+use super::{respond, AdminState, Listener};
 
 /// Connections open at once on one admin or probe listener.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -133,7 +133,7 @@ async fn connection(
         ))
         .service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(&state, which, local, req).await) }
+            async move { Ok::<_, Infallible>(respond(state, which, local, req).await) }
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

@@ -1,8 +1,8 @@
 //! The admin API (docs/design.md §6) on its own listener: `/livez`, `/readyz`,
 //! `/metrics`, `/status`, `/fleet/instances` (fleet mode: what each instance
 //! last reported), `/config` (the running configuration; admin listener
-//! only, behind the token when one is set), and the operator actions under
-//! `/admin/`. A second,
+//! only, behind the token when one is set), the operator console (`/`,
+//! `/events`: `console`), and the operator actions under `/admin/`. A second,
 //! GET-only probe listener (`admin.probe_listen`) serves the read endpoints
 //! to kubelet and Prometheus on the pod IP while operator actions stay on
 //! the loopback admin listener.
@@ -12,11 +12,12 @@
 //! client-facing address. Connections are capped and timed (`conn`);
 //! requests pass through tower-http layers: the `Authorization` header
 //! marked sensitive, a trace span per request, and a timeout on the whole
-//! request. Operator actions are taken from local JSON clients only, never
-//! from a web page (`guard`).
+//! request. Operator actions are taken from local JSON clients and the
+//! console's own page only, never from another web page (`guard`).
 
 pub mod actions;
 mod conn;
+pub mod console;
 mod drill;
 mod guard;
 pub mod status;
@@ -46,6 +47,8 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The running configuration, for `GET /config`.
     pub reloader: Arc<crate::reload::Reloader>,
+    /// The console's open `/events` streams.
+    pub console: console::Console,
 }
 
 /// Which listener a request came on.
@@ -88,6 +91,24 @@ fn method_not_allowed(allow: &'static str) -> Resp {
     r
 }
 
+/// Answers one request: `/events` streams, anything else is one answer.
+async fn respond(
+    state: Arc<AdminState>,
+    listener: Listener,
+    local: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<console::events::BoxBody> {
+    if req.uri().path() == "/events" {
+        if req.method() != Method::GET {
+            return method_not_allowed("GET").map(BodyExt::boxed_unsync);
+        }
+        return console::events::open(state);
+    }
+    route(&state, listener, local, req)
+        .await
+        .map(BodyExt::boxed_unsync)
+}
+
 /// Answers one request that came on `listener`, bound to `local`.
 async fn route(
     state: &AdminState,
@@ -98,8 +119,15 @@ async fn route(
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
-        "/livez" | "/readyz" | "/metrics" | "/status" | "/fleet/instances" | "/config" if !get => {
+        "/" | "/console.css" | "/console.js" | "/livez" | "/readyz" | "/metrics" | "/status"
+        | "/fleet/instances" | "/config"
+            if !get =>
+        {
             method_not_allowed("GET, HEAD")
+        }
+        "/" => console::page(state, listener).await,
+        "/console.css" | "/console.js" => {
+            console::asset(&path).unwrap_or_else(|| text(StatusCode::NOT_FOUND, "not found\n"))
         }
         "/livez" => text(StatusCode::OK, "ok\n"),
         "/readyz" => {

@@ -42,6 +42,7 @@ pub fn status_json(snap: &Snapshot, urls: &[String; 2]) -> Value {
             "last_check": opt_ts(v.last_check),
             "last_status": v.last_status,
             "last_error": v.last_error,
+            "recent_probes": v.recent.results().collect::<Vec<bool>>(),
         })
     };
     let recent: Vec<Value> = snap

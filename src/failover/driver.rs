@@ -105,6 +105,8 @@ pub(super) struct Driver {
     pub file: Option<StateFile>,
     pub persisted: Option<State>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Told after every published change (the console's live stream).
+    pub changed: tokio::sync::watch::Sender<()>,
     pub metrics: FailoverMetrics,
     pub clock: Clock,
     pub passive: Arc<super::PassiveSignals>,
@@ -206,6 +208,7 @@ impl Driver {
         view.last_check = Some(now);
         view.last_status = report.status;
         view.last_error = report.error.clone();
+        view.recent.push(report.success);
         let change = self.counters[i].record(report.success);
         let health = self.counters[i].health();
         view.health = health;
@@ -497,6 +500,7 @@ impl Driver {
         if **self.snapshot.load() != snap {
             self.metrics.publish(&snap);
             self.snapshot.store(Arc::new(snap));
+            self.changed.send_replace(());
         }
     }
 }

@@ -70,6 +70,21 @@ pub struct PassiveSignals {
 }
 
 impl PassiveSignals {
+    fn new(p: &crate::config::PassiveHealthConfig, tx: mpsc::Sender<Event>) -> PassiveSignals {
+        let detector = || {
+            Mutex::new(PassiveDetector::new(
+                p.window,
+                p.min_requests,
+                p.error_ratio,
+            ))
+        };
+        PassiveSignals {
+            detectors: [detector(), detector()],
+            reported: [AtomicBool::new(false), AtomicBool::new(false)],
+            tx,
+        }
+    }
+
     fn record(&self, region: Region, outcome: Outcome) {
         let now = tokio::time::Instant::now().into_std();
         let i = region.index();
@@ -132,6 +147,8 @@ pub enum FailoverError {
 #[derive(Clone)]
 pub struct Failover {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Marked changed after every published snapshot.
+    changed: watch::Receiver<()>,
     tx: mpsc::Sender<Event>,
     /// The probers' results, on a channel of their own.
     probes: mpsc::Sender<ProbeReport>,
@@ -244,20 +261,9 @@ impl Failover {
         let persisted = file.as_ref().map(|_| machine.state().clone());
         let (tx, rx) = mpsc::channel(1024);
         let (probes, probes_rx) = mpsc::channel(64);
-        let p = &cfg.health.passive;
-        let detector = || {
-            Mutex::new(PassiveDetector::new(
-                p.window,
-                p.min_requests,
-                p.error_ratio,
-            ))
-        };
-        let passive = Arc::new(PassiveSignals {
-            detectors: [detector(), detector()],
-            reported: [AtomicBool::new(false), AtomicBool::new(false)],
-            tx: tx.clone(),
-        });
+        let passive = Arc::new(PassiveSignals::new(&cfg.health.passive, tx.clone()));
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::initial(clock.now())));
+        let (changed_tx, changed) = watch::channel(());
         let h = &cfg.health;
         let mut driver = Driver {
             counters: [
@@ -269,6 +275,7 @@ impl Failover {
             file,
             persisted,
             snapshot: snapshot.clone(),
+            changed: changed_tx,
             metrics: metrics.clone(),
             clock,
             passive: passive.clone(),
@@ -283,6 +290,7 @@ impl Failover {
         Ok((
             Failover {
                 snapshot,
+                changed,
                 tx,
                 probes,
                 passive,
@@ -309,6 +317,12 @@ impl Failover {
     /// The current state; a lock-free read.
     pub fn snapshot(&self) -> arc_swap::Guard<Arc<Snapshot>> {
         self.snapshot.load()
+    }
+
+    /// Changes once per published snapshot: wait on it, then read
+    /// [`snapshot`](Self::snapshot).
+    pub fn changes(&self) -> watch::Receiver<()> {
+        self.changed.clone()
     }
 
     /// The current state, held past the next change (an `Arc` clone).

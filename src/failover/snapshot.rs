@@ -18,6 +18,31 @@ pub struct RegionView {
     pub last_status: Option<u16>,
     /// Why the last probe failed; never holds request data.
     pub last_error: Option<String>,
+    /// The last probe results, for the console's strip.
+    pub recent: ProbeStrip,
+}
+
+/// The outcomes of the last [`ProbeStrip::LEN`] probes of a region, oldest
+/// first; a fixed-size value so publishing a snapshot allocates nothing more.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProbeStrip {
+    /// Bit `i` set: the `i`-th most recent probe succeeded.
+    bits: u32,
+    len: u8,
+}
+
+impl ProbeStrip {
+    pub const LEN: u8 = 30;
+
+    pub fn push(&mut self, success: bool) {
+        self.bits = (self.bits << 1) | u32::from(success);
+        self.len = (self.len + 1).min(Self::LEN);
+    }
+
+    /// Oldest first.
+    pub fn results(&self) -> impl Iterator<Item = bool> + '_ {
+        (0..self.len).rev().map(|i| self.bits & (1 << i) != 0)
+    }
 }
 
 impl RegionView {
@@ -28,6 +53,7 @@ impl RegionView {
             last_check: None,
             last_status: None,
             last_error: None,
+            recent: ProbeStrip::default(),
         }
     }
 
@@ -86,5 +112,26 @@ impl Snapshot {
             shadow: None,
             transitions: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ProbeStrip;
+
+    #[test]
+    fn the_strip_keeps_the_last_30_results_oldest_first() {
+        let mut s = ProbeStrip::default();
+        s.push(false);
+        s.push(true);
+        assert_eq!(s.results().collect::<Vec<_>>(), [false, true]);
+        for _ in 0..40 {
+            s.push(true);
+        }
+        s.push(false);
+        let r: Vec<bool> = s.results().collect();
+        assert_eq!(r.len(), 30);
+        assert!(r[..29].iter().all(|ok| *ok));
+        assert!(!r[29]);
     }
 }

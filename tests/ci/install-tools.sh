@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the few tests that go beyond Rust need: promtool and a
-# Prometheus server, etcd, and a Python venv (.venv) with the official Key
-# Protect SDK and the Kubernetes manifest validator. failway's build needs
+# Prometheus server, etcd, Chromium and its WebDriver (the console's browser
+# tests), and a Python venv (.venv) with the official Key Protect SDK,
+# selenium and the Kubernetes manifest validator. failway's build needs
 # none of them. Debian or Ubuntu, as root (apt-get); idempotent.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -10,6 +11,8 @@ need=()
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -30,4 +33,4 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install -q --disable-pip-version-check \
   -r tests/python/requirements.txt -r tests/deploy/requirements.txt
-echo "install-tools: promtool, prometheus, etcd and .venv are ready"
+echo "install-tools: promtool, prometheus, etcd, chromium, chromedriver and .venv are ready"

@@ -27,6 +27,7 @@ pub fn commands(stack: &Stack) -> String {
         "\
 Everything keeps running. Ports:
   failway   {kp}   (admin {admin})
+  console   {admin}/   (open it in a browser: the incident live, and the operator's actions)
   primary   http://{p_api}   (control {primary})
   replica   http://{r_api}   (control {replica})
 

@@ -3,4 +3,5 @@
 //! the running configuration they show.
 
 mod config_dump;
+mod console;
 mod guard;
