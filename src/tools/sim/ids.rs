@@ -28,6 +28,20 @@ pub fn remapped_id(primary_id: &str) -> String {
     format_uuid(b)
 }
 
+/// The id of a key version holding `material`: a UUID made from SHA-256 of
+/// the material, so two instances that import the same material name the
+/// version alike and unwrap each other's ciphertexts (Key Protect's
+/// duplicated-key recipe), while different material never shares an id.
+pub fn version_id(material: &[u8]) -> String {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(b"failway-sim key version\0");
+    ctx.update(material);
+    let d = ctx.finish();
+    let mut b = [0u8; 16];
+    b.copy_from_slice(&d.as_ref()[..16]);
+    format_uuid(b)
+}
+
 fn format_uuid(mut b: [u8; 16]) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;

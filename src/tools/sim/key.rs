@@ -35,7 +35,8 @@ impl KeyState {
     }
 }
 
-/// One version of a key's material; wraps name it by id.
+/// One version of a key's material; wraps name it by id, and the id is
+/// derived from the material (see `ids::version_id`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Version {
     pub id: String,
@@ -85,7 +86,7 @@ pub struct NewKey {
 
 pub fn new_version(material: Vec<u8>, now: SystemTime) -> Version {
     Version {
-        id: ids::new_uuid(),
+        id: ids::version_id(&material),
         material,
         created: now,
     }
