@@ -242,6 +242,14 @@ pub async fn run(
     if action == Action::Drill && matches!(answer, Ok(Err(_))) {
         failover.metrics().drills.refused();
     }
+    answer_of(failover, answer)
+}
+
+/// The HTTP answer to a command's outcome.
+fn answer_of(
+    failover: &crate::failover::Failover,
+    answer: Result<Result<CommandOutcome, crate::failover::machine::Conflict>, CommandError>,
+) -> (StatusCode, Value) {
     match answer {
         Err(e @ CommandError::Contended(_)) => (
             StatusCode::CONFLICT,
