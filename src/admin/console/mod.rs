@@ -17,6 +17,7 @@
 //! cookie is ever set or read, so a cross-site request carries nothing.
 
 pub mod events;
+mod rates;
 pub mod render;
 
 use std::time::{Duration, SystemTime};
@@ -45,6 +46,7 @@ const FLEET_WAIT: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub struct Console {
     pub streams: events::Streams,
+    rates: rates::Rates,
 }
 
 /// The headers every console answer carries.
@@ -90,12 +92,15 @@ pub fn embedded_size() -> usize {
     PAGE.len() + ACTIONS.len() + CSS.len() + JS.len()
 }
 
-/// `/status` with, in fleet mode, each service's instances as etcd lists
-/// them (left out when etcd does not answer in time).
+/// `/status` with each service's blocked writes and retries per minute
+/// and, in fleet mode, its instances as etcd lists them (left out when
+/// etcd does not answer in time).
 pub async fn document(state: &AdminState) -> Value {
     let routes = state.proxy.routes();
     let mut doc = super::status::document(&routes);
     for svc in routes.services() {
+        doc["services"][svc.name()]["traffic"] =
+            state.console.rates.observe(svc.name(), svc.registry());
         let Some(fleet) = svc.failover().fleet() else {
             continue;
         };

@@ -246,6 +246,7 @@ fn transitions(svc: &Value) -> String {
 fn extras(svc: &Value) -> String {
     let mut out = String::new();
     for (key, title) in [
+        ("traffic", "Blocked writes and retries"),
         ("fleet", "Fleet"),
         ("fleet_instances", "Fleet instances"),
         ("key_pairs", "Key pairs"),

@@ -96,6 +96,10 @@ async fn the_console_is_locked_down_and_read_only_on_the_probe_listener() {
         "{html}"
     );
     assert!(html.contains("<form id=\"act\""), "{html}");
+    assert!(
+        html.contains("<dt>writes_blocked_total</dt><dd>0</dd></div>"),
+        "{html}"
+    );
 
     let probe_page = fw::req("GET", &format!("http://{probe}/")).send().await;
     assert_eq!(probe_page.status, 200);
