@@ -20,10 +20,21 @@ pub enum Route {
     Unavailable,
 }
 
+/// Shadow mode keeps everything on the primary while the mode is primary.
+fn shadow_holds(snap: &Snapshot) -> bool {
+    snap.shadow.is_some() && snap.mode == Mode::Primary
+}
+
 /// The routing decision (docs/design.md §1): reads go to the mode's region, or
 /// to the other one when the mode's region is known down and the other is
 /// not; writes follow the mode strictly and never switch region.
 pub fn route(class: Class, snap: &Snapshot) -> Route {
+    // Shadow mode watches and decides but never acts: everything goes to
+    // the primary, down or not, and nothing is refused. A failover already
+    // in effect when shadow mode was switched on is obeyed as usual.
+    if shadow_holds(snap) {
+        return Route::Forward(Region::Primary);
+    }
     let home = match snap.mode {
         Mode::Primary => Region::Primary,
         Mode::FailoverReadOnly | Mode::FailoverReadWrite => Region::Replica,
@@ -69,7 +80,7 @@ pub struct Retrying {
 /// when the failure suggests it, or for its last attempt (a read has
 /// nothing to lose there), unless the other region is known down.
 pub fn next_region(class: Class, snap: &Snapshot, r: Retrying) -> Region {
-    if class == Class::Write {
+    if class == Class::Write || shadow_holds(snap) {
         return r.tried;
     }
     let other = r.tried.other();
@@ -90,6 +101,7 @@ pub fn next_region(class: Class, snap: &Snapshot, r: Retrying) -> Region {
 mod tests {
     use super::*;
     use crate::failover::machine::Health;
+
     use std::time::SystemTime;
 
     fn snap(mode: Mode, primary: Health, replica: Health) -> Snapshot {
@@ -101,6 +113,30 @@ mod tests {
     }
 
     use Health::{Healthy as Up, Unhealthy as Down, Unknown};
+
+    #[test]
+    fn shadow_mode_sends_everything_to_the_primary_even_down() {
+        let mut s = snap(Mode::Primary, Health::Unhealthy, Health::Healthy);
+        s.shadow = Some(Mode::FailoverReadOnly);
+        for class in [Class::Read, Class::Write] {
+            assert_eq!(route(class, &s), Route::Forward(Region::Primary));
+            let r = Retrying {
+                tried: Region::Primary,
+                first: Region::Primary,
+                prefer_other: true,
+                last: true,
+            };
+            assert_eq!(next_region(class, &s, r), Region::Primary);
+        }
+    }
+
+    #[test]
+    fn shadow_mode_obeys_a_failover_already_in_effect() {
+        let mut s = snap(Mode::FailoverReadWrite, Down, Up);
+        s.shadow = Some(Mode::FailoverReadWrite);
+        assert_eq!(route(Class::Write, &s), Route::Forward(Region::Replica));
+        assert_eq!(route(Class::Read, &s), Route::Forward(Region::Replica));
+    }
 
     #[test]
     fn primary_mode_reads_and_writes_go_to_the_primary() {

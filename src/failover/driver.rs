@@ -76,10 +76,12 @@ pub(super) enum Event {
     BeginWrite {
         reply: oneshot::Sender<Result<(), WriteRefusal>>,
     },
-    /// A configuration reload: new machine settings and probe thresholds.
+    /// A configuration reload: new machine settings and probe thresholds,
+    /// and whether `failover.mode` is `shadow`.
     Reconfigure {
         settings: super::machine::Settings,
         thresholds: (u32, u32),
+        shadow: bool,
     },
 }
 
@@ -119,6 +121,8 @@ pub(super) struct Driver {
     pub state_checked_at: tokio::time::Instant,
     /// Whether it matched then (a mismatch is logged once, not every check).
     pub state_file_ok: bool,
+    /// `failover.mode = "shadow"`: the machine whose decisions are only reported.
+    pub shadow: Option<Machine>,
 }
 
 impl Driver {
@@ -183,7 +187,11 @@ impl Driver {
             Event::Reconfigure {
                 settings,
                 thresholds,
-            } => self.on_reconfigure(settings, thresholds),
+                shadow,
+            } => {
+                self.on_reconfigure(settings, thresholds);
+                self.reconfigure_shadow(shadow, now);
+            }
             Event::Command { command, reply } => {
                 let answer = self.on_command(command, now).await;
                 let _ = reply.send(answer);
@@ -226,6 +234,7 @@ impl Driver {
             Region::Replica => self.machine.observe_replica(health, now),
         };
         self.record(t);
+        self.shadow_probe(report.region, health, now);
     }
 
     fn on_reconfigure(&mut self, settings: super::machine::Settings, thresholds: (u32, u32)) {
@@ -249,6 +258,10 @@ impl Driver {
     ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
         let what = command.name();
         let (reason, force) = (command.reason().to_owned(), command.force());
+        if let Some(refused) = self.shadow_refusal(&command) {
+            tracing::warn!(action = what, force, reason = ?reason, refused = %refused, "operator action refused");
+            return Ok(Err(refused));
+        }
         // Taken back whole if the new state cannot be written.
         let before = self.machine.clone();
         let result = if self.fleet.is_some() {
@@ -331,6 +344,7 @@ impl Driver {
         if region == Region::Primary {
             let t = self.machine.observe_primary_passive(down, now);
             self.record(t);
+            self.shadow_passive(down, now);
         }
     }
 
@@ -344,6 +358,7 @@ impl Driver {
 
     /// Applies every transition that is due now.
     fn settle(&mut self) {
+        self.shadow_settle(self.clock.now());
         for _ in 0..8 {
             let now = self.clock.now();
             match self.machine.tick(now) {
@@ -488,7 +503,7 @@ impl Driver {
             regions: self.regions.clone(),
             transitions: m.transitions().cloned().collect(),
             drill: m.drill().cloned(),
-            shadow: None,
+            shadow: self.shadow_mode(),
         }
     }
 

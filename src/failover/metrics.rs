@@ -59,6 +59,7 @@ pub struct FailoverMetrics {
     /// Whether `deadline` is currently registered.
     deadline_registered: std::sync::Arc<std::sync::atomic::AtomicBool>,
     pub drills: super::drill::DrillMetrics,
+    pub shadow: super::shadow::ShadowMetrics,
 }
 
 impl FailoverMetrics {
@@ -146,6 +147,7 @@ impl FailoverMetrics {
             state_persist_errors,
             deadline_registered: Default::default(),
             drills: super::drill::DrillMetrics::register(registry)?,
+            shadow: super::shadow::ShadowMetrics::register(registry)?,
         })
     }
 

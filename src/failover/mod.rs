@@ -15,6 +15,7 @@ mod fleet_sync;
 pub mod machine;
 pub(crate) mod metrics;
 pub mod persist;
+mod shadow;
 pub(crate) mod snapshot;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -283,6 +284,8 @@ impl Failover {
             pending: Vec::new(),
             state_checked_at: tokio::time::Instant::now(),
             state_file_ok: true,
+            shadow: (cfg.failover.mode == FailoverMode::Shadow)
+                .then(|| shadow::shadow_machine(machine.settings().to_owned(), clock.now())),
             machine,
         };
         driver.publish();
@@ -310,6 +313,7 @@ impl Failover {
         let event = Event::Reconfigure {
             settings: settings(cfg),
             thresholds: (cfg.health.unhealthy_threshold, cfg.health.healthy_threshold),
+            shadow: cfg.failover.mode == FailoverMode::Shadow,
         };
         let _ = self.tx.send(event).await;
     }

@@ -104,6 +104,9 @@ pub enum ConflictKind {
     ReplicaNotHealthy,
     /// `enable-writes` during a drill, without `force`.
     DrillActive,
+    /// A failover or a drill asked for with `failover.mode = "shadow"`,
+    /// which never routes away from the primary.
+    ShadowMode,
 }
 
 impl ConflictKind {
@@ -118,6 +121,7 @@ impl ConflictKind {
             ConflictKind::OperatorHold => "operator_hold",
             ConflictKind::ReplicaNotHealthy => "replica_not_healthy",
             ConflictKind::DrillActive => "drill_active",
+            ConflictKind::ShadowMode => "shadow_mode",
         }
     }
 }

@@ -6,5 +6,6 @@ mod driver;
 mod late_writes;
 mod outage;
 mod reload;
+mod shadow;
 mod start_order;
 mod state_file;
