@@ -5,7 +5,7 @@
 //! replication with a small lag, same key ids) and failway between them on
 //! loopback ephemeral ports, with fast health checks and state in a
 //! temporary folder. [`run`] then plays the incident step by step (normal
-//! traffic, a primary outage, detection, reads and unwraps on the replica, a
+//! traffic, a drill that fails over and back by itself, a primary outage, detection, reads and unwraps on the replica, a
 //! refused write, an operator enabling writes, a write on the replica, the
 //! primary's return, failback refused over the replica-writes latch, a forced
 //! failback, a final read) and checks each step against what failway
@@ -20,6 +20,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod client;
+mod drill;
 mod interactive;
 mod narrator;
 mod scenario;

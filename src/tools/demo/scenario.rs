@@ -54,6 +54,7 @@ pub fn expect(reply: &Reply, status: u16, region: &str, what: &str) -> Result<()
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     NormalTraffic,
+    Drill,
     Outage,
     Detection,
     ReplicaReads,
@@ -67,8 +68,9 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 11] = [
+    pub const ALL: [Step; 12] = [
         Step::NormalTraffic,
+        Step::Drill,
         Step::Outage,
         Step::Detection,
         Step::ReplicaReads,
@@ -84,6 +86,7 @@ impl Step {
     pub fn title(self) -> &'static str {
         match self {
             Step::NormalTraffic => "Normal traffic through failway",
+            Step::Drill => "A drill rehearses the failover and comes back by itself",
             Step::Outage => "The primary region goes down",
             Step::Detection => "failway detects it and fails over, read-only",
             Step::ReplicaReads => "Reads and unwraps keep working on the replica",
@@ -145,6 +148,7 @@ impl Incident<'_> {
     async fn run(&mut self, step: Step) -> Result<(), StepFailed> {
         match step {
             Step::NormalTraffic => self.normal_traffic().await,
+            Step::Drill => self.drill().await,
             Step::Outage => self.outage().await,
             Step::Detection => self.detection().await,
             Step::ReplicaReads => self.replica_reads().await,

@@ -38,7 +38,7 @@ fn first_id(reply: &Reply, what: &str) -> Result<String, StepFailed> {
 }
 
 impl Incident<'_> {
-    async fn unwrap_dek(&self, region: &str) -> Result<(), StepFailed> {
+    pub(super) async fn unwrap_dek(&self, region: &str) -> Result<(), StepFailed> {
         let path = format!("/api/v2/keys/{}/actions/unwrap", self.root_id);
         let body = json!({ "ciphertext": self.ciphertext });
         let r = self.http.kp(Method::POST, &path, Some(body)).await?;
@@ -66,7 +66,7 @@ impl Incident<'_> {
         Ok(ids)
     }
 
-    async fn create(&self, name: &str, status: u16, region: &str) -> Result<Reply, StepFailed> {
+    pub(super) async fn create(&self, name: &str, status: u16, region: &str) -> Result<Reply, StepFailed> {
         let r = self
             .http
             .kp(Method::POST, "/api/v2/keys", Some(key_body(name, true)))
