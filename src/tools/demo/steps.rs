@@ -66,7 +66,12 @@ impl Incident<'_> {
         Ok(ids)
     }
 
-    pub(super) async fn create(&self, name: &str, status: u16, region: &str) -> Result<Reply, StepFailed> {
+    pub(super) async fn create(
+        &self,
+        name: &str,
+        status: u16,
+        region: &str,
+    ) -> Result<Reply, StepFailed> {
         let r = self
             .http
             .kp(Method::POST, "/api/v2/keys", Some(key_body(name, true)))

@@ -148,3 +148,36 @@ async fn a_primary_outage_during_a_drill_is_a_real_failover() {
     assert_eq!(fw::metric(&app, converted).await, 1.0);
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_drill_survives_a_restart_and_ends_when_it_was_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.json");
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let app = start(&primary, &replica, "", Some(&state)).await;
+    wait_healthy(&app).await;
+    let ans = admin(&app, "drill", &drill_body("3s"), None).await;
+    assert_eq!(ans.status, 200, "{:?}", ans.json());
+    let started = Instant::now();
+    let ends_at = status(&app).await["drill"]["ends_at"].clone();
+    assert!(ends_at.is_string());
+    app.shutdown().await;
+
+    let app = start(&primary, &replica, "", Some(&state)).await;
+    let st = status(&app).await;
+    assert_eq!(st["mode"], "failover_read_only", "{st}");
+    assert_eq!(
+        st["drill"]["ends_at"], ends_at,
+        "the same drill, not a new one"
+    );
+    assert_eq!(st["drill"]["reason"], "quarterly rehearsal");
+    // Its end is kept: it fails back when it was due, not 3 s after the restart.
+    wait_mode(&app, Mode::Primary).await;
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= Duration::from_millis(2900) && lasted < Duration::from_secs(5),
+        "the drill ended {lasted:?} after it started"
+    );
+    assert_eq!(status(&app).await["drill"], serde_json::Value::Null);
+    app.shutdown().await;
+}

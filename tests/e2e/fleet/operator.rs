@@ -170,3 +170,47 @@ async fn an_unreadable_record_is_named_as_such_not_as_etcd_unreachable() {
     assert_eq!(c.modes(), [Mode::Primary; 3]);
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_drill_through_one_instance_is_one_drill_for_the_fleet() {
+    let Some(c) = Cluster::start("", "").await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let body = json!({"reason": "fleet rehearsal", "duration": "2s"});
+    let ans = action(&c.apps[1], "drill", body).await;
+    assert_eq!(ans.status, 200, "{:?}", ans.json());
+    c.wait_all(Mode::FailoverReadOnly).await;
+    for app in &c.apps {
+        let st = status(app).await;
+        assert_eq!(st["drill"]["reason"], "fleet rehearsal", "{st}");
+        assert_eq!(st["read_only_deadline"], Value::Null, "{st}");
+    }
+    // A write through another instance is refused as a drill's.
+    let refused = write(&c.apps[2], 1).await;
+    assert_eq!(refused.status, 409);
+    let text = String::from_utf8_lossy(&refused.body).to_string();
+    assert!(text.contains("drill is under way"), "{text}");
+    assert!(replica_writes(&c.replica).is_empty());
+
+    c.wait_all(Mode::Primary).await;
+    let lasted = started.elapsed();
+    assert!(
+        lasted >= std::time::Duration::from_millis(1900),
+        "the drill ended after {lasted:?}"
+    );
+    for app in &c.apps {
+        assert_eq!(status(app).await["drill"], Value::Null);
+        assert_eq!(
+            triggers(app).await.last().map(String::as_str),
+            Some("drill")
+        );
+        let sample = r#"failway_drills_total{result="completed",service="default"}"#;
+        // Each instance follows the one drill to its end, as it follows
+        // every transition of the shared record.
+        assert_eq!(fw::metric(app, sample).await, 1.0, "{sample}");
+    }
+    let record = stored(&c).await;
+    assert!(record.to_string().contains("fleet rehearsal"), "{record}");
+    c.shutdown().await;
+}
