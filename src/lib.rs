@@ -18,6 +18,7 @@ pub mod classify;
 pub mod config;
 pub mod failover;
 pub(crate) mod health;
+pub mod hooks;
 pub mod metrics;
 pub mod proxy;
 pub mod region;

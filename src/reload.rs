@@ -156,6 +156,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
     restart_only!("admin", admin),
     restart_only!("state.path", state),
     restart_only!("fleet", fleet),
+    restart_only!("hooks", hooks),
 ];
 
 /// Keys whose change needs a restart.

@@ -35,6 +35,7 @@ pub(super) fn effective_toml(c: &Config) -> String {
     classify(&mut w, &c.classify);
     retry(&mut w, &c.retry);
     fleet(&mut w, c.fleet.as_ref());
+    hooks(&mut w, &c.hooks);
     if c.has_service_blocks() {
         for svc in &c.services {
             service(&mut w, svc);
@@ -191,6 +192,25 @@ fn retry(w: &mut Writer, r: &RetryConfig) {
         toml::Value::Float(r.budget_ratio).to_string(),
     );
     w.kv("budget_min_per_sec", r.budget_min_per_sec.to_string());
+}
+
+/// A hook's URL is printed as its origin only: chat webhooks carry their
+/// secret in the path.
+fn hooks(w: &mut Writer, hooks: &[crate::config::HookConfig]) {
+    for h in hooks {
+        w.array_section("hooks");
+        let redacted = h.url.path() != "/" || h.url.query().is_some();
+        w.kv("url", s(&format!("{}/", origin(&h.url))));
+        if redacted {
+            w.comment("the url's path and query are not shown (they may hold a secret)");
+        }
+        w.kv("events", list(h.events.iter().map(|e| s(e.as_str()))));
+        if let Some(f) = &h.headers_file {
+            w.kv("headers_file", path(f));
+        }
+        w.kv("timeout", dur(h.timeout));
+        w.kv("max_attempts", h.max_attempts.to_string());
+    }
 }
 
 fn fleet(w: &mut Writer, fleet: Option<&FleetConfig>) {

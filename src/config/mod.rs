@@ -45,6 +45,8 @@ pub struct Config {
     pub retry: RetryConfig,
     pub fleet: Option<FleetConfig>,
     pub rewrite: Vec<RewriteRule>,
+    /// `[[hooks]]`: where events are POSTed.
+    pub hooks: Vec<HookConfig>,
     /// The `[[service]]` blocks, inherited keys filled in; empty in the
     /// single-pair form (see [`Config::services`]).
     pub services: Vec<ServiceConfig>,
@@ -199,6 +201,56 @@ pub struct RetryConfig {
     pub buffer_body: ByteSize,
     pub budget_ratio: f64,
     pub budget_min_per_sec: u32,
+}
+
+/// What a hook subscribes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HookEvent {
+    /// A mode transition, whatever its trigger.
+    Transition,
+    /// An operator action, accepted or refused.
+    Operator,
+    /// A drill's start and end (with its report).
+    Drill,
+    /// The replica-writes latch set or cleared.
+    Latch,
+    /// A configuration reload, applied or rejected.
+    Reload,
+}
+
+impl HookEvent {
+    pub const ALL: [HookEvent; 5] = [
+        HookEvent::Transition,
+        HookEvent::Operator,
+        HookEvent::Drill,
+        HookEvent::Latch,
+        HookEvent::Reload,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookEvent::Transition => "transition",
+            HookEvent::Operator => "operator",
+            HookEvent::Drill => "drill",
+            HookEvent::Latch => "latch",
+            HookEvent::Reload => "reload",
+        }
+    }
+}
+
+/// One `[[hooks]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookConfig {
+    /// Where the JSON POST goes; its path and query may hold a secret (chat
+    /// webhooks put one there), so only its origin is ever printed.
+    pub url: http::Uri,
+    pub events: Vec<HookEvent>,
+    /// Lines `Name: value` added to each POST, read at each delivery.
+    pub headers_file: Option<PathBuf>,
+    /// Bound on one delivery attempt (connect, answer and its body).
+    pub timeout: Duration,
+    /// Attempts per event before it is given up (counted as `failed`).
+    pub max_attempts: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -31,10 +31,22 @@ pub(super) struct RawConfig {
     pub fleet: Option<RawFleet>,
     #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
+    #[serde(default)]
+    pub hooks: Vec<RawHook>,
     /// The `[[service]]` form; checked here for its keys and types only
     /// (`validate::services` merges each block over the top level).
     #[serde(default)]
     pub service: Vec<RawService>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHook {
+    pub url: Option<String>,
+    pub events: Option<Vec<String>>,
+    pub headers_file: Option<String>,
+    pub timeout: Option<String>,
+    pub max_attempts: Option<i64>,
 }
 
 // The sections are deserialized for their keys and types only (errors then

@@ -1218,3 +1218,50 @@ fn a_failback_sooner_than_the_passive_window_is_warned_about() {
         assert!(c.warnings.is_empty(), "{failover}: {:?}", c.warnings);
     }
 }
+
+#[test]
+fn hooks_entries_are_checked_and_their_url_path_never_printed() {
+    let c = ok(concat!(
+        "[[hooks]]\nurl = \"https://hooks.example.com/services/T0/B0/s3cret\"\n",
+        "events = [\"transition\", \"drill\"]\ntimeout = \"2s\"\n",
+        "[[hooks]]\nurl = \"http://127.0.0.1:9093/api/v2/alerts\"\n",
+    ));
+    assert_eq!(c.hooks.len(), 2);
+    assert_eq!(
+        c.hooks[0].events,
+        vec![
+            crate::config::HookEvent::Transition,
+            crate::config::HookEvent::Drill
+        ]
+    );
+    assert_eq!(c.hooks[0].timeout, std::time::Duration::from_secs(2));
+    assert_eq!(c.hooks[1].events.len(), 5, "all events by default");
+    assert_eq!(c.hooks[1].max_attempts, 5);
+    let printed = c.to_effective_toml();
+    assert!(
+        printed.contains("url = \"https://hooks.example.com/\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("s3cret"), "{printed}");
+
+    assert_err(
+        "[[hooks]]\nurl = \"ftp://x/\"\n",
+        "hooks[0].url: has scheme \"ftp\"; only http and https are supported",
+    );
+    assert_err(
+        "[[hooks]]\nevents = [\"drill\"]\n",
+        "hooks[0].url: required",
+    );
+    assert_err(
+        "[[hooks]]\nurl = \"https://x/\"\nevents = [\"outage\"]\n",
+        "hooks[0].events: \"outage\" is not an event; use transition, operator, drill, latch, reload",
+    );
+    assert_err(
+        "[[hooks]]\nurl = \"https://x/\"\nmax_attempts = 0\n",
+        "hooks[0].max_attempts:",
+    );
+    assert_err(
+        "[[hooks]]\nurl = \"https://x/\"\ncolour = 1\n",
+        "hooks[0].colour: unknown key",
+    );
+}

@@ -23,6 +23,7 @@ use super::{
     Config, ConfigError, ConfigErrors, FailbackMode, FailoverConfig, HealthConfig, StateConfig,
 };
 
+mod hooks;
 mod rules;
 mod sections;
 mod services;
@@ -222,6 +223,7 @@ impl Validator<'_> {
         let retry = self.retry(raw.retry, &proxy);
         let fleet = raw.fleet.map(|f| self.fleet(f));
         let rewrite = self.rewrite(raw.rewrite);
+        let hooks = self.hooks(raw.hooks);
         let mut warnings = Vec::new();
         if state.path.is_none() {
             warnings.push(STATE_PATH_WARNING.to_owned());
@@ -238,6 +240,7 @@ impl Validator<'_> {
             retry,
             fleet,
             rewrite,
+            hooks,
             services: Vec::new(),
             base_dir: self.base_dir.to_path_buf(),
             warnings,
