@@ -35,6 +35,13 @@ pub(super) fn effective_toml(c: &Config) -> String {
     classify(&mut w, &c.classify);
     retry(&mut w, &c.retry);
     fleet(&mut w, c.fleet.as_ref());
+    w.section("audit");
+    match &c.audit.path {
+        Some(f) => w.kv("path", path(f)),
+        None => w.comment("path is not set: no audit file is written"),
+    }
+    w.kv("max_size", s(&c.audit.max_size.to_string()));
+    w.kv("keep", c.audit.keep.to_string());
     hooks(&mut w, &c.hooks);
     if c.has_service_blocks() {
         for svc in &c.services {

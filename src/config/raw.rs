@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub retry: RawRetry,
     pub fleet: Option<RawFleet>,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
     #[serde(default)]
     pub hooks: Vec<RawHook>,
@@ -171,6 +173,14 @@ pub(super) struct RawFailover {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub path: Option<String>,
+    pub max_size: Option<String>,
+    pub keep: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
