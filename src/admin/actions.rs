@@ -70,6 +70,17 @@ pub enum Action {
 }
 
 impl Action {
+    /// As in the audit line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Failover => "failover",
+            Action::EnableWrites => "enable-writes",
+            Action::Failback => "failback",
+            Action::Drill => "drill",
+            Action::DrillStop => "drill-stop",
+        }
+    }
+
     pub fn from_path(path: &str) -> Option<Action> {
         match path {
             "/admin/failover" => Some(Action::Failover),
@@ -172,11 +183,33 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Who sent an operator action, for its audit line.
+pub struct Caller {
+    pub source: std::net::SocketAddr,
+    pub correlation_id: String,
+    /// The name of the token used (`admin.tokens_file`), never the token.
+    pub by: Option<String>,
+}
+
+impl Caller {
+    fn record(&self, action: Action, reason: &str) -> crate::audit::Record {
+        crate::audit::Record {
+            action: Some(action.name().to_owned()),
+            reason: Some(reason.to_owned()),
+            source: Some(self.source),
+            correlation_id: Some(self.correlation_id.clone()),
+            by: self.by.clone(),
+            ..crate::audit::Record::new(crate::audit::Kind::Operator, std::time::SystemTime::now())
+        }
+    }
+}
+
 /// Runs an action; returns the status and JSON body to answer.
 pub async fn run(
     routes: &crate::proxy::pick::Routes,
     action: Action,
     body: &Bytes,
+    caller: &Caller,
 ) -> (StatusCode, Value) {
     let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody {
@@ -238,7 +271,8 @@ pub async fn run(
             }
         }
     };
-    let answer = failover.command(command).await;
+    let record = caller.record(action, command.reason());
+    let answer = failover.command_recorded(command, Some(record)).await;
     if action == Action::Drill && matches!(answer, Ok(Err(_))) {
         failover.metrics().drills.refused();
     }
@@ -256,6 +290,14 @@ fn answer_of(
             json!({
                 "error": e.to_string(),
                 "code": "fleet_record_changed",
+                "mode": failover.snapshot().mode.as_str(),
+            }),
+        ),
+        Err(e @ CommandError::AuditUnwritable(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": e.to_string(),
+                "code": crate::audit::AUDIT_WRITE_ERROR_CODE,
                 "mode": failover.snapshot().mode.as_str(),
             }),
         ),

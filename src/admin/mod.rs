@@ -20,6 +20,7 @@ mod conn;
 pub mod console;
 mod drill;
 mod guard;
+mod history;
 pub mod status;
 
 pub use conn::serve;
@@ -49,6 +50,8 @@ pub struct AdminState {
     pub reloader: Arc<crate::reload::Reloader>,
     /// The console's open `/events` streams.
     pub console: console::Console,
+    /// The audit file and hooks (`GET /history`).
+    pub audit: crate::audit::Sink,
 }
 
 /// Which listener a request came on.
@@ -96,6 +99,7 @@ async fn respond(
     state: Arc<AdminState>,
     listener: Listener,
     local: SocketAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<console::events::BoxBody> {
     if req.uri().path() == "/events" {
@@ -104,7 +108,7 @@ async fn respond(
         }
         return console::events::open(state);
     }
-    route(&state, listener, local, req)
+    route(&state, listener, local, peer, req)
         .await
         .map(BodyExt::boxed_unsync)
 }
@@ -114,13 +118,14 @@ async fn route(
     state: &AdminState,
     listener: Listener,
     local: SocketAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Resp {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/" | "/console.css" | "/console.js" | "/livez" | "/readyz" | "/metrics" | "/status"
-        | "/fleet/instances" | "/config"
+        | "/fleet/instances" | "/config" | "/history"
             if !get =>
         {
             method_not_allowed("GET, HEAD")
@@ -157,6 +162,17 @@ async fn route(
             "the configuration is served on admin.listen only\n",
         ),
         "/config" => unauthorized(state, &req).unwrap_or_else(|| running_config(state)),
+        "/history" if listener == Listener::Probe => text(
+            StatusCode::NOT_FOUND,
+            "the history is served on admin.listen only\n",
+        ),
+        "/history" => match unauthorized(state, &req) {
+            Some(refusal) => refusal,
+            None => {
+                let (status, value) = history::history(state, req.uri().query()).await;
+                json(status, &value)
+            }
+        },
         "/fleet/instances" => match service_named(&state.proxy, req.uri().query()) {
             Err((status, error)) => json(status, &error),
             Ok(svc) => fleet_instances(svc.failover()).await,
@@ -167,33 +183,50 @@ async fn route(
                 "operator actions are served on admin.listen only\n",
             ),
             Some(_) if req.method() != Method::POST => method_not_allowed("POST"),
-            Some(action) => {
-                if let Err((status, error)) =
-                    guard::check(req.uri(), req.headers(), local, state.token.is_some())
-                {
-                    return json(status, &error);
-                }
-                if let Some(refusal) = unauthorized(state, &req) {
-                    return refusal;
-                }
-                let body = match Limited::new(req.into_body(), actions::MAX_BODY)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return json(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &serde_json::json!({"error": format!("the body exceeds {} bytes", actions::MAX_BODY)}),
-                        )
-                    }
-                };
-                let (status, value) = actions::run(&state.proxy.routes(), action, &body).await;
-                json(status, &value)
-            }
+            Some(action) => operator_action(state, local, peer, req, action).await,
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
+}
+
+/// An operator action (`POST /admin/...`) from a local, authorized caller.
+async fn operator_action(
+    state: &AdminState,
+    local: SocketAddr,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    action: Action,
+) -> Resp {
+    if let Err((status, error)) =
+        guard::check(req.uri(), req.headers(), local, state.token.is_some())
+    {
+        return json(status, &error);
+    }
+    if let Some(refusal) = unauthorized(state, &req) {
+        return refusal;
+    }
+    let caller = actions::Caller {
+        source: peer,
+        correlation_id: crate::proxy::headers::correlation_id(req.headers())
+            .to_str()
+            .unwrap_or_default()
+            .to_owned(),
+        by: None,
+    };
+    let body = match Limited::new(req.into_body(), actions::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": format!("the body exceeds {} bytes", actions::MAX_BODY)}),
+            )
+        }
+    };
+    let (status, value) = actions::run(&state.proxy.routes(), action, &body, &caller).await;
+    json(status, &value)
 }
 
 /// The 401 for a request without the admin token, when one is configured.

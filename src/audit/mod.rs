@@ -11,9 +11,11 @@
 //! nothing, and it never sees a token (only the token's name, `by`).
 
 mod record;
+mod sink;
 mod writer;
 
 pub use record::{Kind, Record};
+pub use sink::Sink;
 pub use writer::{AuditLog, AuditMetrics, AuditWriteError};
 
 /// The error code an operator action refused for want of a record carries.

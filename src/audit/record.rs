@@ -44,6 +44,10 @@ pub struct Record {
     /// The name of the admin token used (`admin.tokens_file`), never the token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<String>,
+    /// For operator actions: `failover`, `enable-writes`, `failback`,
+    /// `drill`, `drill-stop`; for a drill event: `started`, `ended`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
     /// For operator actions: `accepted`, or the refusal's error code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
@@ -67,6 +71,7 @@ impl Record {
             source: None,
             correlation_id: None,
             by: None,
+            action: None,
             outcome: None,
             report: None,
         }

@@ -90,6 +90,16 @@ impl AuditLog {
         })
     }
 
+    /// Whether the file can be opened for appending (created if absent).
+    pub fn check(&self) -> Result<(), AuditWriteError> {
+        self.open_file()
+            .map(drop)
+            .map_err(|source| AuditWriteError {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     /// [`AuditLog::append`] off the async threads.
     pub async fn write(self: &Arc<Self>, record: Record) -> Result<(), AuditWriteError> {
         let log = Arc::clone(self);
