@@ -68,6 +68,8 @@ pub enum StartError {
     Tls(#[from] TlsError),
     #[error("service {0}: {1}")]
     Service(String, BuildError),
+    #[error(transparent)]
+    TokensFile(#[from] crate::admin::tokens::TokensFileError),
     #[error("admin.token_file {path}: {source}")]
     TokenFile {
         path: String,
@@ -182,6 +184,19 @@ fn start_audit(config: &Config, registry: &Registry) -> Result<crate::audit::Sin
     Ok(Sink::start(log, hooks))
 }
 
+/// `admin.tokens_file`, read once now: a malformed file stops the start.
+fn admin_tokens(config: &Config) -> Result<Option<crate::admin::tokens::AdminTokens>, StartError> {
+    let tokens = config
+        .admin
+        .tokens_file
+        .clone()
+        .map(crate::admin::tokens::AdminTokens::new);
+    if let Some(t) = &tokens {
+        t.check()?;
+    }
+    Ok(tokens)
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, StartOptions::default()).await
@@ -243,6 +258,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             source,
         })?;
     }
+    let tokens = admin_tokens(&config)?;
     let reloader = Reloader::new(
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
@@ -258,6 +274,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         ready: Default::default(),
         proxy,
         token,
+        tokens,
         reloader: reloader.clone(),
         console: Default::default(),
         audit,

@@ -144,7 +144,7 @@ impl AdminToken {
 
 /// The credentials of a `Bearer` authorization value: the scheme matched
 /// case-insensitively, then one or more spaces.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(super) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, rest) = value.split_at(space);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -270,6 +270,16 @@ pub async fn run(
                 Err(e) => return (StatusCode::BAD_REQUEST, json!({ "error": e })),
             }
         }
+    };
+    let command = match command {
+        Command::Drill {
+            duration, reason, ..
+        } => Command::Drill {
+            duration,
+            reason,
+            by: caller.by.clone(),
+        },
+        other => other,
     };
     let record = caller.record(action, command.reason());
     let answer = failover.command_recorded(command, Some(record)).await;

@@ -22,6 +22,7 @@ mod drill;
 mod guard;
 mod history;
 pub mod status;
+pub mod tokens;
 
 pub use conn::serve;
 
@@ -46,6 +47,8 @@ pub struct AdminState {
     /// The services (their failover engines, metrics and upstreams).
     pub proxy: Arc<Proxy>,
     pub token: Option<AdminToken>,
+    /// `admin.tokens_file`: named tokens; the name is recorded as `by`.
+    pub tokens: Option<tokens::AdminTokens>,
     /// The running configuration, for `GET /config`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// The console's open `/events` streams.
@@ -197,21 +200,20 @@ async fn operator_action(
     req: Request<Incoming>,
     action: Action,
 ) -> Resp {
-    if let Err((status, error)) =
-        guard::check(req.uri(), req.headers(), local, state.token.is_some())
-    {
+    if let Err((status, error)) = guard::check(req.uri(), req.headers(), local, state.has_token()) {
         return json(status, &error);
     }
-    if let Some(refusal) = unauthorized(state, &req) {
-        return refusal;
-    }
+    let by = match caller(state, &req) {
+        Ok(by) => by,
+        Err(Unauthorized) => return unauthorized_answer(),
+    };
     let caller = actions::Caller {
         source: peer,
         correlation_id: crate::proxy::headers::correlation_id(req.headers())
             .to_str()
             .unwrap_or_default()
             .to_owned(),
-        by: None,
+        by,
     };
     let body = match Limited::new(req.into_body(), actions::MAX_BODY)
         .collect()
@@ -229,19 +231,48 @@ async fn operator_action(
     json(status, &value)
 }
 
-/// The 401 for a request without the admin token, when one is configured.
-fn unauthorized(state: &AdminState, req: &Request<Incoming>) -> Option<Resp> {
-    let token = state.token.as_ref()?;
-    if token.allows(req.headers()) {
-        return None;
+impl AdminState {
+    /// Whether operator actions need a token (`token_file` or `tokens_file`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.tokens.is_some()
     }
+}
+
+/// Who sends a request: the name of its token in `admin.tokens_file`
+/// (`None` for `admin.token_file`'s, or without tokens), or the 401.
+fn caller(state: &AdminState, req: &Request<Incoming>) -> Result<Option<String>, Unauthorized> {
+    if let Some(tokens) = &state.tokens {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| actions::bearer_token(v.as_bytes()));
+        if let Some(name) = given.and_then(|t| tokens.name_of(t)) {
+            return Ok(Some(name));
+        }
+    }
+    match &state.token {
+        Some(token) if token.allows(req.headers()) => Ok(None),
+        None if state.tokens.is_none() => Ok(None),
+        _ => Err(Unauthorized),
+    }
+}
+
+/// A request without a valid admin token.
+struct Unauthorized;
+
+/// The 401 for a request without a valid admin token, when one is configured.
+fn unauthorized(state: &AdminState, req: &Request<Incoming>) -> Option<Resp> {
+    caller(state, req).err().map(|_| unauthorized_answer())
+}
+
+fn unauthorized_answer() -> Resp {
     let mut r = json(
         StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file)"}),
+        &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file or admin.tokens_file)"}),
     );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(r)
+    r
 }
 
 /// `GET /config`: the effective configuration as `failway check` prints it

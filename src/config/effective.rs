@@ -113,6 +113,9 @@ fn admin(w: &mut Writer, a: &AdminConfig) {
         Some(f) => w.kv("token_file", path(f)),
         None => w.comment("token_file is not set: the admin API takes no token"),
     }
+    if let Some(f) = &a.tokens_file {
+        w.kv("tokens_file", path(f));
+    }
     match a.probe_listen {
         Some(addr) => w.kv("probe_listen", s(&addr.to_string())),
         None => w.comment("probe_listen is not set"),

@@ -97,6 +97,9 @@ pub enum HostHeader {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+    /// One `NAME TOKEN` a line: each operator's own token, named in the
+    /// audit file (`by`).
+    pub tokens_file: Option<PathBuf>,
     pub probe_listen: Option<SocketAddr>,
 }
 

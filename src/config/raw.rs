@@ -101,6 +101,7 @@ pub(super) struct RawServerTls {
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub tokens_file: Option<String>,
     pub probe_listen: Option<String>,
 }
 

@@ -32,6 +32,7 @@ impl Driver {
         r.to = Some(t.to.as_str().to_owned());
         r.trigger = Some(t.trigger.as_str().to_owned());
         r.reason = Some(t.reason.clone());
+        r.by = t.by.clone();
         self.audit.note(r);
         if t.latch_cleared {
             self.audit_latch(false, t.at);

@@ -310,6 +310,12 @@ impl Driver {
                 return Err(CommandError::NotPersisted);
             }
         }
+        let by = audit.as_ref().and_then(|r| r.by.clone());
+        let mut result = result;
+        if let (Some(name), Ok(CommandOutcome::Changed(t))) = (&by, &mut result) {
+            t.by = Some(name.clone());
+            self.machine.name_last_transition(name);
+        }
         if let Err(e) = self.audit_result(audit, &result).await {
             if self.fleet.is_none() && self.machine.state() != before.state() {
                 self.machine = before;

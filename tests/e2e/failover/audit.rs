@@ -302,3 +302,94 @@ async fn a_hook_that_hangs_delays_neither_requests_nor_failover() {
     assert_eq!(receiver.requests().len(), 1, "one delivery at a time");
     app.shutdown().await;
 }
+
+#[tokio::test]
+async fn each_operator_token_names_who_acted_and_never_appears_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(
+        &tokens,
+        "# on-call\nalice tok-alice-1234\nci-deploy tok-ci-5678\n",
+    )
+    .unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let (primary, replica) = (FakeUpstream::start().await, FakeUpstream::start().await);
+    let mut cfg = fw::config(
+        &primary.url(),
+        &replica.url(),
+        &fw::fast_health(&sections(&audit, "", None)),
+    );
+    cfg.admin.tokens_file = Some(tokens.clone());
+    let app = fw::start_probing(cfg).await;
+    wait_healthy(&app).await;
+
+    let body = r#"{"reason": "outage drill by hand"}"#;
+    assert_eq!(admin(&app, "failover", body, None).await.status, 401);
+    assert_eq!(
+        admin(&app, "failover", body, Some("tok-guess"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(status(&app).await["mode"], "primary");
+    let ans = admin(&app, "failover", body, Some("tok-alice-1234")).await;
+    assert_eq!(ans.status, 200, "{:?}", ans.json());
+    let ans = admin(
+        &app,
+        "failback",
+        r#"{"reason": "done"}"#,
+        Some("tok-ci-5678"),
+    )
+    .await;
+    assert_eq!(ans.status, 200, "{:?}", ans.json());
+
+    let st = status(&app).await;
+    let by: Vec<&str> = st["transitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["by"].as_str())
+        .collect();
+    assert_eq!(by, ["alice", "ci-deploy"], "{st}");
+    let mut records = Vec::new();
+    eventually(T, "four records", || {
+        records = lines(&audit);
+        records.len() >= 4
+    })
+    .await;
+    let named: Vec<(String, String)> = records
+        .iter()
+        .map(|r| (summary(r), r["by"].as_str().unwrap_or("-").to_owned()))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            ("operator failover accepted".to_owned(), "alice".to_owned()),
+            (
+                "transition primary -> failover_read_only [operator]".to_owned(),
+                "alice".to_owned()
+            ),
+            (
+                "operator failback accepted".to_owned(),
+                "ci-deploy".to_owned()
+            ),
+            (
+                "transition failover_read_only -> primary [operator]".to_owned(),
+                "ci-deploy".to_owned()
+            ),
+        ]
+    );
+    let text = std::fs::read_to_string(&audit).unwrap();
+    assert!(!text.contains("tok-"), "no token in the audit file");
+
+    // The file is read again when it changes: alice's token is revoked.
+    std::fs::write(&tokens, "ci-deploy tok-ci-5678\n").unwrap();
+    eventually_async(T, "alice's token refused", || async {
+        admin(&app, "failover", body, Some("tok-alice-1234"))
+            .await
+            .status
+            == 401
+    })
+    .await;
+    app.shutdown().await;
+}
