@@ -157,6 +157,7 @@ const RESTART_ONLY: &[RestartOnly] = &[
     restart_only!("state.path", state),
     restart_only!("fleet", fleet),
     restart_only!("hooks", hooks),
+    restart_only!("audit", audit),
 ];
 
 /// Keys whose change needs a restart.
