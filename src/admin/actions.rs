@@ -67,6 +67,8 @@ pub enum Action {
     Failback,
     Drill,
     DrillStop,
+    /// Runs the service's key-pair checks now.
+    KeysVerify,
 }
 
 impl Action {
@@ -77,6 +79,7 @@ impl Action {
             "/admin/failback" => Some(Action::Failback),
             "/admin/drill" => Some(Action::Drill),
             "/admin/drill/stop" => Some(Action::DrillStop),
+            "/admin/keys/verify" => Some(Action::KeysVerify),
             _ => None,
         }
     }
@@ -224,6 +227,7 @@ pub async fn run(
             force: parsed.force,
             reason,
         },
+        Action::KeysVerify => return keys_verify(&svc).await,
         Action::Drill | Action::DrillStop => {
             let max = svc.dynamic().settings.max_drill;
             match super::drill::command(
@@ -243,6 +247,20 @@ pub async fn run(
         failover.metrics().drills.refused();
     }
     answer_of(failover, answer)
+}
+
+/// `POST /admin/keys/verify`: every pair of the service checked now; 200
+/// with `"interchangeable"` true only when each pair is.
+async fn keys_verify(svc: &crate::proxy::service::Service) -> (StatusCode, Value) {
+    let reports = svc.keys().verify().await;
+    let all = reports
+        .iter()
+        .all(|r| r.result == crate::keycheck::CheckResult::Ok);
+    let pairs: Vec<Value> = reports.iter().map(crate::keycheck::report_json).collect();
+    (
+        StatusCode::OK,
+        json!({"service": svc.name(), "interchangeable": all, "key_pairs": pairs}),
+    )
 }
 
 /// The HTTP answer to a command's outcome.

@@ -14,6 +14,7 @@ use super::refusal::Refusal;
 use super::Dynamic;
 use crate::failover::{BlockReason, Failover, ReplicaWrite, WriteRefusal};
 use crate::health::prober::Probers;
+use crate::keycheck::KeyCheck;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::retry::RetryBudget;
 
@@ -29,6 +30,8 @@ pub struct Service {
     /// Every series of this service (each carries `service="NAME"`).
     registry: Registry,
     metrics: ProxyMetrics,
+    /// The `[[key_pairs]]` checks (none configured: no task runs).
+    keys: KeyCheck,
     /// Stops this service's driver, fleet tasks and probers: at the
     /// process's drain, or when a reload removes the service.
     stop: tokio::sync::watch::Sender<bool>,
@@ -43,6 +46,7 @@ pub struct Parts {
     pub probers: Probers,
     pub registry: Registry,
     pub metrics: ProxyMetrics,
+    pub keys: KeyCheck,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -56,6 +60,7 @@ impl Service {
             probers: Mutex::new(parts.probers),
             registry: parts.registry,
             metrics: parts.metrics,
+            keys: parts.keys,
             stop_rx: parts.stop.subscribe(),
             stop: parts.stop,
         }
@@ -78,6 +83,10 @@ impl Service {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    pub fn keys(&self) -> &KeyCheck {
+        &self.keys
     }
 
     /// Stops its probers (a reload removed the service).
@@ -208,6 +217,10 @@ impl Builder {
         let (failover, task) =
             Failover::start_scoped(&cfg, &registry, stop_rx.clone(), scope).await?;
         let rewriter = Rewriter::new(&cfg.rewrite);
+        let watched = failover.clone();
+        let down = Box::new(move |r| watched.snapshot().region(r).is_down());
+        let keys = KeyCheck::new(&spec.name, &cfg, &upstreams, down, &registry)?;
+        keys.spawn(&stop_rx);
         let probers = Probers::start(
             self.probes,
             &cfg.health,
@@ -228,6 +241,7 @@ impl Builder {
             probers,
             registry,
             metrics,
+            keys,
             stop,
         };
         Ok((Arc::new(Service::new(&spec.name, parts)), task))
