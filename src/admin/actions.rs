@@ -203,6 +203,10 @@ pub async fn run(
         Ok(s) => s,
         Err(answer) => return answer,
     };
+    // A check takes no reason: it changes nothing.
+    if action == Action::KeysVerify {
+        return keys_verify(&svc).await;
+    }
     let failover = svc.failover();
     let reason = match reason_of(parsed.reason) {
         Ok(r) => r,

@@ -1,0 +1,4 @@
+//! Duplicated keys ([[key_pairs]]) checked against two simulated Key
+//! Protect regions holding the same imported material.
+
+mod interchange;
