@@ -36,12 +36,14 @@ pub(super) fn effective_toml(c: &Config) -> String {
     retry(&mut w, &c.retry);
     fleet(&mut w, c.fleet.as_ref());
     hooks(&mut w, &c.hooks);
+    key_check(&mut w, &c.key_check);
     if c.has_service_blocks() {
         for svc in &c.services {
             service(&mut w, svc);
         }
     } else {
         rewrite(&mut w, &c.rewrite);
+        key_pairs(&mut w, &c.key_pairs);
     }
     w.out
 }
@@ -61,6 +63,7 @@ fn service(w: &mut Writer, svc: &ServiceConfig) {
     classify(w, &svc.classify);
     retry(w, &svc.retry);
     rewrite(w, &svc.rewrite);
+    key_pairs(w, &svc.key_pairs);
     w.prefix = "";
 }
 
@@ -248,6 +251,30 @@ fn fleet(w: &mut Writer, fleet: Option<&FleetConfig>) {
         None => {
             w.out.push('\n');
             w.comment("[fleet] is not set: this instance decides alone");
+        }
+    }
+}
+
+fn key_check(w: &mut Writer, k: &crate::config::KeyCheckConfig) {
+    w.section("key_check");
+    w.kv("interval", dur(k.interval));
+    if let Some(f) = &k.authorization_file {
+        w.kv("authorization_file", path(f));
+    }
+}
+
+fn key_pairs(w: &mut Writer, pairs: &crate::config::KeyPairs) {
+    match pairs {
+        crate::config::KeyPairs::FromRewrite => w.comment(
+            "key_pairs = \"from-rewrite\": every key-ID path_segment mapping of [[rewrite]]",
+        ),
+        crate::config::KeyPairs::Listed(list) => {
+            for p in list {
+                w.array_section("key_pairs");
+                w.kv("name", s(&p.name));
+                w.kv("primary", s(&p.primary));
+                w.kv("replica", s(&p.replica));
+            }
         }
     }
 }

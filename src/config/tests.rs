@@ -878,6 +878,15 @@ replica = "r-inst"
 path_segment = true
 primary = "p-key"
 replica = "r-key"
+
+[[key_pairs]]
+name = "payments-root"
+primary = "p-key"
+replica = "r-key"
+
+[key_check]
+interval = "5m"
+authorization_file = "kp-token"
 "#
     )
 }

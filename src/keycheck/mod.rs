@@ -175,7 +175,7 @@ impl KeyCheck {
         self.inner.metrics.record(&pair.name, report.result);
         let previous = {
             let mut reports = self.inner.reports.lock().unwrap_or_else(|e| e.into_inner());
-            std::mem::replace(&mut reports[i], Some(report.clone()))
+            reports[i].replace(report.clone())
         };
         let changed = previous.as_ref().map(|p| p.result) != Some(report.result);
         let (service, result) = (&self.inner.service, report.result.as_str());
