@@ -38,6 +38,14 @@ impl KeyMetrics {
         })
     }
 
+    /// Drops the series of a pair no longer configured.
+    pub fn forget(&self, pair: &str) {
+        let _ = self.interchangeable.remove_label_values(&[pair]);
+        for r in CheckResult::ALL {
+            let _ = self.checks.remove_label_values(&[pair, r.as_str()]);
+        }
+    }
+
     /// Counts a check; sets the gauge when the result is conclusive.
     pub fn record(&self, pair: &str, result: CheckResult) {
         self.checks

@@ -17,15 +17,16 @@
 //! traffic. The instance header of each region comes from the
 //! `bluemix-instance` mapping of `[[rewrite]]`, as proxied requests get it.
 //!
-//! Not done here: the pairs follow the configuration the service was built
-//! with (a reload that changes only `key_pairs` applies at the next restart
-//! or when the service is rebuilt).
+//! A reload that changes what the checks use (pairs, `[key_check]`,
+//! `[[rewrite]]`, the probe headers or token, a region's client) replaces
+//! the service's checks: the old tasks stop, the new ones start, and a pair
+//! left unchanged keeps its last report. The metric families are
+//! registered once per service and outlive the replacements.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
-use prometheus::Registry;
 use serde_json::{json, Value};
 
 use crate::config::{Config, KeyPairConfig, KeyPairs, RewriteKind, RewriteRule};
@@ -41,7 +42,7 @@ pub mod outcome;
 use check::Checker;
 pub use check::PairReport;
 use exchange::Side;
-use metrics::KeyMetrics;
+pub use metrics::KeyMetrics;
 pub use outcome::CheckResult;
 
 /// Upper bound of one call of a check.
@@ -61,6 +62,19 @@ struct Inner {
     metrics: KeyMetrics,
     /// The last report of each pair, in `pairs` order.
     reports: Mutex<Vec<Option<PairReport>>>,
+    /// Stops this set's tasks (a reload replaced it).
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// Whether the checks of `new` differ from those of `old` (both as
+/// `Config::for_service` gives them), clients aside.
+pub fn inputs_changed(old: &Config, new: &Config) -> bool {
+    old.key_pairs != new.key_pairs
+        || old.key_check != new.key_check
+        || old.rewrite != new.rewrite
+        || old.health.headers != new.health.headers
+        || old.health.authorization_file != new.health.authorization_file
+        || old.retry.per_try_timeout != new.retry.per_try_timeout
 }
 
 /// The pairs `key_pairs` names: as listed, or one per path-segment mapping
@@ -104,14 +118,14 @@ fn instances(cfg: &Config) -> [Option<HeaderValue>; 2] {
 impl KeyCheck {
     /// The checks of the service `cfg` describes (`Config::for_service`),
     /// over its region clients; `down` tells whether the service judges a
-    /// region down.
+    /// region down; `metrics` are the service's (see [`KeyMetrics::register`]).
     pub fn new(
         service: &str,
         cfg: &Config,
         upstreams: &[Arc<Upstream>; 2],
         down: Box<dyn Fn(Region) -> bool + Send + Sync>,
-        registry: &Registry,
-    ) -> Result<KeyCheck, prometheus::Error> {
+        metrics: KeyMetrics,
+    ) -> KeyCheck {
         let pairs = resolve_pairs(&cfg.key_pairs, &cfg.rewrite);
         let [pi, ri] = instances(cfg);
         let token = match (
@@ -137,23 +151,55 @@ impl KeyCheck {
             timeout: cfg.retry.per_try_timeout.min(MAX_CALL_TIME),
             down,
         };
-        Ok(KeyCheck {
+        KeyCheck {
             inner: Arc::new(Inner {
                 service: service.to_owned(),
                 reports: Mutex::new(vec![None; pairs.len()]),
                 pairs,
                 checker,
                 interval: cfg.key_check.interval,
-                metrics: KeyMetrics::register(registry)?,
+                metrics,
+                stop: tokio::sync::watch::channel(false).0,
             }),
-        })
+        }
     }
 
-    /// Starts one task a pair, until `stop` turns true.
-    pub fn spawn(&self, stop: &tokio::sync::watch::Receiver<bool>) {
+    pub fn metrics(&self) -> &KeyMetrics {
+        &self.inner.metrics
+    }
+
+    /// Stops this set's tasks.
+    pub fn stop(&self) {
+        let _ = self.inner.stop.send(true);
+    }
+
+    /// Takes over the reports of `old`'s pairs that are unchanged, and
+    /// drops the series of pairs that are gone.
+    pub fn succeed(&self, old: &KeyCheck) {
+        let kept = old.inner.reports.lock().unwrap_or_else(|e| e.into_inner());
+        let mut mine = self.inner.reports.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, pair) in self.inner.pairs.iter().enumerate() {
+            if let Some(j) = old.inner.pairs.iter().position(|p| p == pair) {
+                mine[i] = kept[j].clone();
+            }
+        }
+        for gone in old
+            .inner
+            .pairs
+            .iter()
+            .filter(|p| !self.inner.pairs.iter().any(|n| n.name == p.name))
+        {
+            self.inner.metrics.forget(&gone.name);
+        }
+    }
+
+    /// Starts one task a pair, until `service_stop` turns true or
+    /// [`KeyCheck::stop`] is called.
+    pub fn spawn(&self, service_stop: &tokio::sync::watch::Receiver<bool>) {
         for i in 0..self.inner.pairs.len() {
             let me = self.clone();
-            let mut stop = stop.clone();
+            let mut stop = service_stop.clone();
+            let mut replaced = self.inner.stop.subscribe();
             tokio::spawn(async move {
                 let interval = me.inner.interval;
                 let mut delay = interval.mul_f64(fastrand::f64());
@@ -161,6 +207,7 @@ impl KeyCheck {
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
                         _ = stop.wait_for(|s| *s) => return,
+                        _ = replaced.wait_for(|s| *s) => return,
                     }
                     me.check_one(i).await;
                     delay = interval.mul_f64(0.8 + 0.2 * fastrand::f64());
@@ -172,6 +219,10 @@ impl KeyCheck {
     async fn check_one(&self, i: usize) -> PairReport {
         let pair = &self.inner.pairs[i];
         let report = self.inner.checker.check(pair).await;
+        if *self.inner.stop.borrow() {
+            // Replaced by a reload while checking: the pair may be gone.
+            return report;
+        }
         self.inner.metrics.record(&pair.name, report.result);
         let previous = {
             let mut reports = self.inner.reports.lock().unwrap_or_else(|e| e.into_inner());
@@ -240,4 +291,53 @@ pub fn report_json(r: &PairReport) -> Value {
             "replica": r.versions[1],
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "{extra}\n[upstreams.primary]\nurl = \"http://p.invalid\"\n[upstreams.replica]\nurl = \"http://r.invalid\"\n"
+        );
+        Config::from_toml_str(&text, std::path::Path::new("/")).unwrap()
+    }
+
+    const KEY_A: &str = "2e7b0000-aaaa-4bbb-8ccc-000000000001";
+    const KEY_B: &str = "9c010000-aaaa-4bbb-8ccc-000000000002";
+
+    #[test]
+    fn from_rewrite_takes_every_key_id_mapping_and_names_it_by_its_entry() {
+        let c = config(&format!(
+            "key_pairs = \"from-rewrite\"\n[[rewrite]]\nheader = \"bluemix-instance\"\nprimary = \"{KEY_A}\"\nreplica = \"x\"\n[[rewrite]]\npath_segment = true\nprimary = \"my-alias\"\nreplica = \"y\"\n[[rewrite]]\npath_segment = true\nprimary = \"{KEY_A}\"\nreplica = \"{KEY_B}\"\n"
+        ));
+        let pairs = resolve_pairs(&c.key_pairs, &c.rewrite);
+        assert_eq!(
+            pairs,
+            vec![KeyPairConfig {
+                name: "rewrite-2".into(),
+                primary: KEY_A.into(),
+                replica: KEY_B.into(),
+            }],
+            "a header mapping and an alias are no key pairs"
+        );
+    }
+
+    #[test]
+    fn each_region_gets_its_instance_from_rewrite_else_from_the_probe_headers() {
+        let c = config(
+            "[[rewrite]]\nheader = \"bluemix-instance\"\nprimary = \"p-inst\"\nreplica = \"r-inst\"\n",
+        );
+        let [p, r] = instances(&c);
+        assert_eq!(
+            (p.unwrap(), r.unwrap()),
+            ("p-inst".parse().unwrap(), "r-inst".parse().unwrap())
+        );
+        let c = config("[health]\nheaders = { \"bluemix-instance\" = \"same\" }\n");
+        let [p, r] = instances(&c);
+        assert_eq!(p, r);
+        assert_eq!(p.unwrap(), "same");
+        assert_eq!(instances(&config("")), [None, None]);
+    }
 }

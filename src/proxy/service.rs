@@ -30,8 +30,9 @@ pub struct Service {
     /// Every series of this service (each carries `service="NAME"`).
     registry: Registry,
     metrics: ProxyMetrics,
-    /// The `[[key_pairs]]` checks (none configured: no task runs).
-    keys: KeyCheck,
+    /// The `[[key_pairs]]` checks (none configured: no task runs),
+    /// replaced when a reload changes what they use.
+    keys: ArcSwap<KeyCheck>,
     /// Stops this service's driver, fleet tasks and probers: at the
     /// process's drain, or when a reload removes the service.
     stop: tokio::sync::watch::Sender<bool>,
@@ -60,7 +61,7 @@ impl Service {
             probers: Mutex::new(parts.probers),
             registry: parts.registry,
             metrics: parts.metrics,
-            keys: parts.keys,
+            keys: ArcSwap::from_pointee(parts.keys),
             stop_rx: parts.stop.subscribe(),
             stop: parts.stop,
         }
@@ -85,8 +86,18 @@ impl Service {
         &self.metrics
     }
 
-    pub fn keys(&self) -> &KeyCheck {
-        &self.keys
+    /// The key-pair checks in use now.
+    pub fn keys(&self) -> Arc<KeyCheck> {
+        self.keys.load_full()
+    }
+
+    /// Stops the running key-pair checks and starts `fresh`, which keeps
+    /// the reports of unchanged pairs.
+    pub fn replace_keys(&self, fresh: KeyCheck) {
+        let old = self.keys.swap(Arc::new(fresh.clone()));
+        old.stop();
+        fresh.succeed(&old);
+        fresh.spawn(&self.stop_rx);
     }
 
     /// Stops its probers (a reload removed the service).
@@ -160,6 +171,14 @@ impl Service {
     }
 }
 
+/// Whether `failover` judges a region down now, for the key-pair checks.
+pub fn region_down(
+    failover: &Failover,
+) -> Box<dyn Fn(crate::region::Region) -> bool + Send + Sync> {
+    let watched = failover.clone();
+    Box::new(move |r| watched.snapshot().region(r).is_down())
+}
+
 /// Why a service could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -217,9 +236,14 @@ impl Builder {
         let (failover, task) =
             Failover::start_scoped(&cfg, &registry, stop_rx.clone(), scope).await?;
         let rewriter = Rewriter::new(&cfg.rewrite);
-        let watched = failover.clone();
-        let down = Box::new(move |r| watched.snapshot().region(r).is_down());
-        let keys = KeyCheck::new(&spec.name, &cfg, &upstreams, down, &registry)?;
+        let key_metrics = crate::keycheck::KeyMetrics::register(&registry)?;
+        let keys = KeyCheck::new(
+            &spec.name,
+            &cfg,
+            &upstreams,
+            region_down(&failover),
+            key_metrics,
+        );
         keys.spawn(&stop_rx);
         let probers = Probers::start(
             self.probes,

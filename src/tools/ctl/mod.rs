@@ -474,6 +474,41 @@ mod tests {
     }
 
     #[test]
+    fn keys_verify_posts_for_the_service_and_tabulates_each_pair() {
+        let verify = CtlCommand::Keys {
+            command: KeysCommand::Verify,
+        };
+        let (method, path, body) = request_of(&verify, Some("kp-us"));
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::POST, "/admin/keys/verify")
+        );
+        assert_eq!(body.unwrap()["service"], "kp-us");
+        let answer = serde_json::json!({"interchangeable": false, "key_pairs": [{
+            "name": "payments-root", "result": "unwrap_refused", "http_status": 422,
+            "error_code": "UNPROCESSABLE_CIPHERTEXT_ERR",
+            "versions": {"primary": "v2", "replica": "v1"},
+            "detail": "replica refused\u{1b}[2J to unwrap"
+        }]});
+        let table = keys_table(&answer);
+        let row = table.lines().nth(1).unwrap();
+        for cell in [
+            "payments-root",
+            "unwrap_refused",
+            "422",
+            "UNPROCESSABLE_CIPHERTEXT_ERR",
+            "v2",
+            "v1",
+        ] {
+            assert!(row.contains(cell), "{cell} in {row}");
+        }
+        assert!(
+            !table.contains('\u{1b}'),
+            "control characters are escaped: {table}"
+        );
+    }
+
+    #[test]
     fn service_names_from_the_server_are_escaped() {
         let mut v = two_services();
         let entry = v["services"]["kp-us"].clone();

@@ -55,7 +55,7 @@ pub fn expect(reply: &Reply, status: u16, region: &str, what: &str) -> Result<()
 pub enum Step {
     NormalTraffic,
     Drill,
-    KeysOutOfStep,
+    DuplicateKeys,
     Outage,
     Detection,
     ReplicaReads,
@@ -72,7 +72,7 @@ impl Step {
     pub const ALL: [Step; 13] = [
         Step::NormalTraffic,
         Step::Drill,
-        Step::KeysOutOfStep,
+        Step::DuplicateKeys,
         Step::Outage,
         Step::Detection,
         Step::ReplicaReads,
@@ -89,7 +89,7 @@ impl Step {
         match self {
             Step::NormalTraffic => "Normal traffic through failway",
             Step::Drill => "A drill rehearses the failover and comes back by itself",
-            Step::KeysOutOfStep => {
+            Step::DuplicateKeys => {
                 "A duplicated key rotated on the primary only is reported out of step"
             }
             Step::Outage => "The primary region goes down",
@@ -154,7 +154,7 @@ impl Incident<'_> {
         match step {
             Step::NormalTraffic => self.normal_traffic().await,
             Step::Drill => self.drill().await,
-            Step::KeysOutOfStep => self.keys_out_of_step().await,
+            Step::DuplicateKeys => self.keys_out_of_step().await,
             Step::Outage => self.outage().await,
             Step::Detection => self.detection().await,
             Step::ReplicaReads => self.replica_reads().await,

@@ -19,9 +19,9 @@ use tokio::time::Instant;
 use crate::common;
 use crate::common::failway as fw;
 
-const TOKEN: &str = "kp-test-token-7f3a";
-const P_INSTANCE: &str = "4f1c0000-aaaa-4bbb-8ccc-000000000001";
-const R_INSTANCE: &str = "9a2b0000-aaaa-4bbb-8ccc-000000000002";
+pub(super) const TOKEN: &str = "kp-test-token-7f3a";
+pub(super) const P_INSTANCE: &str = "4f1c0000-aaaa-4bbb-8ccc-000000000001";
+pub(super) const R_INSTANCE: &str = "9a2b0000-aaaa-4bbb-8ccc-000000000002";
 const GAUGE: &str = r#"failway_key_pair_interchangeable{pair="payments-root",service="default"}"#;
 
 fn checks(result: &str) -> String {
@@ -30,7 +30,7 @@ fn checks(result: &str) -> String {
     )
 }
 
-async fn region(name: &str, instance: &str) -> Simulator {
+pub(super) async fn region(name: &str, instance: &str) -> Simulator {
     let mut args = SimArgs::ephemeral(name);
     args.instance = instance.to_owned();
     args.token = Some(TOKEN.to_owned());
@@ -50,7 +50,7 @@ async fn kp(sim: &Simulator, instance: &str, path: &str, body: Value) -> Value {
 }
 
 /// Imports a root key with `material`; returns its id.
-async fn import(sim: &Simulator, instance: &str, material: &[u8]) -> String {
+pub(super) async fn import(sim: &Simulator, instance: &str, material: &[u8]) -> String {
     let res = json!({"type": "application/vnd.ibm.kms.key+json", "name": "payments-root",
         "extractable": false, "payload": STANDARD.encode(material)});
     let body = json!({"metadata": {"collectionType": "application/vnd.ibm.kms.key+json",
@@ -59,7 +59,7 @@ async fn import(sim: &Simulator, instance: &str, material: &[u8]) -> String {
     v["resources"][0]["id"].as_str().unwrap().to_owned()
 }
 
-async fn rotate(sim: &Simulator, instance: &str, id: &str, material: &[u8]) {
+pub(super) async fn rotate(sim: &Simulator, instance: &str, id: &str, material: &[u8]) {
     let body = json!({"payload": STANDARD.encode(material)});
     kp(
         sim,
@@ -82,7 +82,7 @@ async fn ctl_verify(admin: std::net::SocketAddr) -> Output {
     .unwrap()
 }
 
-async fn metrics_text(app: &failway::app::Running) -> String {
+pub(super) async fn metrics_text(app: &failway::app::Running) -> String {
     let a = fw::req("GET", &format!("http://{}/metrics", app.admin_addr))
         .send()
         .await;

@@ -2,3 +2,4 @@
 //! Protect regions holding the same imported material.
 
 mod interchange;
+mod reload;
