@@ -3,3 +3,4 @@
 
 mod interchange;
 mod reload;
+mod services;
