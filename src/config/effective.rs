@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::{
     AdminConfig, ClassifyConfig, Config, FailbackMode, FailoverConfig, FailoverMode, FleetBackend,
-    FleetConfig, HealthConfig, HostHeader, ProxyConfig, RetryConfig, RewriteKind, RewriteRule,
-    ServiceConfig, UpstreamConfig, UpstreamTls,
+    FleetConfig, HealthConfig, HostHeader, KeyCheckConfig, KeyPairs, ProxyConfig, RetryConfig,
+    RewriteKind, RewriteRule, ServiceConfig, UpstreamConfig, UpstreamTls,
 };
 
 pub(super) const REDACTED: &str = "<redacted>";
@@ -255,7 +255,7 @@ fn fleet(w: &mut Writer, fleet: Option<&FleetConfig>) {
     }
 }
 
-fn key_check(w: &mut Writer, k: &crate::config::KeyCheckConfig) {
+fn key_check(w: &mut Writer, k: &KeyCheckConfig) {
     w.section("key_check");
     w.kv("interval", dur(k.interval));
     if let Some(f) = &k.authorization_file {
@@ -263,19 +263,17 @@ fn key_check(w: &mut Writer, k: &crate::config::KeyCheckConfig) {
     }
 }
 
-fn key_pairs(w: &mut Writer, pairs: &crate::config::KeyPairs) {
-    match pairs {
-        crate::config::KeyPairs::FromRewrite => w.comment(
+fn key_pairs(w: &mut Writer, pairs: &KeyPairs) {
+    let KeyPairs::Listed(list) = pairs else {
+        return w.comment(
             "key_pairs = \"from-rewrite\": every key-ID path_segment mapping of [[rewrite]]",
-        ),
-        crate::config::KeyPairs::Listed(list) => {
-            for p in list {
-                w.array_section("key_pairs");
-                w.kv("name", s(&p.name));
-                w.kv("primary", s(&p.primary));
-                w.kv("replica", s(&p.replica));
-            }
-        }
+        );
+    };
+    for p in list {
+        w.array_section("key_pairs");
+        w.kv("name", s(&p.name));
+        w.kv("primary", s(&p.primary));
+        w.kv("replica", s(&p.replica));
     }
 }
 
