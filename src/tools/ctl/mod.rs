@@ -30,7 +30,7 @@ pub use self::print::{fleet_table, keys_table, status_output, status_table};
 
 /// The exit codes, as `failway ctl --help` prints them.
 pub const EXIT_CODES: &str =
-    "Exit codes: 0 done (or nothing to do); 1 refused as impossible (409) or not found; \
+    "Exit codes: 0 done (or nothing to do); 1 refused as impossible (409) or not found, \
 or a key pair not interchangeable (keys verify); 64 usage; 66 --token-file missing or unreadable; 69 admin API unreachable or too slow; \
 77 the token was refused (401/403)";
 
