@@ -61,11 +61,15 @@ pub enum StartError {
     #[error("cannot register metrics: {0}")]
     Metrics(#[from] prometheus::Error),
     #[error(transparent)]
+    Hooks(#[from] crate::hooks::HookError),
+    #[error(transparent)]
     Failover(#[from] FailoverError),
     #[error(transparent)]
     Tls(#[from] TlsError),
     #[error("service {0}: {1}")]
     Service(String, BuildError),
+    #[error(transparent)]
+    TokensFile(#[from] crate::admin::tokens::TokensFileError),
     #[error("admin.token_file {path}: {source}")]
     TokenFile {
         path: String,
@@ -158,6 +162,41 @@ impl Default for StartOptions {
     }
 }
 
+/// The audit file (checked now: an unwritable one is named at start, and
+/// operator actions are refused until it can be written) and the hooks.
+fn start_audit(config: &Config, registry: &Registry) -> Result<crate::audit::Sink, StartError> {
+    use crate::audit::{AuditLog, AuditMetrics, Sink};
+    use crate::hooks::{HookMetrics, Hooks};
+    let hooks = Hooks::start(&config.hooks, HookMetrics::register(registry)?)?;
+    let metrics = AuditMetrics::register(registry)?;
+    let log = config.audit.path.clone().map(|path| {
+        let log = AuditLog::new(
+            path,
+            config.audit.max_size.0,
+            config.audit.keep,
+            Some(metrics),
+        );
+        if let Err(e) = log.check() {
+            tracing::error!(error = %e, "operator actions will be refused until the audit file can be written");
+        }
+        log
+    });
+    Ok(Sink::start(log, hooks))
+}
+
+/// `admin.tokens_file`, read once now: a malformed file stops the start.
+fn admin_tokens(config: &Config) -> Result<Option<crate::admin::tokens::AdminTokens>, StartError> {
+    let tokens = config
+        .admin
+        .tokens_file
+        .clone()
+        .map(crate::admin::tokens::AdminTokens::new);
+    if let Some(t) = &tokens {
+        t.check()?;
+    }
+    Ok(tokens)
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, StartOptions::default()).await
@@ -178,7 +217,9 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         probe: probe_listener,
         probe_addr,
     } = bind_listeners(&config).await?;
+    let audit = start_audit(&config, &registry)?;
     let builder = Builder {
+        audit: audit.clone(),
         resolver: options.resolver.clone(),
         probes: options.active_health_checks,
         stop: drain_rx.clone(),
@@ -217,6 +258,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             source,
         })?;
     }
+    let tokens = admin_tokens(&config)?;
     let reloader = Reloader::new(
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
@@ -232,8 +274,10 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         ready: Default::default(),
         proxy,
         token,
+        tokens,
         reloader: reloader.clone(),
         console: Default::default(),
+        audit,
     });
     let (admin, probe_task) = serve_admin(admin_listener, probe_listener, &admin_state, drain_rx);
     tasks.extend(probe_task);

@@ -9,11 +9,12 @@
 //! `health` (probes, live-traffic detection), `failover` (the decision core,
 //! its driver, persistence, fleet mode), `routing` (which region), `proxy`
 //! (the inbound data path around a service), `tls`, `metrics`, `admin`,
-//! `reload`, `app` (wiring), and `tools` (ctl, sim, demo).
+//! `reload`, `audit` (the audit file and its records), `app` (wiring), and `tools` (ctl, sim, demo).
 #![forbid(unsafe_code)]
 
 pub(crate) mod admin;
 pub mod app;
+pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod failover;

@@ -213,6 +213,17 @@ impl Reloader {
         })
     }
 
+    /// A reload's audit line: `outcome` as the metric's result, `why` what
+    /// triggered it (SIGHUP, a file change).
+    fn audit(&self, outcome: &str, why: &str, detail: String) {
+        let mut r =
+            crate::audit::Record::new(crate::audit::Kind::Reload, std::time::SystemTime::now());
+        r.outcome = Some(outcome.to_owned());
+        r.trigger = Some(why.to_owned());
+        r.reason = Some(detail);
+        self.builder.audit.note(r);
+    }
+
     /// Reads the file again and applies it if it is valid.
     pub async fn reload(&self, why: &str) -> bool {
         let path = self.path.clone();
@@ -221,6 +232,11 @@ impl Reloader {
             Ok(Ok(c)) => c,
             Ok(Err(errors)) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
+                self.audit(
+                    "error",
+                    why,
+                    format!("{} error(s) in the file", errors.iter().count()),
+                );
                 tracing::error!(path = %self.path.display(), trigger = why, "configuration reload refused; the old configuration keeps running");
                 for e in errors.iter() {
                     tracing::error!("  {e}");
@@ -236,10 +252,12 @@ impl Reloader {
         match self.apply(new).await {
             Ok(()) => {
                 self.metrics.reloads.with_label_values(&["success"]).inc();
+                self.audit("success", why, "applied".to_owned());
                 true
             }
             Err(e @ ApplyError::LatchSet { .. }) => {
                 self.metrics.reloads.with_label_values(&["refused"]).inc();
+                self.audit("refused", why, e.to_string());
                 tracing::warn!(
                     trigger = why,
                     "configuration reload refused: {e}; the old configuration keeps running"
@@ -248,6 +266,7 @@ impl Reloader {
             }
             Err(e) => {
                 self.metrics.reloads.with_label_values(&["error"]).inc();
+                self.audit("error", why, e.to_string());
                 tracing::error!(
                     trigger = why,
                     "configuration reload refused: {e}; the old configuration keeps running"

@@ -72,6 +72,18 @@ pub enum Action {
 }
 
 impl Action {
+    /// As in the audit line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Failover => "failover",
+            Action::EnableWrites => "enable-writes",
+            Action::Failback => "failback",
+            Action::Drill => "drill",
+            Action::DrillStop => "drill-stop",
+            Action::KeysVerify => "keys-verify",
+        }
+    }
+
     pub fn from_path(path: &str) -> Option<Action> {
         match path {
             "/admin/failover" => Some(Action::Failover),
@@ -136,7 +148,7 @@ impl AdminToken {
 
 /// The credentials of a `Bearer` authorization value: the scheme matched
 /// case-insensitively, then one or more spaces.
-fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+pub(super) fn bearer_token(value: &[u8]) -> Option<&[u8]> {
     let space = value.iter().position(|b| *b == b' ')?;
     let (scheme, rest) = value.split_at(space);
     if !scheme.eq_ignore_ascii_case(b"bearer") {
@@ -175,11 +187,33 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Who sent an operator action, for its audit line.
+pub struct Caller {
+    pub source: std::net::SocketAddr,
+    pub correlation_id: String,
+    /// The name of the token used (`admin.tokens_file`), never the token.
+    pub by: Option<String>,
+}
+
+impl Caller {
+    fn record(&self, action: Action, reason: &str) -> crate::audit::Record {
+        crate::audit::Record {
+            action: Some(action.name().to_owned()),
+            reason: Some(reason.to_owned()),
+            source: Some(self.source),
+            correlation_id: Some(self.correlation_id.clone()),
+            by: self.by.clone(),
+            ..crate::audit::Record::new(crate::audit::Kind::Operator, std::time::SystemTime::now())
+        }
+    }
+}
+
 /// Runs an action; returns the status and JSON body to answer.
 pub async fn run(
     routes: &crate::proxy::pick::Routes,
     action: Action,
     body: &Bytes,
+    caller: &Caller,
 ) -> (StatusCode, Value) {
     let parsed: ActionBody = if body.iter().all(u8::is_ascii_whitespace) {
         ActionBody {
@@ -246,7 +280,18 @@ pub async fn run(
             }
         }
     };
-    let answer = failover.command(command).await;
+    let command = match command {
+        Command::Drill {
+            duration, reason, ..
+        } => Command::Drill {
+            duration,
+            reason,
+            by: caller.by.clone(),
+        },
+        other => other,
+    };
+    let record = caller.record(action, command.reason());
+    let answer = failover.command_recorded(command, Some(record)).await;
     if action == Action::Drill && matches!(answer, Ok(Err(_))) {
         failover.metrics().drills.refused();
     }
@@ -278,6 +323,14 @@ fn answer_of(
             json!({
                 "error": e.to_string(),
                 "code": "fleet_record_changed",
+                "mode": failover.snapshot().mode.as_str(),
+            }),
+        ),
+        Err(e @ CommandError::AuditUnwritable(_)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": e.to_string(),
+                "code": crate::audit::AUDIT_WRITE_ERROR_CODE,
                 "mode": failover.snapshot().mode.as_str(),
             }),
         ),

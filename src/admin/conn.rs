@@ -85,6 +85,7 @@ pub async fn serve(
         full = false;
         tokio::spawn(connection(
             stream,
+            peer,
             which,
             local,
             state.clone(),
@@ -98,6 +99,7 @@ pub async fn serve(
 /// under the cap.
 async fn connection(
     stream: TcpStream,
+    peer: SocketAddr,
     which: Listener,
     local: SocketAddr,
     state: Arc<AdminState>,
@@ -133,7 +135,7 @@ async fn connection(
         ))
         .service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(respond(state, which, local, req).await) }
+            async move { Ok::<_, Infallible>(respond(state, which, local, peer, req).await) }
         });
     let conn = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())

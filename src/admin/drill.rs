@@ -40,7 +40,7 @@ pub(super) fn command(
     Ok(Command::Drill {
         duration,
         reason,
-        // Who acted is not known yet: there is one shared admin token.
+        // Named by the caller's token, in `actions::run`.
         by: None,
     })
 }

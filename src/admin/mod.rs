@@ -20,7 +20,9 @@ mod conn;
 pub mod console;
 mod drill;
 mod guard;
+mod history;
 pub mod status;
+pub mod tokens;
 
 pub use conn::serve;
 
@@ -45,10 +47,14 @@ pub struct AdminState {
     /// The services (their failover engines, metrics and upstreams).
     pub proxy: Arc<Proxy>,
     pub token: Option<AdminToken>,
+    /// `admin.tokens_file`: named tokens; the name is recorded as `by`.
+    pub tokens: Option<tokens::AdminTokens>,
     /// The running configuration, for `GET /config`.
     pub reloader: Arc<crate::reload::Reloader>,
     /// The console's open `/events` streams.
     pub console: console::Console,
+    /// The audit file and hooks (`GET /history`).
+    pub audit: crate::audit::Sink,
 }
 
 /// Which listener a request came on.
@@ -96,6 +102,7 @@ async fn respond(
     state: Arc<AdminState>,
     listener: Listener,
     local: SocketAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<console::events::BoxBody> {
     if req.uri().path() == "/events" {
@@ -104,7 +111,7 @@ async fn respond(
         }
         return console::events::open(state);
     }
-    route(&state, listener, local, req)
+    route(&state, listener, local, peer, req)
         .await
         .map(BodyExt::boxed_unsync)
 }
@@ -114,13 +121,14 @@ async fn route(
     state: &AdminState,
     listener: Listener,
     local: SocketAddr,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Resp {
     let get = req.method() == Method::GET || req.method() == Method::HEAD;
     let path = req.uri().path().to_owned();
     match path.as_str() {
         "/" | "/console.css" | "/console.js" | "/livez" | "/readyz" | "/metrics" | "/status"
-        | "/fleet/instances" | "/config"
+        | "/fleet/instances" | "/config" | "/history"
             if !get =>
         {
             method_not_allowed("GET, HEAD")
@@ -157,6 +165,17 @@ async fn route(
             "the configuration is served on admin.listen only\n",
         ),
         "/config" => unauthorized(state, &req).unwrap_or_else(|| running_config(state)),
+        "/history" if listener == Listener::Probe => text(
+            StatusCode::NOT_FOUND,
+            "the history is served on admin.listen only\n",
+        ),
+        "/history" => match unauthorized(state, &req) {
+            Some(refusal) => refusal,
+            None => {
+                let (status, value) = history::history(state, req.uri().query()).await;
+                json(status, &value)
+            }
+        },
         "/fleet/instances" => match service_named(&state.proxy, req.uri().query()) {
             Err((status, error)) => json(status, &error),
             Ok(svc) => fleet_instances(svc.failover()).await,
@@ -167,48 +186,93 @@ async fn route(
                 "operator actions are served on admin.listen only\n",
             ),
             Some(_) if req.method() != Method::POST => method_not_allowed("POST"),
-            Some(action) => {
-                if let Err((status, error)) =
-                    guard::check(req.uri(), req.headers(), local, state.token.is_some())
-                {
-                    return json(status, &error);
-                }
-                if let Some(refusal) = unauthorized(state, &req) {
-                    return refusal;
-                }
-                let body = match Limited::new(req.into_body(), actions::MAX_BODY)
-                    .collect()
-                    .await
-                {
-                    Ok(b) => b.to_bytes(),
-                    Err(_) => {
-                        return json(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &serde_json::json!({"error": format!("the body exceeds {} bytes", actions::MAX_BODY)}),
-                        )
-                    }
-                };
-                let (status, value) = actions::run(&state.proxy.routes(), action, &body).await;
-                json(status, &value)
-            }
+            Some(action) => operator_action(state, local, peer, req, action).await,
             None => text(StatusCode::NOT_FOUND, "not found\n"),
         },
     }
 }
 
-/// The 401 for a request without the admin token, when one is configured.
-fn unauthorized(state: &AdminState, req: &Request<Incoming>) -> Option<Resp> {
-    let token = state.token.as_ref()?;
-    if token.allows(req.headers()) {
-        return None;
+/// An operator action (`POST /admin/...`) from a local, authorized caller.
+async fn operator_action(
+    state: &AdminState,
+    local: SocketAddr,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    action: Action,
+) -> Resp {
+    if let Err((status, error)) = guard::check(req.uri(), req.headers(), local, state.has_token()) {
+        return json(status, &error);
     }
+    let by = match caller(state, &req) {
+        Ok(by) => by,
+        Err(Unauthorized) => return unauthorized_answer(),
+    };
+    let caller = actions::Caller {
+        source: peer,
+        correlation_id: crate::proxy::headers::correlation_id(req.headers())
+            .to_str()
+            .unwrap_or_default()
+            .to_owned(),
+        by,
+    };
+    let body = match Limited::new(req.into_body(), actions::MAX_BODY)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return json(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &serde_json::json!({"error": format!("the body exceeds {} bytes", actions::MAX_BODY)}),
+            )
+        }
+    };
+    let (status, value) = actions::run(&state.proxy.routes(), action, &body, &caller).await;
+    json(status, &value)
+}
+
+impl AdminState {
+    /// Whether operator actions need a token (`token_file` or `tokens_file`).
+    pub fn has_token(&self) -> bool {
+        self.token.is_some() || self.tokens.is_some()
+    }
+}
+
+/// Who sends a request: the name of its token in `admin.tokens_file`
+/// (`None` for `admin.token_file`'s, or without tokens), or the 401.
+fn caller(state: &AdminState, req: &Request<Incoming>) -> Result<Option<String>, Unauthorized> {
+    if let Some(tokens) = &state.tokens {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| actions::bearer_token(v.as_bytes()));
+        if let Some(name) = given.and_then(|t| tokens.name_of(t)) {
+            return Ok(Some(name));
+        }
+    }
+    match &state.token {
+        Some(token) if token.allows(req.headers()) => Ok(None),
+        None if state.tokens.is_none() => Ok(None),
+        _ => Err(Unauthorized),
+    }
+}
+
+/// A request without a valid admin token.
+struct Unauthorized;
+
+/// The 401 for a request without a valid admin token, when one is configured.
+fn unauthorized(state: &AdminState, req: &Request<Incoming>) -> Option<Resp> {
+    caller(state, req).err().map(|_| unauthorized_answer())
+}
+
+fn unauthorized_answer() -> Resp {
     let mut r = json(
         StatusCode::UNAUTHORIZED,
-        &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file)"}),
+        &serde_json::json!({"error": "missing or invalid bearer token (admin.token_file or admin.tokens_file)"}),
     );
     r.headers_mut()
         .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    Some(r)
+    r
 }
 
 /// `GET /config`: the effective configuration as `failway check` prints it

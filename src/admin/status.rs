@@ -20,14 +20,18 @@ fn opt_ts(t: Option<SystemTime>) -> Value {
 }
 
 pub fn transition_json(t: &Transition) -> Value {
-    json!({
+    let mut v = json!({
         "from": t.from.as_str(),
         "to": t.to.as_str(),
         "trigger": t.trigger.as_str(),
         "reason": t.reason,
         "at": ts(t.at),
         "latch_cleared": t.latch_cleared,
-    })
+    });
+    if let Some(by) = &t.by {
+        v["by"] = json!(by);
+    }
+    v
 }
 
 /// The status document for `snap`; `urls` are the regions' upstream URLs.

@@ -35,6 +35,13 @@ pub(super) fn effective_toml(c: &Config) -> String {
     classify(&mut w, &c.classify);
     retry(&mut w, &c.retry);
     fleet(&mut w, c.fleet.as_ref());
+    w.section("audit");
+    match &c.audit.path {
+        Some(f) => w.kv("path", path(f)),
+        None => w.comment("path is not set: no audit file is written"),
+    }
+    w.kv("max_size", s(&c.audit.max_size.to_string()));
+    w.kv("keep", c.audit.keep.to_string());
     hooks(&mut w, &c.hooks);
     key_check(&mut w, &c.key_check);
     if c.has_service_blocks() {
@@ -108,6 +115,9 @@ fn admin(w: &mut Writer, a: &AdminConfig) {
     match &a.token_file {
         Some(f) => w.kv("token_file", path(f)),
         None => w.comment("token_file is not set: the admin API takes no token"),
+    }
+    if let Some(f) = &a.tokens_file {
+        w.kv("tokens_file", path(f));
     }
     match a.probe_listen {
         Some(addr) => w.kv("probe_listen", s(&addr.to_string())),

@@ -44,6 +44,7 @@ pub struct Config {
     pub classify: ClassifyConfig,
     pub retry: RetryConfig,
     pub fleet: Option<FleetConfig>,
+    pub audit: AuditConfig,
     pub rewrite: Vec<RewriteRule>,
     /// `[[hooks]]`: where events are POSTed.
     pub hooks: Vec<HookConfig>,
@@ -99,6 +100,9 @@ pub enum HostHeader {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub token_file: Option<PathBuf>,
+    /// One `NAME TOKEN` a line: each operator's own token, named in the
+    /// audit file (`by`).
+    pub tokens_file: Option<PathBuf>,
     pub probe_listen: Option<SocketAddr>,
 }
 
@@ -191,6 +195,16 @@ pub struct FailoverConfig {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct StateConfig {
     pub path: Option<PathBuf>,
+}
+
+/// `[audit]`: the audit file (none when `path` is unset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    pub path: Option<PathBuf>,
+    /// The file is rotated before a line would take it past this size.
+    pub max_size: ByteSize,
+    /// Rotated files kept (`audit.jsonl.1` ... `audit.jsonl.<keep>`).
+    pub keep: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -30,6 +30,8 @@ pub(super) struct RawConfig {
     pub retry: RawRetry,
     pub fleet: Option<RawFleet>,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
     #[serde(default)]
     pub hooks: Vec<RawHook>,
@@ -111,6 +113,7 @@ pub(super) struct RawServerTls {
 pub(super) struct RawAdmin {
     pub listen: Option<String>,
     pub token_file: Option<String>,
+    pub tokens_file: Option<String>,
     pub probe_listen: Option<String>,
 }
 
@@ -183,6 +186,14 @@ pub(super) struct RawFailover {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawState {
     pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub path: Option<String>,
+    pub max_size: Option<String>,
+    pub keep: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

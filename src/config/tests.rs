@@ -164,6 +164,18 @@ fn state_path_silences_the_warning() {
 }
 
 #[test]
+fn audit_defaults_and_keys() {
+    let c = ok("");
+    assert_eq!(c.audit.path, None);
+    assert_eq!(c.audit.max_size, ByteSize(64 * ByteSize::MIB));
+    assert_eq!(c.audit.keep, 5);
+    let c = ok("[audit]\npath = \"audit.jsonl\"\nmax_size = \"1MiB\"\nkeep = 2\n");
+    assert_eq!(c.audit.path, Some(base().join("audit.jsonl")));
+    assert_eq!(c.audit.max_size, ByteSize(ByteSize::MIB));
+    assert_eq!(c.audit.keep, 2);
+}
+
+#[test]
 fn fleet_defaults() {
     let c = ok("[fleet]\nendpoints = [\"http://127.0.0.1:2379\"]\nkey = \"/failway/kp/mode\"\n");
     let f = c.fleet.expect("fleet");
@@ -257,6 +269,10 @@ fn value_errors_name_the_key_and_what_is_valid() {
         ("[admin]\nlisten = \"0.0.0.0:9901\"\n", "admin.token_file: required because admin.listen (0.0.0.0:9901) is not a loopback address"),
         ("[admin]\nlisten = \"127.0.0.1:8080\"\n", "admin.listen: 127.0.0.1:8080 is already used by proxy.listen"),
         ("[state]\npath = \"\"\n", "state.path: must not be empty"),
+        ("[audit]\npath = \"\"\n", "audit.path: must not be empty"),
+        ("[audit]\nmax_size = \"12 parsecs\"\n", "audit.max_size: "),
+        ("[audit]\nmax_size = \"100B\"\n", "audit.max_size: must be at least 1KiB"),
+        ("[audit]\nkeep = -1\n", "audit.keep: must be between 0 and 1000, got -1"),
     ];
     for (extra, expected) in cases {
         assert_err(extra, expected);

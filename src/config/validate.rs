@@ -20,7 +20,8 @@ use std::time::Duration;
 use super::keypath::{key_segments_at, path_of, Seg};
 use super::raw::RawConfig;
 use super::{
-    Config, ConfigError, ConfigErrors, FailbackMode, FailoverConfig, HealthConfig, StateConfig,
+    AuditConfig, ByteSize, Config, ConfigError, ConfigErrors, FailbackMode, FailoverConfig,
+    HealthConfig, StateConfig,
 };
 
 mod hooks;
@@ -223,6 +224,7 @@ impl Validator<'_> {
         };
         let retry = self.retry(raw.retry, &proxy);
         let fleet = raw.fleet.map(|f| self.fleet(f));
+        let audit = self.audit(raw.audit);
         let rewrite = self.rewrite(raw.rewrite);
         let hooks = self.hooks(raw.hooks);
         let key_pairs = self.key_pairs("key_pairs", raw.key_pairs);
@@ -242,6 +244,7 @@ impl Validator<'_> {
             classify,
             retry,
             fleet,
+            audit,
             rewrite,
             hooks,
             key_pairs,
@@ -249,6 +252,25 @@ impl Validator<'_> {
             services: Vec::new(),
             base_dir: self.base_dir.to_path_buf(),
             warnings,
+        }
+    }
+}
+
+impl Validator<'_> {
+    fn audit(&mut self, r: super::raw::RawAudit) -> AuditConfig {
+        let path = self.file("audit.path", r.path);
+        let max_size = self.size("audit.max_size", r.max_size, ByteSize(64 * ByteSize::MIB));
+        if self.ok("audit.max_size") && max_size.0 < ByteSize::KIB {
+            self.err(
+                "audit.max_size",
+                format!("must be at least 1KiB (a few records), got {max_size}"),
+            );
+        }
+        let keep = self.int("audit.keep", r.keep, 5, 0, Some(1000));
+        AuditConfig {
+            path,
+            max_size,
+            keep,
         }
     }
 }

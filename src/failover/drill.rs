@@ -126,6 +126,7 @@ impl Driver {
 
     /// The one place drill events leave the driver.
     fn drill_event(&self, event: DrillEvent) {
+        self.audit_drill(&event);
         match event {
             DrillEvent::Started(d) => tracing::info!(
                 reason = %d.reason,

@@ -50,6 +50,10 @@ pub enum CommandError {
     /// taken back, so nothing is in effect that a restart would forget.
     #[error("the new state could not be written to state.path (see failway's log); the action was not applied")]
     NotPersisted,
+    /// `[audit] path` could not be written: the action was refused (or
+    /// taken back) rather than carried out without a record.
+    #[error("{0}; the action was not applied")]
+    AuditUnwritable(String),
 }
 
 /// Why a write may not go to the replica.
@@ -71,6 +75,8 @@ pub(super) enum Event {
     },
     Command {
         command: Command,
+        /// The operator action's audit line, completed with the outcome.
+        audit: Option<Box<crate::audit::Record>>,
         reply: oneshot::Sender<Result<Result<CommandOutcome, Conflict>, CommandError>>,
     },
     BeginWrite {
@@ -123,6 +129,10 @@ pub(super) struct Driver {
     pub state_file_ok: bool,
     /// `failover.mode = "shadow"`: the machine whose decisions are only reported.
     pub shadow: Option<Machine>,
+    /// The audit file and the hooks.
+    pub audit: crate::audit::Sink,
+    /// The service's name, for audit records.
+    pub service: String,
 }
 
 impl Driver {
@@ -192,8 +202,12 @@ impl Driver {
                 self.on_reconfigure(settings, thresholds);
                 self.reconfigure_shadow(shadow, now);
             }
-            Event::Command { command, reply } => {
-                let answer = self.on_command(command, now).await;
+            Event::Command {
+                command,
+                audit,
+                reply,
+            } => {
+                let answer = self.on_command(command, audit.map(|b| *b), now).await;
                 let _ = reply.send(answer);
             }
             Event::BeginWrite { reply } if self.fleet.is_some() => {
@@ -254,13 +268,21 @@ impl Driver {
     async fn on_command(
         &mut self,
         command: Command,
+        audit: Option<crate::audit::Record>,
         now: SystemTime,
     ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
         let what = command.name();
         let (reason, force) = (command.reason().to_owned(), command.force());
         if let Some(refused) = self.shadow_refusal(&command) {
             tracing::warn!(action = what, force, reason = ?reason, refused = %refused, "operator action refused");
+            let _ = self
+                .audit_operator(audit, refused.kind.as_str(), None)
+                .await;
             return Ok(Err(refused));
+        }
+        if let Err(e) = self.audit.check() {
+            tracing::error!(action = what, error = %e, "operator action refused: it could not be recorded");
+            return Err(CommandError::AuditUnwritable(e.to_string()));
         }
         // Taken back whole if the new state cannot be written.
         let before = self.machine.clone();
@@ -287,6 +309,23 @@ impl Driver {
                 self.publish();
                 return Err(CommandError::NotPersisted);
             }
+        }
+        let by = audit.as_ref().and_then(|r| r.by.clone());
+        let mut result = result;
+        if let (Some(name), Ok(CommandOutcome::Changed(t))) = (&by, &mut result) {
+            t.by = Some(name.clone());
+            self.machine.name_last_transition(name);
+        }
+        if let Err(e) = self.audit_result(audit, &result).await {
+            if self.fleet.is_none() && self.machine.state() != before.state() {
+                self.machine = before;
+                self.persist_if_changed().await;
+                self.publish();
+                tracing::error!(action = what, error = %e, "operator action taken back: it could not be recorded");
+                return Err(CommandError::AuditUnwritable(e.to_string()));
+            }
+            // Fleet mode: the shared record already moved every instance.
+            tracing::error!(action = what, error = %e, "operator action applied but not recorded in the audit file");
         }
         match &result {
             Ok(CommandOutcome::Changed(t)) => {
@@ -317,6 +356,7 @@ impl Driver {
                 if self.save(&state).await {
                     self.machine.mark_persisted(&state);
                     tracing::info!("replica-writes latch set: automatic failback is now refused");
+                    self.audit_latch(true, now);
                     Ok(())
                 } else {
                     Err(WriteRefusal::PersistFailed)
@@ -389,6 +429,7 @@ impl Driver {
             "mode transition"
         );
         self.metrics.transition(t);
+        self.audit_transition(t);
     }
 
     pub(super) async fn save(&mut self, state: &State) -> bool {

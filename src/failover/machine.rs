@@ -448,6 +448,13 @@ impl Machine {
         self.enter(Mode::Primary, trigger, reason, latch_cleared, at)
     }
 
+    /// Names who made the latest transition (an operator's token name).
+    pub fn name_last_transition(&mut self, by: &str) {
+        if let Some(t) = self.state.transitions.back_mut() {
+            t.by = Some(by.to_owned());
+        }
+    }
+
     fn enter(
         &mut self,
         to: Mode,
@@ -463,6 +470,7 @@ impl Machine {
             reason,
             at,
             latch_cleared,
+            by: None,
         };
         self.state.mode = to;
         self.state.since = at;

@@ -7,6 +7,7 @@
 //! the snapshot without locks, reports live outcomes, and asks before the
 //! first write to the replica; the admin API sends operator commands.
 
+mod audit;
 pub(crate) mod drill;
 pub(crate) mod driver;
 pub mod fleet;
@@ -167,6 +168,8 @@ pub struct Scope {
     /// `None`: the single-pair form.
     pub service: Option<String>,
     pub file: Option<StateFile>,
+    /// Where transitions, drill events and operator actions are recorded.
+    pub audit: crate::audit::Sink,
 }
 
 /// A write's right to be sent to the replica, held while it is sent.
@@ -205,6 +208,7 @@ impl Failover {
         let scope = Scope {
             service: None,
             file: cfg.state.path.clone().map(StateFile::new),
+            audit: crate::audit::Sink::none(),
         };
         Self::start_scoped(cfg, registry, stop, scope).await
     }
@@ -220,6 +224,11 @@ impl Failover {
         let clock = Clock::start();
         let metrics = FailoverMetrics::register(registry)?;
         let file = scope.file;
+        let audit = scope.audit;
+        let service = scope
+            .service
+            .clone()
+            .unwrap_or_else(|| crate::config::DEFAULT_SERVICE.to_owned());
         let machine = match file.as_ref().map(StateFile::load).transpose()?.flatten() {
             Some(state) => {
                 if let Some(f) = &file {
@@ -286,6 +295,8 @@ impl Failover {
             state_file_ok: true,
             shadow: (cfg.failover.mode == FailoverMode::Shadow)
                 .then(|| shadow::shadow_machine(machine.settings().to_owned(), clock.now())),
+            audit,
+            service,
             machine,
         };
         driver.publish();
@@ -361,6 +372,17 @@ impl Failover {
         &self,
         command: Command,
     ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
+        self.command_recorded(command, None).await
+    }
+
+    /// [`command`](Self::command) with the operator action's audit line
+    /// (source, correlation id, who), written with its outcome before the
+    /// answer; without an audit file, the action is not recorded.
+    pub async fn command_recorded(
+        &self,
+        command: Command,
+        audit: Option<crate::audit::Record>,
+    ) -> Result<Result<CommandOutcome, Conflict>, CommandError> {
         let gate =
             tokio::time::timeout(COMMAND_WAITS_FOR_WRITES, self.replica_writes.write()).await;
         if gate.is_err() {
@@ -371,7 +393,11 @@ impl Failover {
         }
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Event::Command { command, reply })
+            .send(Event::Command {
+                command,
+                audit: audit.map(Box::new),
+                reply,
+            })
             .await
             .map_err(|_| CommandError::Stopped)?;
         rx.await.map_err(|_| CommandError::Stopped)?

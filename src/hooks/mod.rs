@@ -117,6 +117,10 @@ impl Hooks {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.hooks.is_empty()
+    }
+
     /// Queues `record` (an audit record as JSON) for every hook subscribed
     /// to `event`; never waits.
     pub fn offer(&self, event: HookEvent, record: &serde_json::Value) {

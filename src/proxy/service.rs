@@ -202,6 +202,8 @@ pub struct Builder {
     /// The `[[service]]` form: each service has its entry of the state file
     /// and its own fleet record.
     pub service_form: bool,
+    /// The audit file and the hooks, shared by every service.
+    pub audit: crate::audit::Sink,
 }
 
 impl Builder {
@@ -232,6 +234,7 @@ impl Builder {
                 true => f.for_service(&spec.name),
                 false => f.clone(),
             }),
+            audit: self.audit.clone(),
         };
         let (failover, task) =
             Failover::start_scoped(&cfg, &registry, stop_rx.clone(), scope).await?;

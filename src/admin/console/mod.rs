@@ -117,7 +117,7 @@ pub async fn page(state: &AdminState, listener: Listener) -> Response<Full<Bytes
     let doc = document(state).await;
     let live = render::services(&doc, SystemTime::now());
     let actions = match listener {
-        Listener::Admin => actions_form(&doc, state.token.is_some()),
+        Listener::Admin => actions_form(&doc, state.has_token()),
         Listener::Probe => String::new(),
     };
     let html = PAGE

@@ -107,7 +107,12 @@ impl Validator<'_> {
             .probe_listen
             .map(|s| self.socket_addr("admin.probe_listen", Some(s), loopback(9902)));
         let token_file = self.file("admin.token_file", r.token_file);
-        if self.ok("admin.listen") && !listen.ip().is_loopback() && token_file.is_none() {
+        let tokens_file = self.file("admin.tokens_file", r.tokens_file);
+        if self.ok("admin.listen")
+            && !listen.ip().is_loopback()
+            && token_file.is_none()
+            && tokens_file.is_none()
+        {
             self.err(
                 "admin.token_file",
                 format!(
@@ -134,6 +139,7 @@ impl Validator<'_> {
         AdminConfig {
             listen,
             token_file,
+            tokens_file,
             probe_listen,
         }
     }

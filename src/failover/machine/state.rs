@@ -99,6 +99,10 @@ pub struct Transition {
     /// A forced failback that discarded the replica-writes latch.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub latch_cleared: bool,
+    /// The operator's name (`admin.tokens_file`) for an operator's or a
+    /// drill's transition; absent in files written before names existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
 }
 
 /// Everything that must survive a restart.

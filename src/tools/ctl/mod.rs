@@ -103,6 +103,12 @@ pub enum CtlCommand {
         #[arg(long, conflicts_with = "duration")]
         stop: bool,
     },
+    /// The audit trail (the audit file, else the transitions /status keeps), oldest first.
+    History {
+        /// Only what happened within this long (e.g. 1h, 30m).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Fleet mode: the instances sharing this instance's record.
     Fleet {
         #[command(subcommand)]
@@ -219,6 +225,7 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
         ),
         CtlCommand::Fleet { .. } if status == 200 => print!("{}", fleet_table(&value, now)),
         CtlCommand::Keys { .. } if status == 200 => print!("{}", keys_table(&value)),
+        CtlCommand::History { .. } if status == 200 => print!("{}", print::history_table(&value)),
         _ => println!("{}", action_line(status, &value)),
     }
     if let (CtlCommand::Keys { .. }, 200) = (&args.command, status) {
@@ -257,6 +264,20 @@ fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, O
     match command {
         CtlCommand::Status => (Method::GET, "/status".into(), None),
         CtlCommand::Config => (Method::GET, "/config".into(), None),
+        CtlCommand::History { since } => {
+            let mut query = Vec::new();
+            if let Some(name) = service {
+                query.push(format!("service={}", query_escaped(name)));
+            }
+            if let Some(d) = since {
+                query.push(format!("since={}", query_escaped(d)));
+            }
+            let path = match query.is_empty() {
+                true => "/history".to_owned(),
+                false => format!("/history?{}", query.join("&")),
+            };
+            (Method::GET, path, None)
+        }
         CtlCommand::Fleet {
             command: FleetCommand::Status,
         } => {

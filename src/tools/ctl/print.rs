@@ -181,6 +181,46 @@ pub fn status_table(v: &Value, now: SystemTime) -> String {
     out
 }
 
+/// The `history` table: one line per record, oldest first.
+pub fn history_table(v: &Value) -> String {
+    let records = v["records"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let mut out = format!(
+        "{:<26}{:<12}{:<12}{:<48}{:<14}{:<14}{}\n",
+        "time", "kind", "service", "what", "outcome", "by", "reason"
+    );
+    for r in records {
+        let what = match (r["from"].as_str(), r["to"].as_str(), r["action"].as_str()) {
+            (_, _, Some(a)) if r["kind"] == "operator" => match r["to"].as_str() {
+                Some(to) => format!("{a}: {} -> {to}", s(&r["from"])),
+                None => a.to_owned(),
+            },
+            (Some(from), Some(to), _) => format!("{from} -> {to} [{}]", s(&r["trigger"])),
+            (_, _, Some(a)) => a.to_owned(),
+            _ => s(&r["trigger"]).into_owned(),
+        };
+        out.push_str(&format!(
+            "{:<26}{:<12}{:<12}{:<48}{:<14}{:<14}{}\n",
+            s(&r["time"]),
+            s(&r["kind"]),
+            s(&r["service"]),
+            printable(&what),
+            s(&r["outcome"]),
+            s(&r["by"]),
+            s(&r["reason"]),
+        ));
+    }
+    if records.is_empty() {
+        out.push_str("(no records)\n");
+    }
+    if v["source"] == "status" {
+        out.push_str("no [audit] path is set: these are the transitions /status keeps\n");
+    }
+    out
+}
+
 /// The `fleet status` table: one line per instance.
 pub fn fleet_table(v: &Value, now: SystemTime) -> String {
     let mut out = format!(
