@@ -64,6 +64,7 @@ FAILWAY = {
     "failway_outcome_unknown_total", "failway_retries_total",
     "failway_retry_budget_exhausted_total", "failway_rewrite_misses_total",
     "failway_config_reloads_total", "failway_unrouted_requests_total",
+    "failway_key_pair_interchangeable", "failway_key_pair_checks_total",
 }
 # The process's and listeners' families; every other failway_ family is a
 # service's and carries the label `service`.

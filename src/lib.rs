@@ -20,6 +20,7 @@ pub mod config;
 pub mod failover;
 pub(crate) mod health;
 pub mod hooks;
+pub mod keycheck;
 pub mod metrics;
 pub mod proxy;
 pub mod region;

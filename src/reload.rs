@@ -368,6 +368,18 @@ impl Reloader {
             upstreams: upstreams.clone(),
         });
         service.failover().reconfigure(effective).await;
+        let clients_changed = !Arc::ptr_eq(&upstreams[0], &current.upstreams[0])
+            || !Arc::ptr_eq(&upstreams[1], &current.upstreams[1]);
+        if clients_changed || crate::keycheck::inputs_changed(old, effective) {
+            let keys = service.keys();
+            service.replace_keys(crate::keycheck::KeyCheck::new(
+                service.name(),
+                effective,
+                &upstreams,
+                crate::proxy::service::region_down(service.failover()),
+                keys.metrics().clone(),
+            ));
+        }
         if restart_probers {
             let fresh = Probers::start(
                 self.builder.probes,

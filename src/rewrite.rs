@@ -312,7 +312,7 @@ impl SegmentTable {
 
 /// `8-4-4-4-12` hex digits, either case: the shape of a Key Protect key ID,
 /// which an alias may not take.
-fn is_uuid(s: &str) -> bool {
+pub fn is_uuid(s: &str) -> bool {
     let b = s.as_bytes();
     b.len() == 36
         && b.iter().enumerate().all(|(i, c)| match i {

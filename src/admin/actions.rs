@@ -67,6 +67,8 @@ pub enum Action {
     Failback,
     Drill,
     DrillStop,
+    /// Runs the service's key-pair checks now.
+    KeysVerify,
 }
 
 impl Action {
@@ -78,6 +80,7 @@ impl Action {
             Action::Failback => "failback",
             Action::Drill => "drill",
             Action::DrillStop => "drill-stop",
+            Action::KeysVerify => "keys-verify",
         }
     }
 
@@ -88,6 +91,7 @@ impl Action {
             "/admin/failback" => Some(Action::Failback),
             "/admin/drill" => Some(Action::Drill),
             "/admin/drill/stop" => Some(Action::DrillStop),
+            "/admin/keys/verify" => Some(Action::KeysVerify),
             _ => None,
         }
     }
@@ -233,6 +237,10 @@ pub async fn run(
         Ok(s) => s,
         Err(answer) => return answer,
     };
+    // A check takes no reason: it changes nothing.
+    if action == Action::KeysVerify {
+        return keys_verify(&svc).await;
+    }
     let failover = svc.failover();
     let reason = match reason_of(parsed.reason) {
         Ok(r) => r,
@@ -257,6 +265,7 @@ pub async fn run(
             force: parsed.force,
             reason,
         },
+        Action::KeysVerify => return keys_verify(&svc).await,
         Action::Drill | Action::DrillStop => {
             let max = svc.dynamic().settings.max_drill;
             match super::drill::command(
@@ -287,6 +296,20 @@ pub async fn run(
         failover.metrics().drills.refused();
     }
     answer_of(failover, answer)
+}
+
+/// `POST /admin/keys/verify`: every pair of the service checked now; 200
+/// with `"interchangeable"` true only when each pair is.
+async fn keys_verify(svc: &crate::proxy::service::Service) -> (StatusCode, Value) {
+    let reports = svc.keys().verify().await;
+    let all = reports
+        .iter()
+        .all(|r| r.result == crate::keycheck::CheckResult::Ok);
+    let pairs: Vec<Value> = reports.iter().map(crate::keycheck::report_json).collect();
+    (
+        StatusCode::OK,
+        json!({"service": svc.name(), "interchangeable": all, "key_pairs": pairs}),
+    )
 }
 
 /// The HTTP answer to a command's outcome.

@@ -93,6 +93,7 @@ pub fn service_json(svc: &crate::proxy::service::Service) -> Value {
         Some(f) => serde_json::to_value(f.status()).unwrap_or_default(),
         None => Value::Null,
     };
+    doc["key_pairs"] = svc.keys().status_json();
     doc
 }
 

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use super::{
     AdminConfig, ClassifyConfig, Config, FailbackMode, FailoverConfig, FailoverMode, FleetBackend,
-    FleetConfig, HealthConfig, HostHeader, ProxyConfig, RetryConfig, RewriteKind, RewriteRule,
-    ServiceConfig, UpstreamConfig, UpstreamTls,
+    FleetConfig, HealthConfig, HostHeader, KeyCheckConfig, KeyPairs, ProxyConfig, RetryConfig,
+    RewriteKind, RewriteRule, ServiceConfig, UpstreamConfig, UpstreamTls,
 };
 
 pub(super) const REDACTED: &str = "<redacted>";
@@ -43,12 +43,14 @@ pub(super) fn effective_toml(c: &Config) -> String {
     w.kv("max_size", s(&c.audit.max_size.to_string()));
     w.kv("keep", c.audit.keep.to_string());
     hooks(&mut w, &c.hooks);
+    key_check(&mut w, &c.key_check);
     if c.has_service_blocks() {
         for svc in &c.services {
             service(&mut w, svc);
         }
     } else {
         rewrite(&mut w, &c.rewrite);
+        key_pairs(&mut w, &c.key_pairs);
     }
     w.out
 }
@@ -68,6 +70,7 @@ fn service(w: &mut Writer, svc: &ServiceConfig) {
     classify(w, &svc.classify);
     retry(w, &svc.retry);
     rewrite(w, &svc.rewrite);
+    key_pairs(w, &svc.key_pairs);
     w.prefix = "";
 }
 
@@ -259,6 +262,28 @@ fn fleet(w: &mut Writer, fleet: Option<&FleetConfig>) {
             w.out.push('\n');
             w.comment("[fleet] is not set: this instance decides alone");
         }
+    }
+}
+
+fn key_check(w: &mut Writer, k: &KeyCheckConfig) {
+    w.section("key_check");
+    w.kv("interval", dur(k.interval));
+    if let Some(f) = &k.authorization_file {
+        w.kv("authorization_file", path(f));
+    }
+}
+
+fn key_pairs(w: &mut Writer, pairs: &KeyPairs) {
+    let KeyPairs::Listed(list) = pairs else {
+        return w.comment(
+            "key_pairs = \"from-rewrite\": every key-ID path_segment mapping of [[rewrite]]",
+        );
+    };
+    for p in list {
+        w.array_section("key_pairs");
+        w.kv("name", s(&p.name));
+        w.kv("primary", s(&p.primary));
+        w.kv("replica", s(&p.replica));
     }
 }
 

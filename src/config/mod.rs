@@ -48,6 +48,9 @@ pub struct Config {
     pub rewrite: Vec<RewriteRule>,
     /// `[[hooks]]`: where events are POSTed.
     pub hooks: Vec<HookConfig>,
+    /// `[[key_pairs]]`: the duplicated keys whose interchangeability is checked.
+    pub key_pairs: KeyPairs,
+    pub key_check: KeyCheckConfig,
     /// The `[[service]]` blocks, inherited keys filled in; empty in the
     /// single-pair form (see [`Config::services`]).
     pub services: Vec<ServiceConfig>,
@@ -292,6 +295,41 @@ pub struct FleetConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FleetBackend {
     Etcd,
+}
+
+/// A duplicated key to watch: `primary` in the primary's instance and
+/// `replica` in the replica's hold the same material.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPairConfig {
+    /// The `pair` label value ([a-z0-9_-], bounded by configuration).
+    pub name: String,
+    pub primary: String,
+    pub replica: String,
+}
+
+/// Which key pairs a service checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPairs {
+    /// `[[key_pairs]]` as written (none: no check runs).
+    Listed(Vec<KeyPairConfig>),
+    /// `key_pairs = "from-rewrite"`: every path-segment mapping of
+    /// `[[rewrite]]` whose primary value is shaped like a key ID.
+    FromRewrite,
+}
+
+impl Default for KeyPairs {
+    fn default() -> Self {
+        KeyPairs::Listed(Vec::new())
+    }
+}
+
+/// `[key_check]`: how often the pairs are checked, and the token sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyCheckConfig {
+    pub interval: Duration,
+    /// Read again when it changes; a bare token is sent as `Bearer`.
+    /// `None`: `health.authorization_file`, if any.
+    pub authorization_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

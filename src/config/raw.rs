@@ -35,6 +35,10 @@ pub(super) struct RawConfig {
     pub rewrite: Vec<RawRewrite>,
     #[serde(default)]
     pub hooks: Vec<RawHook>,
+    /// `[[key_pairs]]` or `key_pairs = "from-rewrite"`: read by
+    /// `validate::keys`, which names each bad entry's key.
+    pub key_pairs: Option<toml::Value>,
+    pub key_check: Option<RawKeyCheck>,
     /// The `[[service]]` form; checked here for its keys and types only
     /// (`validate::services` merges each block over the top level).
     #[serde(default)]
@@ -67,6 +71,14 @@ pub(super) struct RawService {
     pub retry: Option<RawRetry>,
     #[serde(default)]
     pub rewrite: Vec<RawRewrite>,
+    pub key_pairs: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawKeyCheck {
+    pub interval: Option<String>,
+    pub authorization_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

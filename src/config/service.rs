@@ -4,7 +4,8 @@
 //! named `default` that takes every request.
 
 use super::{
-    ClassifyConfig, Config, FailoverConfig, HealthConfig, RetryConfig, RewriteRule, Upstreams,
+    ClassifyConfig, Config, FailoverConfig, HealthConfig, KeyPairs, RetryConfig, RewriteRule,
+    Upstreams,
 };
 
 /// The name of the one service of the single-pair form.
@@ -68,6 +69,8 @@ pub struct ServiceConfig {
     pub classify: ClassifyConfig,
     pub retry: RetryConfig,
     pub rewrite: Vec<RewriteRule>,
+    /// `[[service.key_pairs]]`; never inherited from the top level.
+    pub key_pairs: KeyPairs,
 }
 
 /// Whether `path` starts with `prefix` on a segment boundary (`/api`
@@ -110,6 +113,7 @@ impl Config {
             classify: self.classify.clone(),
             retry: self.retry.clone(),
             rewrite: self.rewrite.clone(),
+            key_pairs: self.key_pairs.clone(),
         }]
     }
 
@@ -128,6 +132,7 @@ impl Config {
             classify: service.classify.clone(),
             retry: service.retry.clone(),
             rewrite: service.rewrite.clone(),
+            key_pairs: service.key_pairs.clone(),
             services: Vec::new(),
             ..self.clone()
         }

@@ -1,3 +1,4 @@
+mod keys;
 mod props;
 mod services;
 
@@ -893,6 +894,15 @@ replica = "r-inst"
 path_segment = true
 primary = "p-key"
 replica = "r-key"
+
+[[key_pairs]]
+name = "payments-root"
+primary = "p-key"
+replica = "r-key"
+
+[key_check]
+interval = "5m"
+authorization_file = "kp-token"
 "#
     )
 }

@@ -25,6 +25,7 @@ use super::{
 };
 
 mod hooks;
+mod keys;
 mod rules;
 mod sections;
 mod services;
@@ -226,6 +227,8 @@ impl Validator<'_> {
         let audit = self.audit(raw.audit);
         let rewrite = self.rewrite(raw.rewrite);
         let hooks = self.hooks(raw.hooks);
+        let key_pairs = self.key_pairs("key_pairs", raw.key_pairs);
+        let key_check = self.key_check(raw.key_check.unwrap_or_default());
         let mut warnings = Vec::new();
         if state.path.is_none() {
             warnings.push(STATE_PATH_WARNING.to_owned());
@@ -244,6 +247,8 @@ impl Validator<'_> {
             audit,
             rewrite,
             hooks,
+            key_pairs,
+            key_check,
             services: Vec::new(),
             base_dir: self.base_dir.to_path_buf(),
             warnings,

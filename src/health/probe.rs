@@ -39,29 +39,37 @@ pub struct Probe {
     token: Option<TokenFile>,
 }
 
-/// `health.authorization_file`, read again when it changes (Kubernetes
-/// rotates projected tokens in place). A bare token is sent as `Bearer`.
-struct TokenFile {
+/// `health.authorization_file` (or another key's token file), read again
+/// when it changes (Kubernetes rotates projected tokens in place). A bare
+/// token is sent as `Bearer`. Errors name the key and the file, never the
+/// token.
+pub(crate) struct TokenFile {
     file: Cached<HeaderValue>,
+    key: &'static str,
 }
 
 impl TokenFile {
-    fn value(&self) -> Result<HeaderValue, String> {
+    /// `key` is the config key that named `path`, for errors.
+    pub(crate) fn new(path: std::path::PathBuf, key: &'static str) -> TokenFile {
+        TokenFile {
+            file: Cached::new(path),
+            key,
+        }
+    }
+
+    pub(crate) fn value(&self) -> Result<HeaderValue, String> {
+        let key = self.key;
         self.file.get(|path| {
             let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("health.authorization_file {}: {e}", path.display()))?;
+                .map_err(|e| format!("{key} {}: {e}", path.display()))?;
             let token = text.trim();
             let value = if token.contains(' ') {
                 token.to_owned()
             } else {
                 format!("Bearer {token}")
             };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                format!(
-                    "health.authorization_file {}: not a valid header value",
-                    path.display()
-                )
-            })?;
+            let mut value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("{key} {}: not a valid header value", path.display()))?;
             value.set_sensitive(true);
             Ok(value)
         })
@@ -82,9 +90,10 @@ impl Probe {
             headers,
             timeout: cfg.timeout,
             healthy: cfg.healthy_statuses.clone(),
-            token: cfg.authorization_file.clone().map(|path| TokenFile {
-                file: Cached::new(path),
-            }),
+            token: cfg
+                .authorization_file
+                .clone()
+                .map(|path| TokenFile::new(path, "health.authorization_file")),
         }
     }
 

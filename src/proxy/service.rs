@@ -14,6 +14,7 @@ use super::refusal::Refusal;
 use super::Dynamic;
 use crate::failover::{BlockReason, Failover, ReplicaWrite, WriteRefusal};
 use crate::health::prober::Probers;
+use crate::keycheck::KeyCheck;
 use crate::proxy::metrics::ProxyMetrics;
 use crate::retry::RetryBudget;
 
@@ -29,6 +30,9 @@ pub struct Service {
     /// Every series of this service (each carries `service="NAME"`).
     registry: Registry,
     metrics: ProxyMetrics,
+    /// The `[[key_pairs]]` checks (none configured: no task runs),
+    /// replaced when a reload changes what they use.
+    keys: ArcSwap<KeyCheck>,
     /// Stops this service's driver, fleet tasks and probers: at the
     /// process's drain, or when a reload removes the service.
     stop: tokio::sync::watch::Sender<bool>,
@@ -43,6 +47,7 @@ pub struct Parts {
     pub probers: Probers,
     pub registry: Registry,
     pub metrics: ProxyMetrics,
+    pub keys: KeyCheck,
     pub stop: tokio::sync::watch::Sender<bool>,
 }
 
@@ -56,6 +61,7 @@ impl Service {
             probers: Mutex::new(parts.probers),
             registry: parts.registry,
             metrics: parts.metrics,
+            keys: ArcSwap::from_pointee(parts.keys),
             stop_rx: parts.stop.subscribe(),
             stop: parts.stop,
         }
@@ -78,6 +84,20 @@ impl Service {
 
     pub fn metrics(&self) -> &ProxyMetrics {
         &self.metrics
+    }
+
+    /// The key-pair checks in use now.
+    pub fn keys(&self) -> Arc<KeyCheck> {
+        self.keys.load_full()
+    }
+
+    /// Stops the running key-pair checks and starts `fresh`, which keeps
+    /// the reports of unchanged pairs.
+    pub fn replace_keys(&self, fresh: KeyCheck) {
+        let old = self.keys.swap(Arc::new(fresh.clone()));
+        old.stop();
+        fresh.succeed(&old);
+        fresh.spawn(&self.stop_rx);
     }
 
     /// Stops its probers (a reload removed the service).
@@ -151,6 +171,14 @@ impl Service {
     }
 }
 
+/// Whether `failover` judges a region down now, for the key-pair checks.
+pub fn region_down(
+    failover: &Failover,
+) -> Box<dyn Fn(crate::region::Region) -> bool + Send + Sync> {
+    let watched = failover.clone();
+    Box::new(move |r| watched.snapshot().region(r).is_down())
+}
+
 /// Why a service could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -211,6 +239,15 @@ impl Builder {
         let (failover, task) =
             Failover::start_scoped(&cfg, &registry, stop_rx.clone(), scope).await?;
         let rewriter = Rewriter::new(&cfg.rewrite);
+        let key_metrics = crate::keycheck::KeyMetrics::register(&registry)?;
+        let keys = KeyCheck::new(
+            &spec.name,
+            &cfg,
+            &upstreams,
+            region_down(&failover),
+            key_metrics,
+        );
+        keys.spawn(&stop_rx);
         let probers = Probers::start(
             self.probes,
             &cfg.health,
@@ -231,6 +268,7 @@ impl Builder {
             probers,
             registry,
             metrics,
+            keys,
             stop,
         };
         Ok((Arc::new(Service::new(&spec.name, parts)), task))

@@ -14,6 +14,7 @@ mod failover;
 mod faults;
 mod fleet;
 mod harness;
+mod keys;
 mod metrics;
 mod proxy;
 mod tools;

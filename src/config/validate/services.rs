@@ -15,13 +15,14 @@ use super::super::{Config, ConfigError, ConfigErrors, HostPattern, ServiceConfig
 use super::Validator;
 
 /// The sections a service block may hold besides its own keys.
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "upstreams",
     "health",
     "failover",
     "classify",
     "retry",
     "rewrite",
+    "key_pairs",
 ];
 
 pub(super) fn from_raw(
@@ -39,7 +40,7 @@ pub(super) fn from_raw(
         .map(|a| a.iter().filter_map(|v| v.as_table().cloned()).collect())
         .unwrap_or_default();
     let mut base = table.clone();
-    for k in ["service", "upstreams", "rewrite"] {
+    for k in ["service", "upstreams", "rewrite", "key_pairs"] {
         base.remove(k);
     }
     if let Some(c) = base.get_mut("classify").and_then(toml::Value::as_table_mut) {
@@ -88,6 +89,12 @@ fn form_errors(table: &toml::Table) -> Vec<ConfigError> {
         errors.push(ConfigError::new(
             "rewrite",
             "[[rewrite]] entries are not inherited by [[service]] blocks; put each mapping in [[service.rewrite]] of its service",
+        ));
+    }
+    if table.contains_key("key_pairs") {
+        errors.push(ConfigError::new(
+            "key_pairs",
+            "key_pairs are not inherited by [[service]] blocks; put each pair in [[service.key_pairs]] of its service",
         ));
     }
     let rules = table.get("classify").and_then(|c| c.get("rules")).is_some();
@@ -193,6 +200,7 @@ fn service_block(
         classify: c.classify,
         retry: c.retry,
         rewrite: c.rewrite,
+        key_pairs: c.key_pairs,
     };
     Ok((sc, errors, warnings))
 }

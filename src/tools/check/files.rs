@@ -67,6 +67,11 @@ pub fn named_files(cfg: &Config) -> Vec<NamedFile> {
         FileKind::Secret,
     );
     add("state.path".into(), &cfg.state.path, FileKind::Written);
+    add(
+        "key_check.authorization_file".into(),
+        &cfg.key_check.authorization_file,
+        FileKind::Secret,
+    );
     if let Some(fleet) = &cfg.fleet {
         add(
             "fleet.endpoints_file".into(),

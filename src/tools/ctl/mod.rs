@@ -5,7 +5,8 @@
 //! reason; `fleet status` lists what each fleet instance last reported (in
 //! fleet mode the actions move the whole fleet). `--service NAME` picks the
 //! service (required for actions when there are several); `config` prints
-//! the running configuration. Exit codes ([`EXIT_CODES`], also in `--help`):
+//! the running configuration; `keys verify` checks the duplicated key
+//! pairs now (exit 1 when one is not interchangeable). Exit codes ([`EXIT_CODES`], also in `--help`):
 //! 0 done (or nothing to do), 1 refused as impossible (409) or not found,
 //! 64 usage, 66 the token file is missing or unreadable, 69 the admin API
 //! cannot be reached or did not answer in full within `--timeout`, 77 the
@@ -25,12 +26,12 @@ use serde_json::Value;
 mod print;
 
 use self::print::{action_line, printable};
-pub use self::print::{fleet_table, status_output, status_table};
+pub use self::print::{fleet_table, keys_table, status_output, status_table};
 
 /// The exit codes, as `failway ctl --help` prints them.
 pub const EXIT_CODES: &str =
-    "Exit codes: 0 done (or nothing to do); 1 refused as impossible (409) or not found; \
-64 usage; 66 --token-file missing or unreadable; 69 admin API unreachable or too slow; \
+    "Exit codes: 0 done (or nothing to do); 1 refused as impossible (409) or not found, \
+or a key pair not interchangeable (keys verify); 64 usage; 66 --token-file missing or unreadable; 69 admin API unreachable or too slow; \
 77 the token was refused (401/403)";
 
 #[derive(Debug, clap::Args)]
@@ -113,6 +114,18 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: FleetCommand,
     },
+    /// Duplicated keys ([[key_pairs]]).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KeysCommand {
+    /// Check every key pair of the service now and print a table; exit 0
+    /// only when every pair is interchangeable, 1 when one is not.
+    Verify,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -211,8 +224,15 @@ pub async fn run(args: CtlArgs) -> Result<u8, CtlError> {
             serde_json::to_string_pretty(&value).unwrap_or_default()
         ),
         CtlCommand::Fleet { .. } if status == 200 => print!("{}", fleet_table(&value, now)),
+        CtlCommand::Keys { .. } if status == 200 => print!("{}", keys_table(&value)),
         CtlCommand::History { .. } if status == 200 => print!("{}", print::history_table(&value)),
         _ => println!("{}", action_line(status, &value)),
+    }
+    if let (CtlCommand::Keys { .. }, 200) = (&args.command, status) {
+        return Ok(match value["interchangeable"].as_bool() {
+            Some(true) => 0,
+            _ => EXIT_REFUSED,
+        });
     }
     Ok(match status {
         _ if ok => 0,
@@ -288,6 +308,9 @@ fn request_of(command: &CtlCommand, service: Option<&str>) -> (Method, String, O
             "/admin/failback",
             serde_json::json!({"reason": reason, "force": force}),
         ),
+        CtlCommand::Keys {
+            command: KeysCommand::Verify,
+        } => action("/admin/keys/verify", serde_json::json!({})),
     }
 }
 
@@ -469,6 +492,41 @@ mod tests {
             "/fleet/instances?service=a%20b%26c"
         );
         assert_eq!(request_of(&fleet, None).1, "/fleet/instances");
+    }
+
+    #[test]
+    fn keys_verify_posts_for_the_service_and_tabulates_each_pair() {
+        let verify = CtlCommand::Keys {
+            command: KeysCommand::Verify,
+        };
+        let (method, path, body) = request_of(&verify, Some("kp-us"));
+        assert_eq!(
+            (method, path.as_str()),
+            (Method::POST, "/admin/keys/verify")
+        );
+        assert_eq!(body.unwrap()["service"], "kp-us");
+        let answer = serde_json::json!({"interchangeable": false, "key_pairs": [{
+            "name": "payments-root", "result": "unwrap_refused", "http_status": 422,
+            "error_code": "UNPROCESSABLE_CIPHERTEXT_ERR",
+            "versions": {"primary": "v2", "replica": "v1"},
+            "detail": "replica refused\u{1b}[2J to unwrap"
+        }]});
+        let table = keys_table(&answer);
+        let row = table.lines().nth(1).unwrap();
+        for cell in [
+            "payments-root",
+            "unwrap_refused",
+            "422",
+            "UNPROCESSABLE_CIPHERTEXT_ERR",
+            "v2",
+            "v1",
+        ] {
+            assert!(row.contains(cell), "{cell} in {row}");
+        }
+        assert!(
+            !table.contains('\u{1b}'),
+            "control characters are escaped: {table}"
+        );
     }
 
     #[test]

@@ -249,6 +249,35 @@ pub fn fleet_table(v: &Value, now: SystemTime) -> String {
     out
 }
 
+/// `keys verify`: one line a pair (result, HTTP status and reason code,
+/// both sides' key versions, the detail).
+pub fn keys_table(v: &Value) -> String {
+    let mut out = format!(
+        "{:<24}{:<16}{:<8}{:<32}{:<38}{:<38}{}\n",
+        "pair", "result", "status", "code", "primary_version", "replica_version", "detail"
+    );
+    for p in v["key_pairs"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+    {
+        let status = p["http_status"]
+            .as_u64()
+            .map_or("-".to_owned(), |n| n.to_string());
+        out.push_str(&format!(
+            "{:<24}{:<16}{:<8}{:<32}{:<38}{:<38}{}\n",
+            s(&p["name"]),
+            s(&p["result"]),
+            status,
+            s(&p["error_code"]),
+            s(&p["versions"]["primary"]),
+            s(&p["versions"]["replica"]),
+            s(&p["detail"]),
+        ));
+    }
+    out
+}
+
 pub(super) fn action_line(status: u16, v: &Value) -> String {
     match (status, v["result"].as_str()) {
         (200, Some("changed")) => format!(

@@ -22,6 +22,7 @@
 mod client;
 mod drill;
 mod interactive;
+mod keys;
 mod narrator;
 mod scenario;
 mod stack;

@@ -55,6 +55,7 @@ pub fn expect(reply: &Reply, status: u16, region: &str, what: &str) -> Result<()
 pub enum Step {
     NormalTraffic,
     Drill,
+    DuplicateKeys,
     Outage,
     Detection,
     ReplicaReads,
@@ -68,9 +69,10 @@ pub enum Step {
 }
 
 impl Step {
-    pub const ALL: [Step; 12] = [
+    pub const ALL: [Step; 13] = [
         Step::NormalTraffic,
         Step::Drill,
+        Step::DuplicateKeys,
         Step::Outage,
         Step::Detection,
         Step::ReplicaReads,
@@ -87,6 +89,9 @@ impl Step {
         match self {
             Step::NormalTraffic => "Normal traffic through failway",
             Step::Drill => "A drill rehearses the failover and comes back by itself",
+            Step::DuplicateKeys => {
+                "A duplicated key rotated on the primary only is reported out of step"
+            }
             Step::Outage => "The primary region goes down",
             Step::Detection => "failway detects it and fails over, read-only",
             Step::ReplicaReads => "Reads and unwraps keep working on the replica",
@@ -149,6 +154,7 @@ impl Incident<'_> {
         match step {
             Step::NormalTraffic => self.normal_traffic().await,
             Step::Drill => self.drill().await,
+            Step::DuplicateKeys => self.keys_out_of_step().await,
             Step::Outage => self.outage().await,
             Step::Detection => self.detection().await,
             Step::ReplicaReads => self.replica_reads().await,

@@ -73,6 +73,8 @@ pub fn demo_config(
     state_dir: &Path,
 ) -> Result<Config, DemoError> {
     let state = state_dir.join("state.json");
+    let token_file = state_dir.join("kp-token");
+    std::fs::write(&token_file, DEMO_TOKEN).map_err(DemoError::StateDir)?;
     let text = format!(
         r#"
 [proxy]
@@ -106,6 +108,16 @@ path = {state}
 
 [classify]
 profile = "key-protect"
+
+[[key_pairs]]
+name = {pair}
+primary = {pair_primary}
+replica = {pair_replica}
+
+[key_check]
+# The demo's step runs the check itself (keys verify).
+interval = "1h"
+authorization_file = {token_file}
 "#,
         primary = quoted(primary),
         replica = quoted(replica),
@@ -113,6 +125,10 @@ profile = "key-protect"
         auth = quoted(&format!("Bearer {DEMO_TOKEN}")),
         failback_after = FAILBACK_AFTER.as_secs(),
         state = quoted(&state.to_string_lossy()),
+        pair = quoted(super::keys::PAIR),
+        pair_primary = quoted(super::keys::PRIMARY_ALIAS),
+        pair_replica = quoted(super::keys::REPLICA_ALIAS),
+        token_file = quoted(&token_file.to_string_lossy()),
     );
     Ok(Config::from_toml_str(&text, state_dir)?)
 }

@@ -63,13 +63,16 @@ authorization_file = "probe-token"
 path = "no-such-folder/state.json"
 [upstreams.primary.tls]
 ca = "ca-folder"
+[key_check]
+authorization_file = "missing-kp-token"
 "#,
     );
     let (code, stdout, stderr) = check(&path, false);
     assert_eq!(code, Some(64), "{stderr}");
     assert!(stdout.is_empty(), "no effective config on errors: {stdout}");
-    assert!(stderr.contains("5 error(s)"), "{stderr}");
+    assert!(stderr.contains("6 error(s)"), "{stderr}");
     for expected in [
+        "key_check.authorization_file: cannot read",
         "admin.token_file: cannot read",
         "missing-token: No such file or directory (os error 2)",
         "health.authorization_file:",
@@ -98,6 +101,7 @@ fn check_passes_loadable_files_and_prints_the_certificate_expiry() {
     write_pem(dir.path(), "tls.crt", &leaf.cert_pem);
     write_pem(dir.path(), "tls.key", &leaf.key_pem);
     std::fs::write(dir.path().join("admin-token"), "s3cr3t-admin-token\n").unwrap();
+    std::fs::write(dir.path().join("kp-token"), "s3cr3t-kp-token\n").unwrap();
     let path = config(
         dir.path(),
         "http://127.0.0.1:1",
@@ -109,10 +113,16 @@ tls = { cert = "tls.crt", key = "tls.key" }
 token_file = "admin-token"
 [state]
 path = "state.json"
+[key_check]
+authorization_file = "kp-token"
 "#,
     );
     let (code, stdout, stderr) = check(&path, false);
     assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("ok: key_check.authorization_file:"),
+        "{stderr}"
+    );
     assert!(stdout.contains("[proxy]"));
     assert!(
         stderr.contains("ok: proxy.tls.cert:") && stderr.contains("certificate expires"),
