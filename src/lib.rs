@@ -23,6 +23,7 @@ pub mod hooks;
 pub mod keycheck;
 pub mod metrics;
 pub mod proxy;
+pub mod query;
 pub mod region;
 pub(crate) mod reload;
 pub(crate) mod retry;

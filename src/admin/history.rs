@@ -14,13 +14,7 @@ use crate::audit::{Kind, Record};
 
 /// The answer's status and body.
 pub async fn history(state: &AdminState, query: Option<&str>) -> (StatusCode, Value) {
-    let param = |name: &str| {
-        query.and_then(|q| {
-            q.split('&')
-                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-                .map(percent_decoded)
-        })
-    };
+    let param = |name: &str| crate::query::query_param(query, name);
     let service = param("service");
     let since = match param("since").map(|s| humantime::parse_duration(&s)) {
         None => None,
@@ -91,28 +85,4 @@ fn from_status(routes: &crate::proxy::pick::Routes) -> Vec<Record> {
     }
     out.sort_by(|a, b| a.time.cmp(&b.time));
     out
-}
-
-/// `%XX` sequences decoded (what `failway ctl` sends for odd names).
-fn percent_decoded(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -319,10 +319,6 @@ fn service_named(
     proxy: &Proxy,
     query: Option<&str>,
 ) -> Result<Arc<crate::proxy::service::Service>, (StatusCode, serde_json::Value)> {
-    let named = query.and_then(|q| {
-        q.split('&')
-            .find_map(|kv| kv.strip_prefix("service="))
-            .map(str::to_owned)
-    });
+    let named = crate::query::query_param(query, "service");
     actions::pick_service(&proxy.routes(), named.as_deref())
 }

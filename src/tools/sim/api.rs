@@ -12,6 +12,7 @@
 //! that). Paths are matched raw and case-sensitively; anything outside the
 //! subset is 404 `NOT_FOUND_ERR`.
 
+use crate::query::query_param;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use bytes::Bytes;
@@ -41,40 +42,6 @@ fn key_segments(path: &str) -> Option<Vec<&str>> {
         return Some(Vec::new());
     }
     Some(rest.strip_prefix('/')?.split('/').collect())
-}
-
-/// The first value of query parameter `name`, percent-decoded.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok());
-        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
-            (b'%', Some(v)) => {
-                out.push(v);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn is_wrap_action(name: &str) -> bool {
@@ -411,12 +378,6 @@ mod tests {
             Some(vec!["a", "metadata"])
         );
         assert_eq!(key_segments("/api/v2/keysx"), None);
-        assert_eq!(
-            query_param(Some("state=1%2C5&limit=2"), "state").as_deref(),
-            Some("1,5")
-        );
-        assert_eq!(query_param(Some("state="), "state").as_deref(), Some(""));
-        assert_eq!(query_param(Some("a=1"), "b"), None);
     }
 
     #[test]
