@@ -377,7 +377,9 @@ fn path(p: &Path) -> String {
 }
 
 /// `scheme://authority`, as the config file takes it (no trailing `/`).
-fn origin(u: &http::Uri) -> String {
+/// `scheme://authority` of `u`, without the path and query (which may
+/// hold a secret: hooks, etcd endpoints).
+pub fn origin(u: &http::Uri) -> String {
     match (u.scheme_str(), u.authority()) {
         (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
         _ => u.to_string(),

@@ -26,6 +26,7 @@ mod tests;
 mod types;
 mod validate;
 
+pub use effective::origin;
 pub use error::{ConfigError, ConfigErrors};
 pub use service::{hosts_take, prefix_takes, HostPattern, ServiceConfig, DEFAULT_SERVICE};
 pub use types::{

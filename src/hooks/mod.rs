@@ -86,7 +86,7 @@ impl Hooks {
     pub fn start(configs: &[HookConfig], metrics: HookMetrics) -> Result<Hooks, HookError> {
         let mut hooks = Vec::new();
         for (index, cfg) in configs.iter().enumerate() {
-            let name = format!("hooks[{index}] ({})", origin(&cfg.url));
+            let name = format!("hooks[{index}] ({})", crate::config::origin(&cfg.url));
             let client =
                 deliver::client(cfg).map_err(|source| HookError::Client { index, source })?;
             let (tx, rx) = mpsc::channel(QUEUE);
@@ -104,17 +104,6 @@ impl Hooks {
             });
         }
         Ok(Hooks { hooks, metrics })
-    }
-
-    /// No hook configured.
-    pub fn none() -> Hooks {
-        Hooks {
-            hooks: Vec::new(),
-            metrics: HookMetrics {
-                deliveries: IntCounterVec::new(Opts::new("unregistered", "-"), &["result"])
-                    .expect("a valid metric"),
-            },
-        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -144,14 +133,6 @@ impl Hooks {
                 );
             }
         }
-    }
-}
-
-/// `scheme://authority`, without the path and query that may be secret.
-fn origin(u: &http::Uri) -> String {
-    match (u.scheme_str(), u.authority()) {
-        (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
-        _ => "?".to_owned(),
     }
 }
 
