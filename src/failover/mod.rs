@@ -8,6 +8,7 @@
 //! first write to the replica; the admin API sends operator commands.
 
 mod audit;
+mod command;
 pub(crate) mod drill;
 pub(crate) mod driver;
 pub mod fleet;

@@ -3,6 +3,8 @@
 //! shutdown. [`Running`] exposes the bound addresses so tests can start
 //! failway on `127.0.0.1:0`.
 
+mod operator;
+
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -162,41 +164,6 @@ impl Default for StartOptions {
     }
 }
 
-/// The audit file (checked now: an unwritable one is named at start, and
-/// operator actions are refused until it can be written) and the hooks.
-fn start_audit(config: &Config, registry: &Registry) -> Result<crate::audit::Sink, StartError> {
-    use crate::audit::{AuditLog, AuditMetrics, Sink};
-    use crate::hooks::{HookMetrics, Hooks};
-    let hooks = Hooks::start(&config.hooks, HookMetrics::register(registry)?)?;
-    let metrics = AuditMetrics::register(registry)?;
-    let log = config.audit.path.clone().map(|path| {
-        let log = AuditLog::new(
-            path,
-            config.audit.max_size.0,
-            config.audit.keep,
-            Some(metrics),
-        );
-        if let Err(e) = log.check() {
-            tracing::error!(error = %e, "operator actions will be refused until the audit file can be written");
-        }
-        log
-    });
-    Ok(Sink::start(log, hooks))
-}
-
-/// `admin.tokens_file`, read once now: a malformed file stops the start.
-fn admin_tokens(config: &Config) -> Result<Option<crate::admin::tokens::AdminTokens>, StartError> {
-    let tokens = config
-        .admin
-        .tokens_file
-        .clone()
-        .map(crate::admin::tokens::AdminTokens::new);
-    if let Some(t) = &tokens {
-        t.check()?;
-    }
-    Ok(tokens)
-}
-
 /// Binds every listener and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     start_with(config, StartOptions::default()).await
@@ -217,7 +184,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
         probe: probe_listener,
         probe_addr,
     } = bind_listeners(&config).await?;
-    let audit = start_audit(&config, &registry)?;
+    let audit = operator::start_audit(&config, &registry)?;
     let builder = Builder {
         audit: audit.clone(),
         resolver: options.resolver.clone(),
@@ -258,7 +225,7 @@ pub async fn start_with(config: Config, options: StartOptions) -> Result<Running
             source,
         })?;
     }
-    let tokens = admin_tokens(&config)?;
+    let tokens = operator::admin_tokens(&config)?;
     let reloader = Reloader::new(
         options.config_path.clone().unwrap_or_default(),
         config.clone(),
