@@ -188,7 +188,9 @@ impl H1Pool {
         if let Some(slot) = self.inner.try_reserve(write) {
             return Ok(slot);
         }
-        tokio::time::timeout_at(until, self.inner.wait_for_slot(write))
+        // Boxed, as connecting is below: rare paths kept out of the future
+        // every request moves (its size is that of its largest path).
+        tokio::time::timeout_at(until, Box::pin(self.inner.wait_for_slot(write)))
             .await
             .unwrap_or(Err(PoolError::Busy))
     }
@@ -236,12 +238,14 @@ impl H1Pool {
         loop {
             let (mut tx, mut meta, reused, pooled) = match slot {
                 Slot::Pooled(idle) => (idle.tx, idle.meta, true, true),
+                // Connecting is rare next to reusing; boxed, its large future
+                // is not part of every request's.
                 Slot::New(permit) => {
-                    let (tx, meta) = self.inner.connect(Some(permit)).await?;
+                    let (tx, meta) = Box::pin(self.inner.connect(Some(permit))).await?;
                     (tx, meta, false, true)
                 }
                 Slot::Extra => {
-                    let (tx, meta) = self.inner.connect(None).await?;
+                    let (tx, meta) = Box::pin(self.inner.connect(None)).await?;
                     (tx, meta, false, false)
                 }
             };
@@ -261,7 +265,7 @@ impl H1Pool {
                         req = back;
                         slot = if may_wait {
                             let until = tokio::time::Instant::now() + self.inner.wait;
-                            self.reserve(write, until).await?
+                            Box::pin(self.reserve(write, until)).await?
                         } else {
                             self.reserve_now()
                         };

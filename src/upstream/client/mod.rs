@@ -227,7 +227,9 @@ impl Upstream {
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
         match &self.pool {
             Some(pool) => pool.request(req).await.map_err(UpstreamError::from),
-            None => self.send_h2(req).await,
+            // Boxed: hyper-util's client future would otherwise size the
+            // future of every HTTP/1.1 request too.
+            None => Box::pin(self.send_h2(req)).await,
         }
     }
 
