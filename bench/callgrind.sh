@@ -8,6 +8,8 @@
 #   bash bench/callgrind.sh                       # failway (release build)
 #   bash bench/callgrind.sh 18084 bench/plain-hyper/target/release/plain-hyper
 #
+# CALLGRIND_KEEP=FILE keeps the profile there (for callgrind_annotate).
+#
 # Needs nginx, wrk and valgrind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,4 +38,5 @@ callgrind_control -z "$proxy" >/dev/null 2>&1
 requests=$(wrk -t1 -c10 -d10s "http://127.0.0.1:$PORT/ok" | awk '/requests in/ {print $1}')
 callgrind_control -d "$proxy" >/dev/null 2>&1
 total=$(callgrind_annotate "$dir"/cg.out.* 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1; exit}')
+[[ -n ${CALLGRIND_KEEP:-} ]] && cat "$dir"/cg.out.* > "$CALLGRIND_KEEP"
 echo "requests: $requests  instructions: $total  per request: $(( total / requests ))"
