@@ -9,6 +9,10 @@ use clap::{Parser, Subcommand};
 use failway::config::Config;
 use failway::telemetry::{self, LogFormat};
 
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// EX_USAGE from sysexits.h: the configuration (the input) is wrong.
 const EXIT_CONFIG: u8 = 64;
 /// EX_SOFTWARE-ish: failway could not start (port taken, file limit).
