@@ -208,32 +208,37 @@ impl HeadScan {
                     line,
                     length,
                 } => {
-                    let b = data[0];
-                    data = &data[1..];
                     if !*started {
-                        if b == b'\r' || b == b'\n' {
-                            continue;
+                        // A stray CRLF between requests is no head.
+                        let skip = data
+                            .iter()
+                            .position(|&b| b != b'\r' && b != b'\n')
+                            .unwrap_or(data.len());
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return;
                         }
                         *started = true;
                         tracker.head_begins();
                     }
-                    if b != b'\n' {
-                        if line.len() < LINE_KEPT {
-                            line.push(b);
-                        } else if line.len() == LINE_KEPT {
-                            line.push(b'~'); // marks a cut line
-                        }
-                        continue;
-                    }
+                    // A line at a time rather than a byte at a time: a head
+                    // arrives in one read as a rule.
+                    let Some(end) = data.iter().position(|&b| b == b'\n') else {
+                        keep(line, data);
+                        return;
+                    };
+                    keep(line, &data[..end]);
+                    data = &data[end + 1..];
                     let text = line.strip_suffix(b"\r").unwrap_or(line);
                     if text.is_empty() {
                         tracker.head_complete();
-                        let left = *length;
-                        *self = if left == 0 {
-                            HeadScan::head()
+                        if *length == 0 {
+                            // The next head reuses the line's buffer.
+                            *started = false;
+                            line.clear();
                         } else {
-                            HeadScan::Body { left }
-                        };
+                            *self = HeadScan::Body { left: *length };
+                        }
                         continue;
                     }
                     match framing(text) {
@@ -249,6 +254,21 @@ impl HeadScan {
                 }
             }
         }
+    }
+}
+
+/// Appends `part` of a header line to `line`, up to [`LINE_KEPT`] bytes
+/// and a `~` marking a cut line.
+fn keep(line: &mut Vec<u8>, part: &[u8]) {
+    if line.len() > LINE_KEPT {
+        return;
+    }
+    let room = LINE_KEPT - line.len();
+    if part.len() <= room {
+        line.extend_from_slice(part);
+    } else {
+        line.extend_from_slice(&part[..room]);
+        line.push(b'~');
     }
 }
 
