@@ -16,6 +16,7 @@ mod forward;
 pub mod headers;
 pub mod metrics;
 pub mod pick;
+mod protocol;
 mod refusal;
 pub(crate) mod response;
 pub(crate) mod server;

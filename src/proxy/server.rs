@@ -17,15 +17,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use super::conn::{ConnTracker, TrackedIo};
 use super::metrics::ListenerMetrics;
-use super::stall::StreamExec;
+use super::protocol::{self, Builders, Protocol};
 use super::{ConnInfo, Proxy};
 use crate::tls::TlsAcceptor;
 use crate::upstream::client::LocalKind;
@@ -41,60 +41,9 @@ pub struct ServerSettings {
     pub max_headers: usize,
 }
 
-/// h2: streams a client may open at once on one connection.
-const H2_MAX_CONCURRENT_STREAMS: u32 = 256;
-/// h2: streams reset before the server accepted them (rapid-reset defence).
-const H2_MAX_PENDING_ACCEPT_RESET: usize = 50;
-/// h2: streams failway itself reset for protocol errors before it gives up
-/// on the connection (CVE-2024-2758-style floods).
-const H2_MAX_LOCAL_ERROR_RESET: usize = 256;
-const H2_MAX_SEND_BUF: usize = 256 * 1024;
-/// hyper parses up to this many header lines in arrays on the stack.
-const HYPER_INLINE_HEADERS: usize = 100;
-
 /// Accepting again after running out of descriptors: first wait, and most.
 const ACCEPT_BACKOFF_FIRST: Duration = Duration::from_millis(50);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
-
-type Builder = auto::Builder<StreamExec>;
-
-fn builder(s: &ServerSettings) -> Builder {
-    let mut b = auto::Builder::new(StreamExec {
-        response_idle_timeout: s.response_idle_timeout,
-    });
-    // hyper answers 431 by itself past these; failway's own check (the
-    // configured limits, rendered in the profile's format) comes first, so
-    // hyper's are a hard ceiling above them. The header count is the
-    // exception up to hyper's default of 100: a higher ceiling makes hyper
-    // allocate its parse arrays on every request (about 10 KB, 2 allocations),
-    // so with `max_headers` <= 100 a request over 100 header lines gets
-    // hyper's own bare 431.
-    let hard_header_bytes = (s.max_header_bytes * 2).max(8192) as usize;
-    let hard_headers = if s.max_headers <= HYPER_INLINE_HEADERS {
-        HYPER_INLINE_HEADERS
-    } else {
-        s.max_headers.saturating_mul(2)
-    };
-    b.http1()
-        .timer(TokioTimer::new())
-        // Tracked by failway itself (conn.rs): hyper's would also cut idle
-        // keep-alive connections at the header timeout.
-        .header_read_timeout(None)
-        .max_buf_size(hard_header_bytes.max(64 * 1024))
-        .max_headers(hard_headers)
-        .keep_alive(true)
-        .half_close(false);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(hard_header_bytes as u32)
-        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET)
-        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET)
-        .max_send_buf_size(H2_MAX_SEND_BUF)
-        .keep_alive_interval(Some(s.idle_timeout / 2))
-        .keep_alive_timeout(Duration::from_secs(20));
-    b
-}
 
 /// The accept loop and its connections.
 pub struct Server {
@@ -122,7 +71,7 @@ impl Server {
     /// Accepts until `drain` turns true, then waits for every connection to
     /// finish its in-flight requests (the caller bounds that wait).
     pub async fn run(self, mut drain: watch::Receiver<bool>) {
-        let builder = Arc::new(builder(&self.settings));
+        let builder = Arc::new(Builders::new(&self.settings));
         let permits = Arc::new(Semaphore::new(self.settings.max_connections));
         // Each connection task holds a sender; all dropped = all done.
         let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
@@ -159,7 +108,7 @@ impl Server {
                     let fut = async move {
                         metrics.connections_open.inc();
                         match tls {
-                            None => serve_connection(stream, None, peer, proxy, &builder, &settings, drain).await,
+                            None => serve_plain(stream, peer, proxy, &builder, &settings, drain).await,
                             // Boxed: a TLS connection's state is larger, and
                             // every plain connection's task would carry its size.
                             Some(acceptor) => Box::pin(serve_tls(acceptor, stream, peer, proxy, &builder, &settings, drain)).await,
@@ -214,12 +163,42 @@ impl Starved {
     }
 }
 
+/// A plain-TCP client: the protocol from its first bytes, then served.
+async fn serve_plain(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    proxy: Arc<Proxy>,
+    builder: &Builders,
+    settings: &ServerSettings,
+    mut drain: watch::Receiver<bool>,
+) {
+    if *drain.borrow() {
+        return;
+    }
+    // Before its first byte a client is idle, as between two requests; a
+    // client whose first bytes are part of the h2 preface ("P") and no more
+    // is cut at `header_read_timeout` (and then that again for its head).
+    let protocol = tokio::select! {
+        p = protocol::sniff(&stream, settings.header_read_timeout) => p,
+        _ = tokio::time::sleep(settings.idle_timeout) => return,
+        _ = drain.changed() => return,
+    };
+    let Some(protocol) = protocol else {
+        tracing::debug!(%peer, "request head not received in time; closing");
+        return;
+    };
+    serve_connection(
+        stream, None, protocol, peer, proxy, builder, settings, drain,
+    )
+    .await
+}
+
 async fn serve_tls(
     acceptor: TlsAcceptor,
     stream: tokio::net::TcpStream,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &Builder,
+    builder: &Builders,
     settings: &ServerSettings,
     drain: watch::Receiver<bool>,
 ) {
@@ -231,7 +210,16 @@ async fn serve_tls(
         Ok(Ok(tls_stream)) => {
             let sni = tls_stream.get_ref().1.server_name().map(Arc::from);
             let tls = Some(sni);
-            serve_connection(tls_stream, tls, peer, proxy, builder, settings, drain).await
+            // Over TLS, HTTP/2 only by ALPN (RFC 9113, section 3.3).
+            let protocol = if crate::tls::negotiated_h2(&tls_stream) {
+                Protocol::Http2
+            } else {
+                Protocol::Http1
+            };
+            serve_connection(
+                tls_stream, tls, protocol, peer, proxy, builder, settings, drain,
+            )
+            .await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -239,14 +227,16 @@ async fn serve_tls(
 }
 
 /// `tls`: for a TLS connection, the server name the client sent (SNI).
+#[allow(clippy::too_many_arguments)]
 async fn serve_connection<S>(
     stream: S,
     tls: Option<Option<Arc<str>>>,
+    protocol: Protocol,
     peer: SocketAddr,
     proxy: Arc<Proxy>,
-    builder: &Builder,
+    builder: &Builders,
     settings: &ServerSettings,
-    mut drain: watch::Receiver<bool>,
+    drain: watch::Receiver<bool>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
 {
@@ -269,66 +259,104 @@ async fn serve_connection<S>(
             Ok::<_, Infallible>(proxy.handle(req, info).await)
         }
     });
-    let conn = builder.serve_connection(io, svc);
-    tokio::pin!(conn);
-    let mut closing = *drain.borrow();
-    if closing {
-        conn.as_mut().graceful_shutdown();
+    let watch = Watch {
+        tracker: &tracker,
+        peer,
+        settings,
+        drain,
+    };
+    match protocol {
+        Protocol::Http1 => {
+            let conn = builder.h1.serve_connection(io, svc);
+            watch
+                .drive(conn, http1::Connection::graceful_shutdown)
+                .await
+        }
+        // Boxed: an HTTP/1.1 connection's task is not sized by HTTP/2's state.
+        Protocol::Http2 => {
+            let conn = builder.h2.serve_connection(io, svc);
+            Box::pin(watch.drive(conn, http2::Connection::graceful_shutdown)).await
+        }
     }
-    // One timer per connection, re-armed only when it fires, never per
-    // request: it fires at least every `header_read_timeout` (or
-    // `response_idle_timeout`, if shorter), so a request head that starts,
-    // or a client that stops reading, is still cut at its exact deadline
-    // (the first firing after it started re-arms the timer for that
-    // deadline).
-    let tick = settings
-        .header_read_timeout
-        .min(settings.response_idle_timeout);
-    let sleep = tokio::time::sleep(tick.min(settings.idle_timeout));
-    tokio::pin!(sleep);
-    let drained = drain.changed();
-    tokio::pin!(drained);
-    loop {
-        tokio::select! {
-            // The connection first: it is what wakes this task on every request.
-            biased;
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                }
-                return;
-            }
-            _ = &mut drained, if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = &mut sleep => {
-                let now = tokio::time::Instant::now();
-                let head = tracker.head_deadline(settings.header_read_timeout);
-                if head.is_some_and(|d| d <= now) {
-                    tracing::debug!(%peer, "request head not received in time; closing");
+}
+
+/// What drives a client connection to its end: its timeouts and the drain.
+struct Watch<'a> {
+    tracker: &'a ConnTracker,
+    peer: SocketAddr,
+    settings: &'a ServerSettings,
+    drain: watch::Receiver<bool>,
+}
+
+impl Watch<'_> {
+    /// Runs `conn` until it ends, a timeout cuts it, or the drain closes it
+    /// gracefully (`shutdown`).
+    async fn drive<C, F>(mut self, conn: C, shutdown: F)
+    where
+        C: std::future::Future<Output = Result<(), hyper::Error>>,
+        F: Fn(std::pin::Pin<&mut C>),
+    {
+        let (tracker, peer, settings) = (self.tracker, self.peer, self.settings);
+        tokio::pin!(conn);
+        let mut closing = *self.drain.borrow();
+        if closing {
+            shutdown(conn.as_mut());
+        }
+        // One timer per connection, re-armed only when it fires, never per
+        // request: it fires at least every `header_read_timeout` (or
+        // `response_idle_timeout`, if shorter), so a request head that starts,
+        // or a client that stops reading, is still cut at its exact deadline
+        // (the first firing after it started re-arms the timer for that
+        // deadline).
+        let tick = settings
+            .header_read_timeout
+            .min(settings.response_idle_timeout);
+        let sleep = tokio::time::sleep(tick.min(settings.idle_timeout));
+        tokio::pin!(sleep);
+        let drained = self.drain.changed();
+        tokio::pin!(drained);
+        loop {
+            tokio::select! {
+                // The connection first: it is what wakes this task on every request.
+                biased;
+                res = conn.as_mut() => {
+                    if let Err(e) = res {
+                        tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                    }
                     return;
                 }
-                // Dropping the connection drops the answer in flight, and
-                // the upstream connection it held.
-                let write = tracker.write_deadline(settings.response_idle_timeout);
-                if write.is_some_and(|d| d <= now) {
-                    tracing::debug!(%peer, "client took no response bytes for response_idle_timeout; closing");
-                    return;
-                }
-                let idle = tracker.idle_deadline(settings.idle_timeout);
-                if !closing && idle.is_some_and(|d| d <= now) {
+                _ = &mut drained, if !closing => {
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    shutdown(conn.as_mut());
                 }
-                let mut next = now + tick;
-                for d in [head, write].into_iter().flatten() {
-                    next = next.min(d);
+                _ = &mut sleep => {
+                    let now = tokio::time::Instant::now();
+                    let head = tracker.head_deadline(settings.header_read_timeout);
+                    if head.is_some_and(|d| d <= now) {
+                        tracing::debug!(%peer, "request head not received in time; closing");
+                        return;
+                    }
+                    // Dropping the connection drops the answer in flight, and
+                    // the upstream connection it held.
+                    let write = tracker.write_deadline(settings.response_idle_timeout);
+                    if write.is_some_and(|d| d <= now) {
+                        tracing::debug!(%peer, "client took no response bytes for response_idle_timeout; closing");
+                        return;
+                    }
+                    let idle = tracker.idle_deadline(settings.idle_timeout);
+                    if !closing && idle.is_some_and(|d| d <= now) {
+                        closing = true;
+                        shutdown(conn.as_mut());
+                    }
+                    let mut next = now + tick;
+                    for d in [head, write].into_iter().flatten() {
+                        next = next.min(d);
+                    }
+                    if let Some(i) = idle.filter(|_| !closing) {
+                        next = next.min(i);
+                    }
+                    sleep.as_mut().reset(next);
                 }
-                if let Some(i) = idle.filter(|_| !closing) {
-                    next = next.min(i);
-                }
-                sleep.as_mut().reset(next);
             }
         }
     }
