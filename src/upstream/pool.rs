@@ -41,6 +41,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -210,13 +211,15 @@ impl H1Pool {
         self.send_on(self.reserve_now(), req, false).await
     }
 
-    /// Sends `req` on `slot`.
-    pub async fn send(
+    /// Sends `req` on `slot`. Not an async fn of its own: every async
+    /// layer keeps a copy of its arguments (the request) for its whole life
+    /// and is moved whole into its caller's state.
+    pub fn send(
         &self,
         slot: Slot,
         req: Request<RequestBody>,
-    ) -> Result<Response<Incoming>, PoolError> {
-        self.send_on(slot, req, true).await
+    ) -> impl Future<Output = Result<Response<Incoming>, PoolError>> + Send + '_ {
+        self.send_on(slot, req, true)
     }
 
     /// `may_wait`: a pooled connection found closed is replaced by waiting

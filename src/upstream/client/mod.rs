@@ -16,10 +16,13 @@
 //! TLS verification always uses the platform roots plus `tls.ca`; there is no
 //! switch to turn verification off.
 
+use std::future::Future;
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::Either;
+use futures_util::TryFutureExt;
 use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
@@ -204,18 +207,23 @@ impl Upstream {
     }
 
     /// Sends one request (its URI absolute) to this region on `ticket`.
-    pub async fn send(
+    /// The HTTP/1.1 path adds no async layer of its own (see
+    /// [`H1Pool::send`]); the others are boxed, so they do not size it.
+    pub fn send(
         &self,
         ticket: Ticket,
         req: http::Request<RequestBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        match ticket {
-            Ticket::H1(slot) => match &self.pool {
-                Some(pool) => pool.send(slot, req).await.map_err(UpstreamError::from),
-                None => self.request(req).await,
-            },
-            // Held until the head arrives.
-            Ticket::H2(_permit) => self.request(req).await,
+    ) -> impl Future<Output = Result<http::Response<hyper::body::Incoming>, UpstreamError>> + Send + '_
+    {
+        match (ticket, &self.pool) {
+            (Ticket::H1(slot), Some(pool)) => {
+                Either::Left(pool.send(slot, req).map_err(UpstreamError::from))
+            }
+            (ticket, _) => Either::Right(Box::pin(async move {
+                // An HTTP/2 permit is held until the head arrives.
+                let _held = ticket;
+                self.request(req).await
+            })),
         }
     }
 
