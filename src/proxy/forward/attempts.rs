@@ -19,6 +19,8 @@
 //! request and sends it through the region's client. Which answer the
 //! client gets in the end is [`Answers`]'s rule.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -140,7 +142,13 @@ pub(crate) async fn run<U: Upstreams>(
             return Err(ProxyError::UpstreamReset.into());
         };
         let (sent, attempt_deadline) = match up.reserve(region, plan.deadline).await {
-            Ok(ticket) => send_within(up, plan, region, attempt, body, ticket).await,
+            Ok(ticket) => {
+                // Pinned here and lent: the attempt's future (and the body
+                // and ticket it holds) is stored once, not again as
+                // `send_within`'s arguments.
+                let send = std::pin::pin!(up.send(region, attempt, body, ticket));
+                send_within(up, plan, send).await
+            }
             Err(e) => (Sent::Answered(Err(e)), Instant::now()),
         };
         let (failure, answer) = match judge(up, plan, region, attempt_deadline, sent)? {
@@ -189,21 +197,20 @@ pub(crate) async fn run<U: Upstreams>(
 /// deadline. The per-try timer measures the region: while the client's
 /// body is still arriving when it fires, it restarts once the body is in.
 /// Returns the attempt's deadline as it ended.
-async fn send_within<U: Upstreams>(
+async fn send_within<U, F>(
     up: &U,
     plan: &Plan<'_>,
-    region: Region,
-    attempt: u32,
-    body: RequestBody,
-    ticket: U::Ticket,
-) -> (Sent<U::Body>, Instant) {
-    let send = up.send(region, attempt, body, ticket);
-    tokio::pin!(send);
+    mut send: Pin<&mut F>,
+) -> (Sent<U::Body>, Instant)
+where
+    U: Upstreams,
+    F: Future<Output = Result<Response<U::Body>, AttemptError>>,
+{
     let mut until = plan.deadline.min(Instant::now() + plan.per_try_timeout);
     loop {
         tokio::select! {
             biased;
-            r = &mut send => return (Sent::Answered(r), until),
+            r = send.as_mut() => return (Sent::Answered(r), until),
             () = tokio::time::sleep_until(until) => {}
         }
         if up.body_progress() != BodyProgress::WaitingOnClient {
@@ -214,7 +221,7 @@ async fn send_within<U: Upstreams>(
         }
         tokio::select! {
             biased;
-            r = &mut send => return (Sent::Answered(r), until),
+            r = send.as_mut() => return (Sent::Answered(r), until),
             () = up.body_completed() => {}
             () = tokio::time::sleep_until(plan.deadline) => {
                 return (Sent::TimedOut { client_slow: true }, plan.deadline);
