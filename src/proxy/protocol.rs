@@ -90,7 +90,7 @@ impl Builders {
 /// Waits for the first bytes; the caller bounds that wait (idle timeout).
 pub(crate) async fn sniff(stream: &TcpStream, head_timeout: Duration) -> Option<Protocol> {
     let mut buf = [0u8; H2_PREFACE.len()];
-    let mut waited = Duration::ZERO;
+    let deadline = tokio::time::Instant::now() + head_timeout;
     let mut wait = Duration::from_millis(1);
     loop {
         // An error or EOF goes to HTTP/1.1, which ends the connection as
@@ -98,13 +98,12 @@ pub(crate) async fn sniff(stream: &TcpStream, head_timeout: Duration) -> Option<
         let n = stream.peek(&mut buf).await.unwrap_or(0);
         match preface_match(&buf[..n]) {
             Some(p) => return Some(p),
-            None if waited >= head_timeout => return None,
+            None if tokio::time::Instant::now() >= deadline => return None,
             // Only a client whose first segment is a strict prefix of the
             // preface ("P", "PRI * HTT") gets here: peek cannot wait for
             // more bytes than it has, so back off rather than spin.
             None => {
                 tokio::time::sleep(wait).await;
-                waited += wait;
                 wait = (wait * 2).min(Duration::from_millis(100));
             }
         }
@@ -143,17 +142,30 @@ mod tests {
         assert_eq!(preface_match(b""), Some(Protocol::Http1));
     }
 
-    #[tokio::test]
-    async fn a_preface_cut_short_is_a_slow_head() {
+    /// The server side of a loopback connection whose client writes
+    /// `first`, then `then` after `pause`, then stays open until aborted.
+    async fn client_writing(
+        first: &'static [u8],
+        pause: Duration,
+        then: &'static [u8],
+    ) -> (TcpStream, tokio::task::JoinHandle<()>) {
+        use tokio::io::AsyncWriteExt;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
             let mut c = TcpStream::connect(addr).await.unwrap();
-            c.write_all(b"PRI * HT").await.unwrap();
+            c.write_all(first).await.unwrap();
+            tokio::time::sleep(pause).await;
+            c.write_all(then).await.unwrap();
             tokio::time::sleep(Duration::from_secs(2)).await;
         });
         let (server, _) = listener.accept().await.unwrap();
+        (server, client)
+    }
+
+    #[tokio::test]
+    async fn a_preface_cut_short_is_a_slow_head() {
+        let (server, client) = client_writing(b"PRI * HT", Duration::ZERO, b"").await;
         let started = tokio::time::Instant::now();
         assert_eq!(sniff(&server, Duration::from_millis(200)).await, None);
         assert!(started.elapsed() < Duration::from_secs(1));
@@ -162,17 +174,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_whole_preface_is_http2_and_stays_unread() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut c = TcpStream::connect(addr).await.unwrap();
-            c.write_all(&H2_PREFACE[..5]).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            c.write_all(&H2_PREFACE[5..]).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(2)).await;
-        });
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, client) = client_writing(
+            &H2_PREFACE[..5],
+            Duration::from_millis(20),
+            &H2_PREFACE[5..],
+        )
+        .await;
         let got = sniff(&server, Duration::from_secs(1)).await;
         assert_eq!(got, Some(Protocol::Http2));
         let mut buf = [0u8; 64];
