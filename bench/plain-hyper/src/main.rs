@@ -60,7 +60,7 @@ async fn serve_pooled(listener: TcpListener) {
             let svc = service_fn(move |mut req: Request<Incoming>| {
                 let client = client.clone();
                 async move {
-                    *req.uri_mut() = upstream_uri(&req);
+                    *req.uri_mut() = upstream_uri(req.uri());
                     client.request(req).await
                 }
             });
@@ -86,7 +86,7 @@ async fn serve_paired(listener: TcpListener, affinity: bool) {
                 let sender = sender.clone();
                 async move {
                     let (mut parts, body) = req.into_parts();
-                    parts.uri = upstream_uri_parts(&parts.uri);
+                    parts.uri = upstream_uri(&parts.uri);
                     let mut sender = sender.lock().await;
                     sender.send_request(Request::from_parts(parts, body)).await
                 }
@@ -113,11 +113,7 @@ async fn serve_paired(listener: TcpListener, affinity: bool) {
     }
 }
 
-fn upstream_uri(req: &Request<Incoming>) -> Uri {
-    upstream_uri_parts(req.uri())
-}
-
-fn upstream_uri_parts(uri: &Uri) -> Uri {
+fn upstream_uri(uri: &Uri) -> Uri {
     let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     format!("http://{ORIGIN}{pq}").parse().unwrap()
 }
